@@ -1,0 +1,1 @@
+//! omni2-core: filled in by its own issue.
