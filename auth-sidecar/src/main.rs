@@ -1,1 +1,270 @@
-fn main() {}
+//! `auth-sidecar` command line: serve, check-config, explain, mint.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use auth_sidecar::config::{DEV_SECRET_ENV, ProcessEnv, Runtime};
+use auth_sidecar::decide::decide;
+use auth_sidecar::decision::Decision;
+use auth_sidecar::facts::{RequestFacts, Single};
+use auth_sidecar::http::{AppState, serve};
+use auth_sidecar::mint::{MintRequest, mint};
+
+#[derive(Parser)]
+#[command(name = "auth-sidecar", version, about = "ForwardAuth decision service for Traefik")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve forwardAuth (the default). Without --config: the embedded development config.
+    Serve(ServeArgs),
+    /// Validate a config file; print every problem and exit 1 if there is any.
+    CheckConfig { file: PathBuf },
+    /// Show how a request would be decided, without a server.
+    Explain(ExplainArgs),
+    /// Print a development token signed with the first HMAC key of the first issuer.
+    Mint(MintArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override the listen address from the config.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Worker threads (default: config `workers`, else one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long)]
+    method: String,
+    #[arg(long)]
+    uri: String,
+    #[arg(long)]
+    host: Option<String>,
+    /// Client address, as the gateway would send it in X-Forwarded-For.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Bearer token.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct MintArgs {
+    #[arg(long)]
+    sub: String,
+    #[arg(long)]
+    role: Option<String>,
+    /// Comma-separated roles.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+    /// Lifetime, e.g. 1h, 15m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Config to take the key from (default: the embedded development config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<Runtime> {
+    let rt = match config {
+        Some(path) => Runtime::load(path, &ProcessEnv),
+        None => Runtime::embedded(&ProcessEnv),
+    };
+    let rt = rt.map_err(|problems| anyhow::anyhow!("{problems}"))?;
+    for w in &rt.warnings {
+        tracing::warn!(warning = %w, "Configuration warning.");
+    }
+    Ok(rt)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => run_serve(args),
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Explain(args) => explain(args),
+        Command::Mint(args) => run_mint(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Runtime::load(file, &ProcessEnv) {
+        Ok(rt) => {
+            for w in &rt.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: ok ({} issuer(s), {} rule(s), config hash {})",
+                file.display(),
+                rt.issuers.len(),
+                rt.policy.rules.len(),
+                rt.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{}: {problems}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let embedded = args.config.is_none();
+    let rt = load(args.config.as_deref())?;
+    let listen = args.listen.unwrap_or(rt.listen);
+    if embedded {
+        if !listen.ip().is_loopback() {
+            bail!("refusing to listen on {listen} with the embedded development config; pass --config with a real one");
+        }
+        if std::env::var_os(DEV_SECRET_ENV).is_none() {
+            tracing::warn!(
+                "DEVELOPMENT MODE: no {DEV_SECRET_ENV} set, signing with a fixed, publicly known secret. Never use this outside a laptop."
+            );
+        }
+    }
+    let workers = args
+        .workers
+        .or(rt.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let admin = rt
+        .admin_listen
+        .map(|a| TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
+        .transpose()?;
+    let bound = listener.local_addr()?;
+    if embedded {
+        print_quickstart(&rt, bound);
+    }
+    tracing::info!(
+        listen = %bound,
+        admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
+        workers,
+        rules = rt.policy.rules.len(),
+        config_hash = %rt.hash,
+        "Serving forwardAuth."
+    );
+    let state = Arc::new(AppState::new(rt));
+    actix_web::rt::System::new().block_on(serve(state, listener, admin, workers))?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn print_quickstart(rt: &Runtime, addr: SocketAddr) {
+    let request = MintRequest {
+        sub: "dev-admin".into(),
+        role: Some("admin".into()),
+        roles: vec!["admin".into()],
+        ttl: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    if let Ok(token) = mint(rt, &request, now()) {
+        println!(
+            "auth-sidecar development mode. Try (admin token, valid 1h):\n\n  curl -i http://{addr}/verify -H 'X-Forwarded-Method: GET' -H 'X-Forwarded-Uri: /api/v1/mcp/servers' -H 'Authorization: Bearer {token}'\n"
+        );
+    }
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let rt = load(Some(&args.config))?;
+    let authorization = args.token.as_ref().map(|t| format!("Bearer {t}"));
+    let facts = RequestFacts {
+        method: Single::One(&args.method),
+        uri: Single::One(&args.uri),
+        host: args.host.as_deref().map_or(Single::Absent, Single::One),
+        forwarded_for: args.ip.as_deref().into_iter().collect(),
+        authorization: authorization.as_deref().map_or(Single::Absent, Single::One),
+        ..Default::default()
+    };
+    let outcome = decide(&facts, &rt, now());
+    let rule = outcome
+        .decision
+        .rule()
+        .map_or("(none)", |i| &*rt.policy.rules[i].name);
+    println!("rule:     {rule}");
+    match &outcome.decision {
+        Decision::Allow { reason, identity, .. } => {
+            println!("decision: allow (200)");
+            println!("reason:   {}", reason.as_str());
+            println!("headers:");
+            match identity {
+                Some(headers) => {
+                    for (name, value) in headers.iter() {
+                        println!("  {}: {}", name, value.to_str().unwrap_or("<binary>"));
+                    }
+                }
+                None => println!("  (none: no identity on this rule)"),
+            }
+        }
+        Decision::Deny { reason, .. } => {
+            println!("decision: deny ({})", reason.status().as_u16());
+            println!("reason:   {}", reason.as_str());
+            println!("headers:  (none on a deny)");
+        }
+    }
+    Ok(())
+}
+
+fn run_mint(args: MintArgs) -> anyhow::Result<()> {
+    let rt = load(args.config.as_deref())?;
+    let request = MintRequest {
+        sub: args.sub,
+        role: args.role,
+        roles: args.roles,
+        username: args.username,
+        email: args.email,
+        ttl: args.ttl,
+    };
+    let token = mint(&rt, &request, now()).map_err(anyhow::Error::msg)?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The configuration as written. Enumerations and addresses stay strings here so that
+//! validation can report every problem at once, each with its path.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A duration: `"30s"`, `"5m"`, `"1h 30m"` (humantime) or a number of seconds.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<usize>,
+    pub realm: Option<String>,
+    pub trusted_proxies: Vec<String>,
+    pub tokens: RawTokens,
+    pub issuers: Vec<RawIssuer>,
+    pub identity: RawIdentity,
+    pub cache: RawCache,
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTokens {
+    pub max_length: Option<usize>,
+    pub cookie: Option<String>,
+    pub query_param: Option<String>,
+    pub websocket_protocol_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub leeway: Option<RawDuration>,
+    pub require_exp: Option<bool>,
+    pub max_lifetime: Option<RawDuration>,
+    pub required_claims: Vec<String>,
+    pub keys: Vec<RawKey>,
+    pub jwks_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawKey {
+    pub kid: Option<String>,
+    pub alg: String,
+    /// Inline HMAC secret: allowed, with a warning.
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub pem_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSlot {
+    pub header: Option<String>,
+    pub claim: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSignature {
+    pub header: Option<String>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawIdentity {
+    pub user_id: RawSlot,
+    pub username: RawSlot,
+    pub role: RawSlot,
+    pub roles: RawSlot,
+    pub email: RawSlot,
+    pub expires: RawSlot,
+    pub signature: Option<RawSignature>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCache {
+    pub max_entries: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub max_ttl: Option<RawDuration>,
+    pub negative_ttl: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_regex: Option<String>,
+    pub methods: Vec<String>,
+    pub action: String,
+    pub roles: Vec<String>,
+    pub roles_mode: Option<String>,
+    pub allow_cidrs: Vec<String>,
+    pub deny_cidrs: Vec<String>,
+    pub allow_query_token: bool,
+    pub allow_preflight: bool,
+}

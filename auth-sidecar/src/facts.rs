@@ -1,0 +1,92 @@
+//! The facts a decision is made from: what the gateway forwarded, never our own request line.
+
+use std::net::IpAddr;
+
+/// How often a single-valued header appeared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Single<'a> {
+    #[default]
+    Absent,
+    One(&'a str),
+    /// Sent more than once, or not visible ASCII: ambiguous, so never trusted.
+    Invalid,
+}
+
+impl<'a> Single<'a> {
+    /// Folds one more occurrence in (`None` = a value that was not valid text).
+    pub fn push(&mut self, value: Option<&'a str>) {
+        *self = match (*self, value) {
+            (Single::Absent, Some(v)) => Single::One(v),
+            _ => Single::Invalid,
+        };
+    }
+
+    pub fn get(self) -> Option<&'a str> {
+        match self {
+            Single::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Everything `decide` reads about a request.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFacts<'a> {
+    /// `X-Forwarded-Method`.
+    pub method: Single<'a>,
+    /// `X-Forwarded-Uri`: path and query of the original request.
+    pub uri: Single<'a>,
+    /// `X-Forwarded-Host`.
+    pub host: Single<'a>,
+    /// `X-Forwarded-Proto`.
+    pub proto: Single<'a>,
+    /// Every `X-Forwarded-For` line, in order.
+    pub forwarded_for: Vec<&'a str>,
+    /// The TCP peer of this auth request (the gateway), used only without `X-Forwarded-For`.
+    pub peer: Option<IpAddr>,
+    pub authorization: Single<'a>,
+    /// Every `Cookie` line (HTTP/2 may split them).
+    pub cookies: Vec<&'a str>,
+    /// Every `Sec-WebSocket-Protocol` line.
+    pub websocket_protocols: Vec<&'a str>,
+    pub has_origin: bool,
+    pub has_preflight_method: bool,
+}
+
+impl RequestFacts<'_> {
+    /// `http` or `https`; `ws`/`wss` (Traefik's WebSocket handshakes) count as those.
+    pub fn scheme(&self) -> Option<&'static str> {
+        match self.proto.get()?.trim().to_ascii_lowercase().as_str() {
+            "http" | "ws" => Some("http"),
+            "https" | "wss" => Some("https"),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_detects_repeats_and_invalid() {
+        let mut s = Single::default();
+        s.push(Some("a"));
+        assert_eq!(s.get(), Some("a"));
+        s.push(Some("b"));
+        assert_eq!(s, Single::Invalid);
+        let mut t = Single::default();
+        t.push(None);
+        assert_eq!(t, Single::Invalid);
+    }
+
+    #[test]
+    fn websocket_protos_count_as_http() {
+        for (p, want) in [("ws", "http"), ("WSS", "https"), ("http", "http"), ("https", "https")] {
+            let facts = RequestFacts { proto: Single::One(p), ..Default::default() };
+            assert_eq!(facts.scheme(), Some(want));
+        }
+        let bogus = RequestFacts { proto: Single::One("gopher"), ..Default::default() };
+        assert_eq!(bogus.scheme(), None);
+    }
+}

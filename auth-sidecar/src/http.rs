@@ -1,0 +1,98 @@
+//! The HTTP surface: shared state and route mounting.
+
+mod health;
+mod verify;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use arc_swap::ArcSwap;
+
+use crate::config::Runtime;
+use crate::metrics::{DecisionCounters, Metrics};
+
+pub use verify::facts_from_request;
+
+/// A configuration with its pre-resolved metric handles; swapped as a unit on reload.
+#[derive(Debug)]
+pub struct Active {
+    pub rt: Runtime,
+    pub counters: DecisionCounters,
+}
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct AppState {
+    /// Lock-free reads on the hot path; a reload stores a new `Arc`, and requests already
+    /// holding the old one finish on it.
+    pub active: ArcSwap<Active>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(rt: Runtime) -> Self {
+        let metrics = Metrics::new();
+        let counters = metrics.activate(&rt);
+        AppState {
+            active: ArcSwap::from_pointee(Active { rt, counters }),
+            metrics,
+        }
+    }
+
+    /// Installs a new, already validated configuration.
+    pub fn install(&self, rt: Runtime) {
+        let counters = self.metrics.activate(&rt);
+        self.active.store(Arc::new(Active { rt, counters }));
+    }
+}
+
+/// Mounts the forwardAuth endpoints: `/verify`, anything under it, and the legacy
+/// `/api/v1/auth/validate`, for every method.
+pub fn configure_verify(cfg: &mut web::ServiceConfig) {
+    cfg.route("/verify", web::route().to(verify::verify))
+        .route("/verify/{tail:.*}", web::route().to(verify::verify))
+        .route("/api/v1/auth/validate", web::route().to(verify::verify));
+}
+
+/// Mounts `/healthz`, `/readyz` and `/metrics`.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics));
+}
+
+/// Serves until SIGTERM/SIGINT (actix's graceful shutdown). With an admin listener, health
+/// and metrics live only there; otherwise beside `/verify`.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    workers: usize,
+) -> std::io::Result<()> {
+    let data = web::Data::from(state);
+    let split = admin.is_some();
+    let main_data = data.clone();
+    let main = HttpServer::new(move || {
+        let app = App::new().app_data(main_data.clone()).configure(configure_verify);
+        if split { app } else { app.configure(configure_admin) }
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    match admin {
+        None => main.await,
+        Some(admin) => {
+            let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure_admin))
+                .workers(1)
+                .listen(admin)?
+                .run();
+            let (a, b) = futures_join(main, admin).await;
+            a.and(b)
+        }
+    }
+}
+
+async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}

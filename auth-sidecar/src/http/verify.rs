@@ -1,0 +1,83 @@
+//! The forwardAuth handler. Phases: read the forwarded facts → decide (pure) → count and
+//! log → respond. The request line, `Host` and body of the auth request are never used.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use crate::decide::decide;
+use crate::facts::{RequestFacts, Single};
+use crate::token::redact_uri;
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
+    let mut s = Single::Absent;
+    for v in headers.get_all(name) {
+        s.push(v.to_str().ok());
+    }
+    s
+}
+
+fn all<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
+    headers.get_all(name).filter_map(|v| v.to_str().ok()).collect()
+}
+
+/// Collects the decision facts from an auth request.
+pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
+    let h = req.headers();
+    RequestFacts {
+        method: single(h, &X_FORWARDED_METHOD),
+        uri: single(h, &X_FORWARDED_URI),
+        host: single(h, &X_FORWARDED_HOST),
+        proto: single(h, &X_FORWARDED_PROTO),
+        forwarded_for: all(h, &X_FORWARDED_FOR),
+        peer: req.peer_addr().map(|a| a.ip()),
+        authorization: single(h, &header::AUTHORIZATION),
+        cookies: all(h, &header::COOKIE),
+        websocket_protocols: all(h, &header::SEC_WEBSOCKET_PROTOCOL),
+        has_origin: h.contains_key(header::ORIGIN),
+        has_preflight_method: h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
+    }
+}
+
+pub(super) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let active = state.active.load();
+    let facts = facts_from_request(&req);
+    let outcome = decide(&facts, &active.rt, unix_now());
+    state.metrics.record(
+        &active.counters,
+        &outcome.decision,
+        outcome.cache,
+        started.elapsed().as_secs_f64(),
+    );
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let rule = outcome
+            .decision
+            .rule()
+            .map_or("none", |i| &*active.rt.policy.rules[i].name);
+        tracing::debug!(
+            decision = if outcome.decision.is_allow() { "allow" } else { "deny" },
+            reason = outcome.decision.reason_str(),
+            rule,
+            method = facts.method.get().unwrap_or(""),
+            uri = %facts.uri.get().map(redact_uri).unwrap_or_default(),
+            cache = ?outcome.cache,
+            "Decided."
+        );
+    }
+    outcome.decision.to_response(&active.rt.realm)
+}

@@ -1,0 +1,174 @@
+//! Prometheus metrics. Names and labels are fixed here; label values come from closed sets
+//! (decision, reason, rule names from config), never from requests or tokens.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Runtime;
+use crate::decision::{AllowReason, Decision, DenyReason, OUTCOMES};
+use crate::decide::CacheUse;
+
+pub const DECISIONS_TOTAL: &str = "auth_sidecar_decisions_total";
+pub const DECISION_DURATION_SECONDS: &str = "auth_sidecar_decision_duration_seconds";
+pub const TOKEN_CACHE_HITS_TOTAL: &str = "auth_sidecar_token_cache_hits_total";
+pub const TOKEN_CACHE_MISSES_TOTAL: &str = "auth_sidecar_token_cache_misses_total";
+pub const TOKEN_CACHE_ENTRIES: &str = "auth_sidecar_token_cache_entries";
+pub const CONFIG_RELOADS_TOTAL: &str = "auth_sidecar_config_reloads_total";
+pub const CONFIG_INFO: &str = "auth_sidecar_config_info";
+pub const BUILD_INFO: &str = "auth_sidecar_build_info";
+
+/// Rule label used when no rule matched.
+pub const NO_RULE_LABEL: &str = "none";
+
+/// All sidecar metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    decisions: IntCounterVec,
+    duration: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    pub config_reloads: IntCounterVec,
+    config_info: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Decision counters resolved once per configuration, so counting is one atomic add:
+/// `[rule][outcome]`, with the last row for "no rule matched".
+#[derive(Debug)]
+pub struct DecisionCounters(Vec<[IntCounter; OUTCOMES]>);
+
+fn outcome_labels(i: usize) -> (&'static str, &'static str) {
+    if i < AllowReason::ALL.len() {
+        ("allow", AllowReason::ALL[i].as_str())
+    } else {
+        ("deny", DenyReason::ALL[i - AllowReason::ALL.len()].as_str())
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new(DECISIONS_TOTAL, "ForwardAuth decisions by outcome, reason and matched rule."),
+            &["decision", "reason", "rule"],
+        )
+        .expect("static metric definition");
+        // Most decisions take microseconds; the tail matters when a key set is slow.
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(DECISION_DURATION_SECONDS, "Time to decide one ForwardAuth request.")
+                .buckets(vec![
+                    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                    0.025, 0.1, 1.0,
+                ]),
+        )
+        .expect("static metric definition");
+        let cache_hits = IntCounter::new(TOKEN_CACHE_HITS_TOTAL, "Token verifications answered by the cache.")
+            .expect("static metric definition");
+        let cache_misses = IntCounter::new(TOKEN_CACHE_MISSES_TOTAL, "Token verifications that ran the crypto.")
+            .expect("static metric definition");
+        let cache_entries = IntGauge::new(TOKEN_CACHE_ENTRIES, "Entries in the token verification cache.")
+            .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reload attempts by result."),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let config_info = IntGaugeVec::new(
+            Opts::new(CONFIG_INFO, "The active configuration; the value is always 1."),
+            &["hash"],
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information; the value is always 1."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(cache_hits.clone()),
+            Box::new(cache_misses.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            decisions,
+            duration,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            config_reloads,
+            config_info,
+        }
+    }
+
+    /// Resolves the decision counters for a configuration and marks it active.
+    pub fn activate(&self, rt: &Runtime) -> DecisionCounters {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[&rt.hash]).set(1);
+        let names = rt
+            .policy
+            .rules
+            .iter()
+            .map(|r| &*r.name)
+            .chain(std::iter::once(NO_RULE_LABEL));
+        DecisionCounters(
+            names
+                .map(|rule| {
+                    std::array::from_fn(|i| {
+                        let (decision, reason) = outcome_labels(i);
+                        self.decisions.with_label_values(&[decision, reason, rule])
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Counts one decision.
+    pub fn record(&self, counters: &DecisionCounters, decision: &Decision, cache: CacheUse, seconds: f64) {
+        let row = decision.rule().unwrap_or(counters.0.len() - 1);
+        if let Some(row) = counters.0.get(row) {
+            row[decision.outcome_index()].inc();
+        }
+        match cache {
+            CacheUse::Hit => self.cache_hits.inc(),
+            CacheUse::Miss => self.cache_misses.inc(),
+            CacheUse::NotNeeded => {}
+        }
+        self.duration.observe(seconds);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, rt: &Runtime) -> String {
+        self.cache_entries.set(rt.cache.entry_count() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
