@@ -100,13 +100,14 @@ impl TokenCache {
             .max_capacity(settings.max_bytes)
             .weigher(move |token: &Box<str>, entry: &Entry| {
                 let payload = match entry {
-                    Entry::Valid(a, _) => a
-                        .headers
-                        .iter()
-                        .map(|(n, v)| n.as_str().len() + v.len())
-                        .sum::<usize>()
-                        + a.roles.iter().map(String::len).sum::<usize>()
-                        + 128,
+                    Entry::Valid(a, _) => {
+                        a.headers
+                            .iter()
+                            .map(|(n, v)| n.as_str().len() + v.len())
+                            .sum::<usize>()
+                            + a.roles.iter().map(String::len).sum::<usize>()
+                            + 128
+                    }
                     Entry::Invalid(..) => 16,
                 };
                 let weight = (token.len() + payload) as u64;
@@ -143,8 +144,10 @@ impl TokenCache {
 
     pub fn insert_invalid(&self, token: &str, reason: DenyReason) {
         if is_cacheable_failure(reason) && !self.settings.negative_ttl.is_zero() {
-            self.cache
-                .insert(token.into(), Entry::Invalid(reason, self.settings.negative_ttl));
+            self.cache.insert(
+                token.into(),
+                Entry::Invalid(reason, self.settings.negative_ttl),
+            );
         }
     }
 
@@ -177,7 +180,10 @@ mod tests {
         let cache = TokenCache::new(CacheSettings::default());
         cache.insert_valid("t", auth(Some((1_000, DenyReason::Expired))), 900);
         assert!(matches!(cache.get("t", 950), Lookup::Valid(_)));
-        assert!(matches!(cache.get("t", 1_000), Lookup::Invalid(DenyReason::Expired)));
+        assert!(matches!(
+            cache.get("t", 1_000),
+            Lookup::Invalid(DenyReason::Expired)
+        ));
         // Already expired at insert: not cached at all.
         cache.insert_valid("old", auth(Some((10, DenyReason::Expired))), 20);
         assert!(matches!(cache.get("old", 20), Lookup::Miss));
@@ -189,7 +195,10 @@ mod tests {
         cache.insert_invalid("forged", DenyReason::BadSignature);
         cache.insert_invalid("late", DenyReason::Expired);
         cache.insert_invalid("kid", DenyReason::UnknownKid);
-        assert!(matches!(cache.get("forged", 0), Lookup::Invalid(DenyReason::BadSignature)));
+        assert!(matches!(
+            cache.get("forged", 0),
+            Lookup::Invalid(DenyReason::BadSignature)
+        ));
         assert!(matches!(cache.get("late", 0), Lookup::Miss));
         assert!(matches!(cache.get("kid", 0), Lookup::Miss));
         cache.clear();
@@ -198,7 +207,11 @@ mod tests {
 
     #[test]
     fn entry_count_is_bounded() {
-        let cache = TokenCache::new(CacheSettings { max_entries: 10, max_bytes: 10_000, ..Default::default() });
+        let cache = TokenCache::new(CacheSettings {
+            max_entries: 10,
+            max_bytes: 10_000,
+            ..Default::default()
+        });
         for i in 0..100 {
             cache.insert_valid(&format!("token-{i}"), auth(None), 0);
         }

@@ -28,7 +28,9 @@ use crate::identity::{IdentityMapping, SIGNATURE_HEADER, Slot};
 use crate::jwt::Issuer;
 use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
 use crate::net::CidrSet;
-use crate::policy::{Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, Policy, RoleRequirement, Rule};
+use crate::policy::{
+    Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, Policy, RoleRequirement, Rule,
+};
 use crate::token::TokenSources;
 
 /// The embedded development configuration (`auth-sidecar` with no arguments).
@@ -116,7 +118,10 @@ pub struct MintKey {
 
 impl fmt::Debug for MintKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MintKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("MintKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,7 +178,10 @@ impl Runtime {
             Ok(raw) => raw,
             Err(e) => {
                 let path = track.path().to_string();
-                problems.push(if path == "." { String::new() } else { path }, e.to_string());
+                problems.push(
+                    if path == "." { String::new() } else { path },
+                    e.to_string(),
+                );
                 return Err(problems);
             }
         };
@@ -202,8 +210,9 @@ fn short_hash(text: &str) -> String {
 pub fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     match raw {
         RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
-        RawDuration::Text(t) => humantime::parse_duration(t)
-            .map_err(|e| format!("invalid duration {t:?}: {e} (examples: \"30s\", \"5m\", \"1h\")")),
+        RawDuration::Text(t) => humantime::parse_duration(t).map_err(|e| {
+            format!("invalid duration {t:?}: {e} (examples: \"30s\", \"5m\", \"1h\")")
+        }),
     }
 }
 
@@ -227,7 +236,10 @@ fn socket_addr(raw: &str, path: &str, problems: &mut Problems) -> Option<SocketA
     match raw.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            problems.push(path, format!("invalid address {raw:?}: expected host:port, e.g. \"127.0.0.1:8700\""));
+            problems.push(
+                path,
+                format!("invalid address {raw:?}: expected host:port, e.g. \"127.0.0.1:8700\""),
+            );
             None
         }
     }
@@ -267,7 +279,10 @@ fn read_file(base: &Path, file: &Path, path: &str, problems: &mut Problems) -> O
     match std::fs::read(&full) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
-            problems.push(path, format!("cannot read {:?}: {e}", full.display().to_string()));
+            problems.push(
+                path,
+                format!("cannot read {:?}: {e}", full.display().to_string()),
+            );
             None
         }
     }
@@ -293,17 +308,22 @@ fn secret(
         (None, Some(var), None) => match env.var(var) {
             Some(v) if !v.is_empty() => Some(v.into_bytes()),
             _ => {
-                problems.push(format!("{path}.secret_env"), format!("environment variable {var} is not set"));
+                problems.push(
+                    format!("{path}.secret_env"),
+                    format!("environment variable {var} is not set"),
+                );
                 None
             }
         },
-        (None, None, Some(f)) => read_file(base, f, &format!("{path}.secret_file"), problems).map(|mut b| {
-            // Files usually end with a newline that is not part of the secret.
-            while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                b.pop();
-            }
-            b
-        }),
+        (None, None, Some(f)) => {
+            read_file(base, f, &format!("{path}.secret_file"), problems).map(|mut b| {
+                // Files usually end with a newline that is not part of the secret.
+                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    b.pop();
+                }
+                b
+            })
+        }
         (None, None, None) => {
             problems.push(path, "needs one of secret_env, secret_file or secret");
             None
@@ -340,7 +360,10 @@ fn compile_key(
     let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
     let result = if is_hmac {
         if raw.pem_file.is_some() {
-            problems.push(format!("{path}.pem_file"), format!("{alg:?} takes a secret, not a PEM key"));
+            problems.push(
+                format!("{path}.pem_file"),
+                format!("{alg:?} takes a secret, not a PEM key"),
+            );
             return None;
         }
         let secret = secret(
@@ -353,12 +376,19 @@ fn compile_key(
         )?;
         let key = VerifyingKey::hmac(raw.kid.clone(), alg, &secret);
         if key.is_ok() && mint.is_none() {
-            *mint = Some(MintKey { kid: raw.kid.clone(), alg, secret });
+            *mint = Some(MintKey {
+                kid: raw.kid.clone(),
+                alg,
+                secret,
+            });
         }
         key
     } else {
         if raw.secret.is_some() || raw.secret_env.is_some() || raw.secret_file.is_some() {
-            problems.push(path, format!("{alg:?} takes pem_file (a public key), not a secret"));
+            problems.push(
+                path,
+                format!("{alg:?} takes pem_file (a public key), not a secret"),
+            );
             return None;
         }
         let Some(file) = &raw.pem_file else {
@@ -387,16 +417,27 @@ fn compile_issuer(
     mint: &mut Option<MintKey>,
 ) -> Issuer {
     if raw.issuer.is_empty() {
-        problems.push(format!("{path}.issuer"), "is required (the exact `iss` value)");
+        problems.push(
+            format!("{path}.issuer"),
+            "is required (the exact `iss` value)",
+        );
     }
-    let leeway = duration_or(raw.leeway.as_ref(), Duration::from_secs(30), &format!("{path}.leeway"), problems);
-    let max_lifetime = raw.max_lifetime.as_ref().and_then(|d| match parse_duration(d) {
-        Ok(d) => Some(d.as_secs() as i64),
-        Err(e) => {
-            problems.push(format!("{path}.max_lifetime"), e);
-            None
-        }
-    });
+    let leeway = duration_or(
+        raw.leeway.as_ref(),
+        Duration::from_secs(30),
+        &format!("{path}.leeway"),
+        problems,
+    );
+    let max_lifetime = raw
+        .max_lifetime
+        .as_ref()
+        .and_then(|d| match parse_duration(d) {
+            Ok(d) => Some(d.as_secs() as i64),
+            Err(e) => {
+                problems.push(format!("{path}.max_lifetime"), e);
+                None
+            }
+        });
     let mut keys = KeySet::default();
     for (i, k) in raw.keys.iter().enumerate() {
         let key_path = format!("{path}.keys[{i}]");
@@ -440,7 +481,10 @@ fn compile_issuer(
 fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Rule> {
     let before = problems.0.len();
     if raw.name.is_empty() {
-        problems.push(format!("{path}.name"), "is required (it labels metrics and logs)");
+        problems.push(
+            format!("{path}.name"),
+            "is required (it labels metrics and logs)",
+        );
     }
     let given = [&raw.path, &raw.path_prefix, &raw.path_regex]
         .iter()
@@ -451,7 +495,10 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
     }
     let check_path = |p: &str, key: &str, problems: &mut Problems| {
         if !p.starts_with('/') {
-            problems.push(format!("{path}.{key}"), format!("{p:?} must start with \"/\""));
+            problems.push(
+                format!("{path}.{key}"),
+                format!("{p:?} must start with \"/\""),
+            );
         }
     };
     let matcher = if let Some(p) = &raw.path {
@@ -464,7 +511,10 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         match Regex::new(r) {
             Ok(re) => PathMatcher::Regex(re),
             Err(e) => {
-                problems.push(format!("{path}.path_regex"), format!("invalid regex {r:?}: {e}"));
+                problems.push(
+                    format!("{path}.path_regex"),
+                    format!("invalid regex {r:?}: {e}"),
+                );
                 PathMatcher::Any
             }
         }
@@ -475,7 +525,10 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
     for (i, m) in raw.methods.iter().enumerate() {
         match MethodSet::bit(m) {
             Some(b) => methods.insert(b),
-            None => problems.push(format!("{path}.methods[{i}]"), format!("unknown HTTP method {m:?}")),
+            None => problems.push(
+                format!("{path}.methods[{i}]"),
+                format!("unknown HTTP method {m:?}"),
+            ),
         }
     }
     let mut hosts = Vec::new();
@@ -483,7 +536,10 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         let lower = h.to_ascii_lowercase();
         let body = lower.strip_prefix("*.").unwrap_or(&lower);
         if body.is_empty() || body.contains('*') || body.contains(':') || body.contains('/') {
-            problems.push(format!("{path}.hosts[{i}]"), format!("invalid host {h:?}: expected a name or \"*.suffix\""));
+            problems.push(
+                format!("{path}.hosts[{i}]"),
+                format!("invalid host {h:?}: expected a name or \"*.suffix\""),
+            );
         }
         hosts.push(lower);
     }
@@ -493,13 +549,19 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         "deny" => Action::Deny,
         "roles" => {
             if raw.roles.is_empty() {
-                problems.push(format!("{path}.roles"), "action roles needs at least one role");
+                problems.push(
+                    format!("{path}.roles"),
+                    "action roles needs at least one role",
+                );
             }
             match raw.roles_mode.as_deref().unwrap_or("any") {
                 "any" => Action::Roles(RoleRequirement::AnyOf(raw.roles.clone())),
                 "all" => Action::Roles(RoleRequirement::AllOf(raw.roles.clone())),
                 other => {
-                    problems.push(format!("{path}.roles_mode"), format!("invalid value {other:?}: expected any or all"));
+                    problems.push(
+                        format!("{path}.roles_mode"),
+                        format!("invalid value {other:?}: expected any or all"),
+                    );
                     Action::Deny
                 }
             }
@@ -513,7 +575,10 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         }
     };
     if !matches!(action, Action::Roles(_)) && (!raw.roles.is_empty() || raw.roles_mode.is_some()) {
-        problems.push(format!("{path}.roles"), "roles only apply with action: roles");
+        problems.push(
+            format!("{path}.roles"),
+            "roles only apply with action: roles",
+        );
     }
     let cidrs = CidrFilter {
         allow: cidrs(&raw.allow_cidrs, &format!("{path}.allow_cidrs"), problems),
@@ -538,7 +603,14 @@ fn compile_identity(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<IdentityMapping> {
-    let raw_slots = [&raw.user_id, &raw.username, &raw.role, &raw.roles, &raw.email, &raw.expires];
+    let raw_slots = [
+        &raw.user_id,
+        &raw.username,
+        &raw.role,
+        &raw.roles,
+        &raw.email,
+        &raw.expires,
+    ];
     let mut slots = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (slot, raw_slot) in Slot::ALL.iter().zip(raw_slots) {
@@ -546,18 +618,28 @@ fn compile_identity(
         let header = raw_slot.header.as_deref().unwrap_or(slot.default_header());
         let claim = raw_slot.claim.as_deref().unwrap_or(slot.default_claim());
         if *slot == Slot::Expires && claim != "exp" {
-            problems.push(format!("{path}.claim"), "the expires header always carries `exp`");
+            problems.push(
+                format!("{path}.claim"),
+                "the expires header always carries `exp`",
+            );
         }
         if let Some(name) = header_name(header, &format!("{path}.header"), problems) {
             if !seen.insert(name.clone()) {
-                problems.push(format!("{path}.header"), format!("header {header:?} is used twice"));
+                problems.push(
+                    format!("{path}.header"),
+                    format!("header {header:?} is used twice"),
+                );
             }
             slots.push((name, claim.to_owned()));
         }
     }
     let signature = raw.signature.as_ref().and_then(|sig| {
         let path = "identity.signature";
-        let name = header_name(sig.header.as_deref().unwrap_or(SIGNATURE_HEADER), &format!("{path}.header"), problems)?;
+        let name = header_name(
+            sig.header.as_deref().unwrap_or(SIGNATURE_HEADER),
+            &format!("{path}.header"),
+            problems,
+        )?;
         if seen.contains(&name) {
             problems.push(format!("{path}.header"), "collides with an identity header");
         }
@@ -570,7 +652,13 @@ fn compile_identity(
             warnings,
         )?;
         if secret.len() < 32 {
-            problems.push(path, format!("the signature secret is {} bytes; use at least 32", secret.len()));
+            problems.push(
+                path,
+                format!(
+                    "the signature secret is {} bytes; use at least 32",
+                    secret.len()
+                ),
+            );
             return None;
         }
         Some((name, hmac::Key::new(hmac::HMAC_SHA256, &secret)))
@@ -578,22 +666,46 @@ fn compile_identity(
     (slots.len() == Slot::ALL.len()).then_some(IdentityMapping { slots, signature })
 }
 
-fn compile(raw: RawConfig, base: &Path, env: &dyn Env, hash: String, problems: &mut Problems) -> Option<Runtime> {
+fn compile(
+    raw: RawConfig,
+    base: &Path,
+    env: &dyn Env,
+    hash: String,
+    problems: &mut Problems,
+) -> Option<Runtime> {
     let mut warnings = Vec::new();
-    let listen = socket_addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "listen", problems);
-    let admin_listen = raw.admin_listen.as_deref().and_then(|a| socket_addr(a, "admin_listen", problems));
+    let listen = socket_addr(
+        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "listen",
+        problems,
+    );
+    let admin_listen = raw
+        .admin_listen
+        .as_deref()
+        .and_then(|a| socket_addr(a, "admin_listen", problems));
     if raw.workers == Some(0) {
         problems.push("workers", "must be at least 1");
     }
     let realm = raw.realm.clone().unwrap_or_else(|| "omni2".into());
-    if realm.is_empty() || !realm.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-        problems.push("realm", format!("invalid realm {realm:?}: printable ASCII without quotes or backslashes"));
+    if realm.is_empty()
+        || !realm
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        problems.push(
+            "realm",
+            format!("invalid realm {realm:?}: printable ASCII without quotes or backslashes"),
+        );
     }
     let trusted_proxies = cidrs(&raw.trusted_proxies, "trusted_proxies", problems);
     let tokens = TokenSources {
         max_length: raw.tokens.max_length.unwrap_or(8192),
         cookie: raw.tokens.cookie.clone(),
-        query_param: raw.tokens.query_param.clone().unwrap_or_else(|| "access_token".into()),
+        query_param: raw
+            .tokens
+            .query_param
+            .clone()
+            .unwrap_or_else(|| "access_token".into()),
         websocket_protocol_prefix: Some(
             raw.tokens
                 .websocket_protocol_prefix
@@ -617,12 +729,23 @@ fn compile(raw: RawConfig, base: &Path, env: &dyn Env, hash: String, problems: &
             // Only the first issuer's key can mint: `mint` sets that issuer's `iss`.
             let mut scratch = None;
             let mint = if i == 0 { &mut mint_key } else { &mut scratch };
-            compile_issuer(r, &format!("issuers[{i}]"), base, env, problems, &mut warnings, mint)
+            compile_issuer(
+                r,
+                &format!("issuers[{i}]"),
+                base,
+                env,
+                problems,
+                &mut warnings,
+                mint,
+            )
         })
         .collect();
     for (i, issuer) in issuers.iter().enumerate() {
         if issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {
-            problems.push(format!("issuers[{i}].issuer"), format!("duplicate issuer {:?}", issuer.issuer));
+            problems.push(
+                format!("issuers[{i}].issuer"),
+                format!("duplicate issuer {:?}", issuer.issuer),
+            );
         }
     }
     let identity = compile_identity(&raw.identity, base, env, problems, &mut warnings);
@@ -630,20 +753,36 @@ fn compile(raw: RawConfig, base: &Path, env: &dyn Env, hash: String, problems: &
     let cache = CacheSettings {
         max_entries: raw.cache.max_entries.unwrap_or(defaults.max_entries),
         max_bytes: raw.cache.max_bytes.unwrap_or(defaults.max_bytes),
-        max_ttl: duration_or(raw.cache.max_ttl.as_ref(), defaults.max_ttl, "cache.max_ttl", problems),
-        negative_ttl: duration_or(raw.cache.negative_ttl.as_ref(), defaults.negative_ttl, "cache.negative_ttl", problems),
+        max_ttl: duration_or(
+            raw.cache.max_ttl.as_ref(),
+            defaults.max_ttl,
+            "cache.max_ttl",
+            problems,
+        ),
+        negative_ttl: duration_or(
+            raw.cache.negative_ttl.as_ref(),
+            defaults.negative_ttl,
+            "cache.negative_ttl",
+            problems,
+        ),
     };
     if cache.max_entries == 0 || cache.max_bytes == 0 {
         problems.push("cache", "max_entries and max_bytes must be at least 1");
     }
     if raw.rules.is_empty() {
-        problems.push("rules", "at least one rule is required (unmatched requests are denied)");
+        problems.push(
+            "rules",
+            "at least one rule is required (unmatched requests are denied)",
+        );
     }
     let mut rules = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let path = format!("rules[{i}]");
         if raw.rules[..i].iter().any(|o| o.name == r.name) && !r.name.is_empty() {
-            problems.push(format!("{path}.name"), format!("duplicate rule name {:?}", r.name));
+            problems.push(
+                format!("{path}.name"),
+                format!("duplicate rule name {:?}", r.name),
+            );
         }
         if let Some(rule) = compile_rule(r, &path, problems) {
             rules.push(rule);
@@ -653,7 +792,11 @@ fn compile(raw: RawConfig, base: &Path, env: &dyn Env, hash: String, problems: &
         listen: listen?,
         admin_listen,
         workers: raw.workers,
-        realm: if problems.is_empty() { Realm::new(&realm) } else { return None },
+        realm: if problems.is_empty() {
+            Realm::new(&realm)
+        } else {
+            return None;
+        },
         trusted_proxies,
         tokens,
         issuers,

@@ -50,7 +50,12 @@ pub fn decide(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
     Outcome { decision, cache }
 }
 
-fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, cache: &mut CacheUse) -> Decision {
+fn decide_inner(
+    facts: &RequestFacts<'_>,
+    rt: &Runtime,
+    now: i64,
+    cache: &mut CacheUse,
+) -> Decision {
     let (Some(method), Some(uri)) = (facts.method.get(), facts.uri.get()) else {
         return deny(None, DenyReason::Malformed, false);
     };

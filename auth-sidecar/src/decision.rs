@@ -277,11 +277,13 @@ fn deny_response(reason: DenyReason, token_presented: bool, realm: &Realm) -> Ht
     res.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
     let challenge = match reason {
         DenyReason::RoleDenied => Some(realm.insufficient_scope.clone()),
-        _ if status == StatusCode::UNAUTHORIZED => Some(if token_presented && reason.is_token_problem() {
-            realm.invalid_token[reason.index()].clone()
-        } else {
-            realm.bare.clone()
-        }),
+        _ if status == StatusCode::UNAUTHORIZED => {
+            Some(if token_presented && reason.is_token_problem() {
+                realm.invalid_token[reason.index()].clone()
+            } else {
+                realm.bare.clone()
+            })
+        }
         _ => None,
     };
     if let Some(challenge) = challenge {

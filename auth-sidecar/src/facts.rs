@@ -82,11 +82,22 @@ mod tests {
 
     #[test]
     fn websocket_protos_count_as_http() {
-        for (p, want) in [("ws", "http"), ("WSS", "https"), ("http", "http"), ("https", "https")] {
-            let facts = RequestFacts { proto: Single::One(p), ..Default::default() };
+        for (p, want) in [
+            ("ws", "http"),
+            ("WSS", "https"),
+            ("http", "http"),
+            ("https", "https"),
+        ] {
+            let facts = RequestFacts {
+                proto: Single::One(p),
+                ..Default::default()
+            };
             assert_eq!(facts.scheme(), Some(want));
         }
-        let bogus = RequestFacts { proto: Single::One("gopher"), ..Default::default() };
+        let bogus = RequestFacts {
+            proto: Single::One("gopher"),
+            ..Default::default()
+        };
         assert_eq!(bogus.scheme(), None);
     }
 }

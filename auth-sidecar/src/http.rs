@@ -74,8 +74,14 @@ pub async fn serve(
     let split = admin.is_some();
     let main_data = data.clone();
     let main = HttpServer::new(move || {
-        let app = App::new().app_data(main_data.clone()).configure(configure_verify);
-        if split { app } else { app.configure(configure_admin) }
+        let app = App::new()
+            .app_data(main_data.clone())
+            .configure(configure_verify);
+        if split {
+            app
+        } else {
+            app.configure(configure_admin)
+        }
     })
     .workers(workers)
     .listen(listener)?
@@ -83,16 +89,21 @@ pub async fn serve(
     match admin {
         None => main.await,
         Some(admin) => {
-            let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure_admin))
-                .workers(1)
-                .listen(admin)?
-                .run();
+            let admin = HttpServer::new(move || {
+                App::new().app_data(data.clone()).configure(configure_admin)
+            })
+            .workers(1)
+            .listen(admin)?
+            .run();
             let (a, b) = futures_join(main, admin).await;
             a.and(b)
         }
     }
 }
 
-async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
     tokio::join!(a, b)
 }

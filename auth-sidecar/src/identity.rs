@@ -299,7 +299,14 @@ mod tests {
         let names: Vec<_> = id.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["x-user-id", "x-user-username", "x-user-role", "x-user-roles", "x-user-email", "x-auth-expires"]
+            [
+                "x-user-id",
+                "x-user-username",
+                "x-user-role",
+                "x-user-roles",
+                "x-user-email",
+                "x-auth-expires"
+            ]
         );
         assert_eq!(id.headers.get("x-user-id"), Some("alice"));
         assert_eq!(id.headers.get("x-user-email"), Some(""));
@@ -309,7 +316,9 @@ mod tests {
     #[test]
     fn lists_joined_and_roles_unioned() {
         let id = mapping(None)
-            .build(&claims(json!({"sub": "a", "role": "ops", "roles": ["admin", "a,b", "ops"]})))
+            .build(&claims(
+                json!({"sub": "a", "role": "ops", "roles": ["admin", "a,b", "ops"]}),
+            ))
             .expect("valid");
         assert_eq!(id.headers.get("x-user-roles"), Some("admin,a%2Cb,ops"));
         assert_eq!(id.headers.get("x-user-role"), Some("ops"));
@@ -323,7 +332,9 @@ mod tests {
             .expect("valid");
         assert_eq!(id.headers.get("x-user-id"), Some("zo%C3%AB 100%25"));
         for bad in ["a\r\nX-Evil: 1", "a\u{0}b", "tab\there", "\u{85}"] {
-            let err = mapping(None).build(&claims(json!({"sub": bad}))).expect_err(bad);
+            let err = mapping(None)
+                .build(&claims(json!({"sub": bad})))
+                .expect_err(bad);
             assert_eq!(err, DenyReason::Malformed);
         }
         let err = mapping(None)
@@ -331,7 +342,9 @@ mod tests {
             .expect_err("control in a role");
         assert_eq!(err, DenyReason::Malformed);
         assert_eq!(
-            mapping(None).build(&claims(json!({"sub": {"nested": 1}}))).expect_err("object"),
+            mapping(None)
+                .build(&claims(json!({"sub": {"nested": 1}})))
+                .expect_err("object"),
             DenyReason::Malformed
         );
     }
@@ -340,11 +353,16 @@ mod tests {
     fn signature_covers_the_documented_string() {
         let secret = b"0123456789abcdef0123456789abcdef";
         let id = mapping(Some(secret))
-            .build(&claims(json!({"sub": "alice", "preferred_username": "Alice", "role": "admin",
-                "roles": ["admin", "ops"], "email": "a@example.com", "exp": 1700000000})))
+            .build(&claims(
+                json!({"sub": "alice", "preferred_username": "Alice", "role": "admin",
+                "roles": ["admin", "ops"], "email": "a@example.com", "exp": 1700000000}),
+            ))
             .expect("valid");
         let expected_input = "v1\nalice\nAlice\nadmin\nadmin,ops\na@example.com\n1700000000";
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), expected_input.as_bytes());
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, secret),
+            expected_input.as_bytes(),
+        );
         assert_eq!(
             id.headers.get("x-auth-signature"),
             Some(URL_SAFE_NO_PAD.encode(tag.as_ref()).as_str())

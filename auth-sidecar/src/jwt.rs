@@ -71,12 +71,12 @@ fn b64(part: &str) -> Result<Vec<u8>, DenyReason> {
 /// Parses a compact JWS. Does no crypto.
 pub fn parse(token: &str) -> Result<Jws<'_>, DenyReason> {
     let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DenyReason::Malformed);
     };
-    let header: RawHeader =
-        serde_json::from_slice(&b64(h)?).map_err(|_| DenyReason::Malformed)?;
+    let header: RawHeader = serde_json::from_slice(&b64(h)?).map_err(|_| DenyReason::Malformed)?;
     if header.crit.is_some() || header.b64.is_some() {
         return Err(DenyReason::Malformed);
     }

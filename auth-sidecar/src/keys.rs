@@ -19,7 +19,11 @@ pub enum KeyError {
     #[error("{0}")]
     Invalid(String),
     #[error("HMAC secret for {alg:?} is {len} bytes; RFC 7518 §3.2 requires at least {min}")]
-    ShortSecret { alg: Algorithm, len: usize, min: usize },
+    ShortSecret {
+        alg: Algorithm,
+        len: usize,
+        min: usize,
+    },
     #[error("algorithm {0:?} is not supported")]
     Unsupported(Algorithm),
 }
@@ -139,7 +143,9 @@ impl VerifyingKey {
         der: &[u8],
     ) -> Result<Self, KeyError> {
         if hmac_algorithm(alg).is_some() {
-            return Err(KeyError::Invalid(format!("{alg:?} takes a secret, not a public key")));
+            return Err(KeyError::Invalid(format!(
+                "{alg:?} takes a secret, not a public key"
+            )));
         }
         let decoding = match alg {
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_der(der),
@@ -199,7 +205,9 @@ impl VerifyingKey {
             return Err(KeyError::Invalid("key_ops does not include verify".into()));
         }
         if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) && !allow_symmetric {
-            return Err(KeyError::Invalid("symmetric keys are not accepted here".into()));
+            return Err(KeyError::Invalid(
+                "symmetric keys are not accepted here".into(),
+            ));
         }
         let alg = match common.key_algorithm {
             Some(ka) => ka
@@ -232,10 +240,15 @@ fn infer_algorithm(jwk: &Jwk) -> Result<Algorithm, KeyError> {
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => Ok(Algorithm::ES256),
             EllipticCurve::P384 => Ok(Algorithm::ES384),
-            _ => Err(KeyError::Invalid(format!("unsupported curve {:?}", p.curve))),
+            _ => Err(KeyError::Invalid(format!(
+                "unsupported curve {:?}",
+                p.curve
+            ))),
         },
         AlgorithmParameters::OctetKeyPair(_) => Ok(Algorithm::EdDSA),
-        _ => Err(KeyError::Invalid("JWK without alg and of no inferable type".into())),
+        _ => Err(KeyError::Invalid(
+            "JWK without alg and of no inferable type".into(),
+        )),
     }
 }
 
@@ -337,7 +350,10 @@ mod tests {
         assert!(set.find(None, Algorithm::HS256).is_some());
         assert!(set.find(None, Algorithm::HS384).is_none());
         set.insert(VerifyingKey::hmac(Some("b".into()), Algorithm::HS256, &[2; 32]).expect("key"));
-        assert!(set.find(None, Algorithm::HS256).is_none(), "two HS256 keys: ambiguous");
+        assert!(
+            set.find(None, Algorithm::HS256).is_none(),
+            "two HS256 keys: ambiguous"
+        );
         assert!(set.find(Some("b"), Algorithm::HS256).is_some());
         assert!(set.find(Some("c"), Algorithm::HS256).is_none());
     }

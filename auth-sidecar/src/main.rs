@@ -17,7 +17,11 @@ use auth_sidecar::http::{AppState, serve};
 use auth_sidecar::mint::{MintRequest, mint};
 
 #[derive(Parser)]
-#[command(name = "auth-sidecar", version, about = "ForwardAuth decision service for Traefik")]
+#[command(
+    name = "auth-sidecar",
+    version,
+    about = "ForwardAuth decision service for Traefik"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -98,7 +102,9 @@ fn now() -> i64 {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -164,7 +170,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or(rt.listen);
     if embedded {
         if !listen.ip().is_loopback() {
-            bail!("refusing to listen on {listen} with the embedded development config; pass --config with a real one");
+            bail!(
+                "refusing to listen on {listen} with the embedded development config; pass --config with a real one"
+            );
         }
         if std::env::var_os(DEV_SECRET_ENV).is_none() {
             tracing::warn!(
@@ -176,7 +184,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .workers
         .or(rt.workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let admin = rt
         .admin_listen
         .map(|a| TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
@@ -232,7 +241,9 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         .map_or("(none)", |i| &*rt.policy.rules[i].name);
     println!("rule:     {rule}");
     match &outcome.decision {
-        Decision::Allow { reason, identity, .. } => {
+        Decision::Allow {
+            reason, identity, ..
+        } => {
             println!("decision: allow (200)");
             println!("reason:   {}", reason.as_str());
             println!("headers:");

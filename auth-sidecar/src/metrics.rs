@@ -7,8 +7,8 @@ use prometheus::{
 };
 
 use crate::config::Runtime;
-use crate::decision::{AllowReason, Decision, DenyReason, OUTCOMES};
 use crate::decide::CacheUse;
+use crate::decision::{AllowReason, Decision, DenyReason, OUTCOMES};
 
 pub const DECISIONS_TOTAL: &str = "auth_sidecar_decisions_total";
 pub const DECISION_DURATION_SECONDS: &str = "auth_sidecar_decision_duration_seconds";
@@ -58,32 +58,53 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
-            Opts::new(DECISIONS_TOTAL, "ForwardAuth decisions by outcome, reason and matched rule."),
+            Opts::new(
+                DECISIONS_TOTAL,
+                "ForwardAuth decisions by outcome, reason and matched rule.",
+            ),
             &["decision", "reason", "rule"],
         )
         .expect("static metric definition");
         // Most decisions take microseconds; the tail matters when a key set is slow.
         let duration = Histogram::with_opts(
-            HistogramOpts::new(DECISION_DURATION_SECONDS, "Time to decide one ForwardAuth request.")
-                .buckets(vec![
-                    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-                    0.025, 0.1, 1.0,
-                ]),
+            HistogramOpts::new(
+                DECISION_DURATION_SECONDS,
+                "Time to decide one ForwardAuth request.",
+            )
+            .buckets(vec![
+                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                0.025, 0.1, 1.0,
+            ]),
         )
         .expect("static metric definition");
-        let cache_hits = IntCounter::new(TOKEN_CACHE_HITS_TOTAL, "Token verifications answered by the cache.")
-            .expect("static metric definition");
-        let cache_misses = IntCounter::new(TOKEN_CACHE_MISSES_TOTAL, "Token verifications that ran the crypto.")
-            .expect("static metric definition");
-        let cache_entries = IntGauge::new(TOKEN_CACHE_ENTRIES, "Entries in the token verification cache.")
-            .expect("static metric definition");
+        let cache_hits = IntCounter::new(
+            TOKEN_CACHE_HITS_TOTAL,
+            "Token verifications answered by the cache.",
+        )
+        .expect("static metric definition");
+        let cache_misses = IntCounter::new(
+            TOKEN_CACHE_MISSES_TOTAL,
+            "Token verifications that ran the crypto.",
+        )
+        .expect("static metric definition");
+        let cache_entries = IntGauge::new(
+            TOKEN_CACHE_ENTRIES,
+            "Entries in the token verification cache.",
+        )
+        .expect("static metric definition");
         let config_reloads = IntCounterVec::new(
-            Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reload attempts by result."),
+            Opts::new(
+                CONFIG_RELOADS_TOTAL,
+                "Configuration reload attempts by result.",
+            ),
             &["result"],
         )
         .expect("static metric definition");
         let config_info = IntGaugeVec::new(
-            Opts::new(CONFIG_INFO, "The active configuration; the value is always 1."),
+            Opts::new(
+                CONFIG_INFO,
+                "The active configuration; the value is always 1.",
+            ),
             &["hash"],
         )
         .expect("static metric definition");
@@ -92,7 +113,9 @@ impl Metrics {
             &["version"],
         )
         .expect("static metric definition");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -143,7 +166,13 @@ impl Metrics {
     }
 
     /// Counts one decision.
-    pub fn record(&self, counters: &DecisionCounters, decision: &Decision, cache: CacheUse, seconds: f64) {
+    pub fn record(
+        &self,
+        counters: &DecisionCounters,
+        decision: &Decision,
+        cache: CacheUse,
+        seconds: f64,
+    ) {
         let row = decision.rule().unwrap_or(counters.0.len() - 1);
         if let Some(row) = counters.0.get(row) {
             row[decision.outcome_index()].inc();

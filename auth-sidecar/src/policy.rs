@@ -169,7 +169,9 @@ pub struct Policy {
 impl Policy {
     /// Index of the first rule matching the request, if any.
     pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
-        self.rules.iter().position(|r| r.matches(host, path, method))
+        self.rules
+            .iter()
+            .position(|r| r.matches(host, path, method))
     }
 }
 
@@ -243,8 +245,17 @@ mod tests {
     #[test]
     fn roles_any_and_all() {
         let have = ["ops", "admin"];
-        assert!(RoleRequirement::AnyOf(vec!["admin".into(), "x".into()]).is_satisfied_by(have.iter().copied()));
-        assert!(!RoleRequirement::AllOf(vec!["admin".into(), "x".into()]).is_satisfied_by(have.iter().copied()));
-        assert!(RoleRequirement::AllOf(vec!["admin".into(), "ops".into()]).is_satisfied_by(have.iter().copied()));
+        assert!(
+            RoleRequirement::AnyOf(vec!["admin".into(), "x".into()])
+                .is_satisfied_by(have.iter().copied())
+        );
+        assert!(
+            !RoleRequirement::AllOf(vec!["admin".into(), "x".into()])
+                .is_satisfied_by(have.iter().copied())
+        );
+        assert!(
+            RoleRequirement::AllOf(vec!["admin".into(), "ops".into()])
+                .is_satisfied_by(have.iter().copied())
+        );
     }
 }

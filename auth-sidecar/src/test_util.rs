@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair, KeyPair, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair, RsaKeyPair,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
@@ -92,9 +92,18 @@ pub fn asymmetric_key(alg: Algorithm, kid: &str) -> TestKey {
         | Algorithm::RS512
         | Algorithm::PS256
         | Algorithm::PS384
-        | Algorithm::PS512 => (EncodingKey::from_rsa_der(&g.rsa_pkcs8), g.rsa_public.clone()),
-        Algorithm::ES256 => (EncodingKey::from_ec_der(&g.p256_pkcs8), g.p256_public.clone()),
-        Algorithm::ES384 => (EncodingKey::from_ec_der(&g.p384_pkcs8), g.p384_public.clone()),
+        | Algorithm::PS512 => (
+            EncodingKey::from_rsa_der(&g.rsa_pkcs8),
+            g.rsa_public.clone(),
+        ),
+        Algorithm::ES256 => (
+            EncodingKey::from_ec_der(&g.p256_pkcs8),
+            g.p256_public.clone(),
+        ),
+        Algorithm::ES384 => (
+            EncodingKey::from_ec_der(&g.p384_pkcs8),
+            g.p384_public.clone(),
+        ),
         Algorithm::EdDSA => (EncodingKey::from_ed_der(&g.ed_pkcs8), g.ed_public.clone()),
         other => panic!("{other:?} is not asymmetric"),
     };

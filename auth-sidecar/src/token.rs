@@ -44,11 +44,13 @@ pub fn extract<'a>(
         Single::Absent => {}
         Single::Invalid => return Err(DenyReason::Malformed),
         Single::One(value) => {
-            return bearer(value, sources.max_length).map(|t| Some((Cow::Borrowed(t), Source::Authorization)));
+            return bearer(value, sources.max_length)
+                .map(|t| Some((Cow::Borrowed(t), Source::Authorization)));
         }
     }
     if let Some(prefix) = &sources.websocket_protocol_prefix
-        && let Some(token) = from_websocket_protocols(&facts.websocket_protocols, prefix, sources.max_length)?
+        && let Some(token) =
+            from_websocket_protocols(&facts.websocket_protocols, prefix, sources.max_length)?
     {
         return Ok(Some((Cow::Owned(token), Source::WebSocketProtocol)));
     }
@@ -104,7 +106,9 @@ fn from_websocket_protocols(
             found = Some(encoded);
         }
     }
-    let Some(encoded) = found else { return Ok(None) };
+    let Some(encoded) = found else {
+        return Ok(None);
+    };
     if encoded.len() > max.saturating_mul(4) / 3 + 4 {
         return Err(DenyReason::Malformed);
     }
@@ -116,25 +120,40 @@ fn from_websocket_protocols(
     Ok(Some(token))
 }
 
-fn from_cookies<'a>(lines: &[&'a str], name: &str, max: usize) -> Result<Option<&'a str>, DenyReason> {
+fn from_cookies<'a>(
+    lines: &[&'a str],
+    name: &str,
+    max: usize,
+) -> Result<Option<&'a str>, DenyReason> {
     let mut found = None;
     for pair in lines.iter().flat_map(|l| l.split(';')) {
-        let Some((k, v)) = pair.split_once('=') else { continue };
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
         if k.trim() == name {
             if found.is_some() {
                 // Two cookies of that name: which one the backend sees is not ours to guess.
                 return Err(DenyReason::Malformed);
             }
             let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
             found = Some(check_length(v, max)?);
         }
     }
     Ok(found)
 }
 
-fn from_query<'a>(uri: &'a str, param: &str, max: usize) -> Result<Option<Cow<'a, str>>, DenyReason> {
-    let (_, Some(query)) = split_uri(uri) else { return Ok(None) };
+fn from_query<'a>(
+    uri: &'a str,
+    param: &str,
+    max: usize,
+) -> Result<Option<Cow<'a, str>>, DenyReason> {
+    let (_, Some(query)) = split_uri(uri) else {
+        return Ok(None);
+    };
     let mut found = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if k == param {
@@ -177,30 +196,89 @@ mod tests {
     }
 
     #[track_caller]
-    fn check(facts: RequestFacts<'_>, allow_query: bool, want: Result<Option<(&str, Source)>, DenyReason>) {
+    fn check(
+        facts: RequestFacts<'_>,
+        allow_query: bool,
+        want: Result<Option<(&str, Source)>, DenyReason>,
+    ) {
         let got = extract(&facts, &sources(), allow_query);
-        let got = got.as_ref().map(|o| o.as_ref().map(|(t, s)| (t.as_ref(), *s))).map_err(|e| *e);
+        let got = got
+            .as_ref()
+            .map(|o| o.as_ref().map(|(t, s)| (t.as_ref(), *s)))
+            .map_err(|e| *e);
         assert_eq!(got, want);
     }
 
     fn ws(token: &str) -> String {
-        format!("base64url.bearer.authorization.k8s.io.{}", URL_SAFE_NO_PAD.encode(token))
+        format!(
+            "base64url.bearer.authorization.k8s.io.{}",
+            URL_SAFE_NO_PAD.encode(token)
+        )
     }
 
     #[test]
     fn each_source_alone() {
-        check(RequestFacts { authorization: Single::One("Bearer abc"), ..Default::default() }, false, Ok(Some(("abc", Source::Authorization))));
-        check(RequestFacts { authorization: Single::One("bEaReR abc"), ..Default::default() }, false, Ok(Some(("abc", Source::Authorization))));
+        check(
+            RequestFacts {
+                authorization: Single::One("Bearer abc"),
+                ..Default::default()
+            },
+            false,
+            Ok(Some(("abc", Source::Authorization))),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::One("bEaReR abc"),
+                ..Default::default()
+            },
+            false,
+            Ok(Some(("abc", Source::Authorization))),
+        );
         let proto = ws("abc");
-        check(RequestFacts { websocket_protocols: vec!["v1.mcp", proto.as_str()], ..Default::default() }, false, Ok(Some(("abc", Source::WebSocketProtocol))));
-        check(RequestFacts { cookies: vec!["a=1; session=abc"], ..Default::default() }, false, Ok(Some(("abc", Source::Cookie))));
-        check(RequestFacts { uri: Single::One("/ws?x=1&access_token=abc"), ..Default::default() }, true, Ok(Some(("abc", Source::Query))));
-        check(RequestFacts { uri: Single::One("/ws?access_token=a%2Bb"), ..Default::default() }, true, Ok(Some(("a+b", Source::Query))));
+        check(
+            RequestFacts {
+                websocket_protocols: vec!["v1.mcp", proto.as_str()],
+                ..Default::default()
+            },
+            false,
+            Ok(Some(("abc", Source::WebSocketProtocol))),
+        );
+        check(
+            RequestFacts {
+                cookies: vec!["a=1; session=abc"],
+                ..Default::default()
+            },
+            false,
+            Ok(Some(("abc", Source::Cookie))),
+        );
+        check(
+            RequestFacts {
+                uri: Single::One("/ws?x=1&access_token=abc"),
+                ..Default::default()
+            },
+            true,
+            Ok(Some(("abc", Source::Query))),
+        );
+        check(
+            RequestFacts {
+                uri: Single::One("/ws?access_token=a%2Bb"),
+                ..Default::default()
+            },
+            true,
+            Ok(Some(("a+b", Source::Query))),
+        );
     }
 
     #[test]
     fn query_only_when_the_rule_allows_it() {
-        check(RequestFacts { uri: Single::One("/ws?access_token=abc"), ..Default::default() }, false, Ok(None));
+        check(
+            RequestFacts {
+                uri: Single::One("/ws?access_token=abc"),
+                ..Default::default()
+            },
+            false,
+            Ok(None),
+        );
     }
 
     #[test]
@@ -213,30 +291,119 @@ mod tests {
             uri: Single::One("/ws?access_token=from-query"),
             ..Default::default()
         };
-        check(all.clone(), true, Ok(Some(("from-header", Source::Authorization))));
-        check(RequestFacts { authorization: Single::Absent, ..all.clone() }, true, Ok(Some(("from-ws", Source::WebSocketProtocol))));
-        check(RequestFacts { authorization: Single::Absent, websocket_protocols: vec![], ..all.clone() }, true, Ok(Some(("from-cookie", Source::Cookie))));
+        check(
+            all.clone(),
+            true,
+            Ok(Some(("from-header", Source::Authorization))),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::Absent,
+                ..all.clone()
+            },
+            true,
+            Ok(Some(("from-ws", Source::WebSocketProtocol))),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::Absent,
+                websocket_protocols: vec![],
+                ..all.clone()
+            },
+            true,
+            Ok(Some(("from-cookie", Source::Cookie))),
+        );
         // A present but unusable header never falls back to the cookie or the query.
-        check(RequestFacts { authorization: Single::One("Basic dXNlcjpwYXNz"), ..all.clone() }, true, Err(DenyReason::Malformed));
-        check(RequestFacts { authorization: Single::One("Bearer"), ..all.clone() }, true, Err(DenyReason::Malformed));
-        check(RequestFacts { authorization: Single::Invalid, ..all.clone() }, true, Err(DenyReason::Malformed));
-        check(RequestFacts { authorization: Single::Absent, websocket_protocols: vec!["base64url.bearer.authorization.k8s.io.!!"], ..all }, true, Err(DenyReason::Malformed));
+        check(
+            RequestFacts {
+                authorization: Single::One("Basic dXNlcjpwYXNz"),
+                ..all.clone()
+            },
+            true,
+            Err(DenyReason::Malformed),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::One("Bearer"),
+                ..all.clone()
+            },
+            true,
+            Err(DenyReason::Malformed),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::Invalid,
+                ..all.clone()
+            },
+            true,
+            Err(DenyReason::Malformed),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::Absent,
+                websocket_protocols: vec!["base64url.bearer.authorization.k8s.io.!!"],
+                ..all
+            },
+            true,
+            Err(DenyReason::Malformed),
+        );
     }
 
     #[test]
     fn ambiguity_and_length_are_malformed() {
-        check(RequestFacts { cookies: vec!["session=a", "session=b"], ..Default::default() }, false, Err(DenyReason::Malformed));
-        check(RequestFacts { uri: Single::One("/ws?access_token=a&access_token=b"), ..Default::default() }, true, Err(DenyReason::Malformed));
-        check(RequestFacts { authorization: Single::One("Bearer a b"), ..Default::default() }, false, Err(DenyReason::Malformed));
+        check(
+            RequestFacts {
+                cookies: vec!["session=a", "session=b"],
+                ..Default::default()
+            },
+            false,
+            Err(DenyReason::Malformed),
+        );
+        check(
+            RequestFacts {
+                uri: Single::One("/ws?access_token=a&access_token=b"),
+                ..Default::default()
+            },
+            true,
+            Err(DenyReason::Malformed),
+        );
+        check(
+            RequestFacts {
+                authorization: Single::One("Bearer a b"),
+                ..Default::default()
+            },
+            false,
+            Err(DenyReason::Malformed),
+        );
         let long = format!("Bearer {}", "x".repeat(65));
-        check(RequestFacts { authorization: Single::One(&long), ..Default::default() }, false, Err(DenyReason::Malformed));
+        check(
+            RequestFacts {
+                authorization: Single::One(&long),
+                ..Default::default()
+            },
+            false,
+            Err(DenyReason::Malformed),
+        );
         let ok = format!("Bearer {}", "x".repeat(64));
-        assert!(extract(&RequestFacts { authorization: Single::One(&ok), ..Default::default() }, &sources(), false).is_ok());
+        assert!(
+            extract(
+                &RequestFacts {
+                    authorization: Single::One(&ok),
+                    ..Default::default()
+                },
+                &sources(),
+                false
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn redaction_hides_every_query_value() {
-        assert_eq!(redact_uri("/ws?access_token=secret&x=1"), "/ws?access_token=REDACTED&x=REDACTED");
+        assert_eq!(
+            redact_uri("/ws?access_token=secret&x=1"),
+            "/ws?access_token=REDACTED&x=REDACTED"
+        );
         assert_eq!(redact_uri("/plain"), "/plain");
     }
 }

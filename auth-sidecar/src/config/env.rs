@@ -41,7 +41,11 @@ pub fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut 
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
-                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 interpolate(v, &child, env, problems);
             }
         }
@@ -98,9 +102,18 @@ mod tests {
     #[test]
     fn expands_defaults_and_escapes() {
         assert_eq!(expand("${HOME_DIR}/a", &env).expect("set"), "/home/x/a");
-        assert_eq!(expand("${NOPE:-fallback}", &env).expect("default"), "fallback");
-        assert_eq!(expand("cost $$5 and $x", &env).expect("literal"), "cost $5 and $x");
-        assert_eq!(expand("${NOPE}", &env).expect_err("unset"), "environment variable NOPE is not set");
+        assert_eq!(
+            expand("${NOPE:-fallback}", &env).expect("default"),
+            "fallback"
+        );
+        assert_eq!(
+            expand("cost $$5 and $x", &env).expect("literal"),
+            "cost $5 and $x"
+        );
+        assert_eq!(
+            expand("${NOPE}", &env).expect_err("unset"),
+            "environment variable NOPE is not set"
+        );
         assert!(expand("${bad-name}", &env).is_err());
         assert!(expand("${OPEN", &env).is_err());
     }

@@ -7,7 +7,9 @@ use super::AppState;
 
 /// The process is up and serving.
 pub(super) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok\n")
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("ok\n")
 }
 
 /// Ready when a configuration is loaded and every issuer has keys.

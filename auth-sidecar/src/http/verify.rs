@@ -26,7 +26,10 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
 }
 
 fn all<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
-    headers.get_all(name).filter_map(|v| v.to_str().ok()).collect()
+    headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 /// Collects the decision facts from an auth request.

@@ -150,13 +150,18 @@ mod tests {
 
     #[test]
     fn clean_paths_are_borrowed() {
-        assert!(matches!(normalize("/api/v1/mcp/servers"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize("/api/v1/mcp/servers"),
+            Ok(Cow::Borrowed(_))
+        ));
         assert!(matches!(normalize("/a.b/c..d"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]
     fn invalid_paths_are_refused() {
-        for bad in ["", "api", "/a%", "/a%4", "/a%zz", "/a b", "/a\u{7f}", "/\u{e9}"] {
+        for bad in [
+            "", "api", "/a%", "/a%4", "/a%zz", "/a b", "/a\u{7f}", "/\u{e9}",
+        ] {
             assert_eq!(normalize(bad), Err(BadPath), "{bad:?}");
         }
     }
