@@ -96,6 +96,7 @@ fn is_cacheable_failure(reason: DenyReason) -> bool {
 impl TokenCache {
     pub fn new(settings: CacheSettings) -> Self {
         let min_weight = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        #[expect(clippy::borrowed_box, reason = "moka's weigher takes &K, and K is Box<str>")]
         let cache = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |token: &Box<str>, entry: &Entry| {

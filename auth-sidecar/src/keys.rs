@@ -44,6 +44,8 @@ pub const SUPPORTED: [Algorithm; 12] = [
     Algorithm::EdDSA,
 ];
 
+// Keys are few and long-lived; boxing would add a pointer chase to every verification.
+#[expect(clippy::large_enum_variant, reason = "one per configured key, on the hot path")]
 enum Verifier {
     Hmac(hmac::Key),
     Public(ParsedPublicKey),

@@ -93,7 +93,8 @@ pub fn asymmetric_key(alg: Algorithm, kid: &str) -> TestKey {
         | Algorithm::PS256
         | Algorithm::PS384
         | Algorithm::PS512 => (
-            EncodingKey::from_rsa_der(&g.rsa_pkcs8),
+            // jsonwebtoken's `from_rsa_der` wants PKCS#1; its PEM reader unwraps PKCS#8.
+            EncodingKey::from_rsa_pem(pkcs8_pem(&g.rsa_pkcs8).as_bytes()).expect("RSA PEM"),
             g.rsa_public.clone(),
         ),
         Algorithm::ES256 => (
@@ -113,6 +114,18 @@ pub fn asymmetric_key(alg: Algorithm, kid: &str) -> TestKey {
         encoding,
         public,
     }
+}
+
+fn pkcs8_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 /// Any supported algorithm's test key.

@@ -1,1 +1,155 @@
+//! Configuration: every problem reported at once with its path, unknown keys refused,
+//! `${ENV}` interpolation, and the embedded development config.
 
+use std::path::Path;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SECRET" => Some("a-development-secret-of-at-least-32-bytes".into()),
+        _ => None,
+    }
+}
+
+fn problems(yaml: &str) -> String {
+    match Runtime::from_yaml(yaml, Path::new("."), &env) {
+        Ok(_) => panic!("expected the config to be refused"),
+        Err(p) => p.to_string(),
+    }
+}
+
+const GOOD: &str = r#"
+issuers:
+  - issuer: https://idp.test
+    audiences: [omni2]
+    keys: [{kid: k, alg: HS256, secret_env: SECRET}]
+rules:
+  - name: api
+    path_prefix: /api
+    action: authenticated
+"#;
+
+#[test]
+fn a_minimal_config_is_valid_with_documented_defaults() {
+    let rt = Runtime::from_yaml(GOOD, Path::new("."), &env).expect("valid");
+    assert_eq!(rt.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(rt.tokens.max_length, 8192);
+    assert_eq!(rt.tokens.query_param, "access_token");
+    assert_eq!(rt.issuers[0].leeway, 30);
+    assert!(rt.issuers[0].require_exp);
+    assert_eq!(
+        rt.identity_header_names(),
+        [
+            "x-user-id",
+            "x-user-username",
+            "x-user-role",
+            "x-user-roles",
+            "x-user-email",
+            "x-auth-expires"
+        ]
+    );
+    assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    let text = problems(
+        r#"
+listen: "not an address"
+trusted_proxies: ["10.0.0/8"]
+issuers:
+  - issuer: https://idp.test
+    leeway: forever
+    keys:
+      - {kid: a, alg: HS257, secret_env: SECRET}
+      - {kid: b, alg: RS256}
+      - {kid: c, alg: HS256, secret_env: NOT_SET}
+rules:
+  - name: admin
+    path_prefix: api/admin
+    action: roles
+  - name: internal
+    path: /internal
+    action: authenticated
+    allow_cidrs: ["10.0.0.1/33"]
+    methods: ["GET", "NOT A METHOD"]
+  - name: weird
+    path_regex: "("
+    action: maybe
+"#,
+    );
+    insta::assert_snapshot!(text, @r#"
+    12 configuration problem(s):
+      - listen: invalid address "not an address": expected host:port, e.g. "127.0.0.1:8700"
+      - trusted_proxies[0]: invalid CIDR "10.0.0/8": expected address/prefix, e.g. "10.0.0.0/8"
+      - issuers[0].leeway: invalid duration "forever": expected number at 0 (examples: "30s", "5m", "1h")
+      - issuers[0].keys[0].alg: unsupported algorithm "HS257": expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA
+      - issuers[0].keys[1]: RS256 needs pem_file
+      - issuers[0].keys[2].secret_env: environment variable NOT_SET is not set
+      - rules[0].path_prefix: "api/admin" must start with "/"
+      - rules[0].roles: action roles needs at least one role
+      - rules[1].methods[1]: unknown HTTP method "NOT A METHOD"
+      - rules[1].allow_cidrs[0]: invalid CIDR "10.0.0.1/33": expected address/prefix, e.g. "10.0.0.0/8"
+      - rules[2].path_regex: invalid regex "(": regex parse error:
+        (
+        ^
+    error: unclosed group
+      - rules[2].action: invalid action "maybe": expected public, authenticated, roles or deny
+    "#);
+}
+
+#[test]
+fn unknown_keys_are_refused_not_ignored() {
+    let text = problems(&format!(
+        "{GOOD}\nrules_typo: []\ncache:\n  max_entires: 10\n"
+    ));
+    assert!(text.contains("rules_typo: unknown key"), "{text}");
+    assert!(text.contains("cache.max_entires: unknown key"), "{text}");
+}
+
+#[test]
+fn wrong_types_name_the_path() {
+    let text = problems("issuers:\n  - issuer: x\n    audiences: 7\n");
+    assert!(text.contains("issuers[0].audiences"), "{text}");
+}
+
+#[test]
+fn environment_interpolation() {
+    let yaml = GOOD.replace("secret_env: SECRET", "secret: \"${SECRET}\"");
+    let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+    // Inline secrets work but are flagged.
+    assert!(
+        rt.warnings.iter().any(|w| w.contains("inline")),
+        "{:?}",
+        rt.warnings
+    );
+    let text = problems(&GOOD.replace("/api", "${MISSING_PREFIX}"));
+    assert!(text.contains("MISSING_PREFIX"), "{text}");
+    let rt = Runtime::from_yaml(
+        &GOOD.replace("/api", "${MISSING_PREFIX:-/fallback}"),
+        Path::new("."),
+        &env,
+    )
+    .expect("default applies");
+    assert_eq!(rt.policy.rules.len(), 1);
+}
+
+#[test]
+fn no_issuer_or_no_rule_is_refused() {
+    let text = problems("rules: []\n");
+    assert!(text.contains("issuers"), "{text}");
+}
+
+#[test]
+fn the_embedded_config_is_valid_and_uses_the_dev_secret() {
+    let none = |_: &str| None;
+    let rt = Runtime::embedded(&none).expect("embedded config is valid");
+    let names: Vec<&str> = rt.policy.rules.iter().map(|r| &*r.name).collect();
+    assert_eq!(names, ["health", "ws-status", "admin", "api"]);
+    assert_eq!(
+        rt.mint_key.as_ref().map(|k| k.secret.as_slice()),
+        Some(DEV_SECRET.as_bytes())
+    );
+    assert!(rt.listen.ip().is_loopback());
+}

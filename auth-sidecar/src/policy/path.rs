@@ -32,9 +32,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
 }
 
 fn needs_work(p: &[u8]) -> bool {
-    p.iter().any(|&b| b == b'%')
+    p.contains(&b'%')
         || p.windows(2).any(|w| w == b"//" || w == b"/.")
-        || p.iter().any(|&b| b < 0x21 || b >= 0x7f)
+        || p.iter().any(|b| !(0x21..0x7f).contains(b))
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -62,7 +62,7 @@ fn decode_unreserved(path: &str) -> Result<String, BadPath> {
                 out.push(hex[1].to_ascii_uppercase() as char);
             }
             i += 3;
-        } else if b < 0x21 || b >= 0x7f {
+        } else if !(0x21..0x7f).contains(&b) {
             return Err(BadPath);
         } else {
             out.push(b as char);
