@@ -45,7 +45,10 @@ pub const SUPPORTED: [Algorithm; 12] = [
 ];
 
 // Keys are few and long-lived; boxing would add a pointer chase to every verification.
-#[expect(clippy::large_enum_variant, reason = "one per configured key, on the hot path")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per configured key, on the hot path"
+)]
 enum Verifier {
     Hmac(hmac::Key),
     Public(ParsedPublicKey),
@@ -221,6 +224,11 @@ impl VerifyingKey {
         if !SUPPORTED.contains(&alg) {
             return Err(KeyError::Unsupported(alg));
         }
+        if !key_type_fits(jwk, alg) {
+            return Err(KeyError::Invalid(format!(
+                "key type or curve does not fit alg {alg:?}"
+            )));
+        }
         let decoding = DecodingKey::from_jwk(jwk)
             .map_err(|e| KeyError::Invalid(format!("unreadable JWK: {e}")))?;
         Self::from_decoding_key(common.key_id.clone(), alg, &decoding)
@@ -232,6 +240,24 @@ impl VerifyingKey {
             Verifier::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
             Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
         }
+    }
+}
+
+/// Whether the JWK's type (and curve) is the one `alg` is defined over (RFC 7518 §3.1).
+/// The key material alone decides what is verified, so a P-256 point labelled `P-384`, or
+/// an EC key labelled for RS256, is refused rather than silently used (Wycheproof JWK
+/// vector "wrong_curve").
+fn key_type_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    use jsonwebtoken::jwk::EllipticCurve;
+    match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::OctetKey(_), a) => hmac_algorithm(a).is_some(),
+        (AlgorithmParameters::RSA(_), a) => rsa_parameters(a).is_some(),
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
     }
 }
 
@@ -312,13 +338,34 @@ impl KeySet {
         let set: JwkSet = serde_json::from_str(json).map_err(|e| format!("invalid JWKS: {e}"))?;
         let mut keys = KeySet::default();
         let mut skipped = Vec::new();
+        let kid_count = |kid: &str| {
+            set.keys
+                .iter()
+                .filter(|k| k.common.key_id.as_deref() == Some(kid))
+                .count()
+        };
+        let is_symmetric = |k: &Jwk| matches!(k.algorithm, AlgorithmParameters::OctetKey(_));
+        // A set mixing shared secrets with public keys is ambiguous about which kind a token
+        // may use (Wycheproof "MixedKeySet"): its secrets are not used.
+        let mixed = set.keys.iter().any(is_symmetric) && !set.keys.iter().all(is_symmetric);
         for (i, jwk) in set.keys.iter().enumerate() {
+            let kid = jwk.common.key_id.as_deref().unwrap_or("");
+            // Two keys under one kid: neither can be chosen safely (Wycheproof "DuplicateKid").
+            if !kid.is_empty() && kid_count(kid) > 1 {
+                skipped.push(format!(
+                    "keys[{i}] (kid {kid:?}): kid is not unique in the set"
+                ));
+                continue;
+            }
+            if mixed && is_symmetric(jwk) {
+                skipped.push(format!(
+                    "keys[{i}] (kid {kid:?}): symmetric key in a set with public keys"
+                ));
+                continue;
+            }
             match VerifyingKey::from_jwk(jwk, allow_symmetric) {
                 Ok(k) => keys.insert(k),
-                Err(e) => skipped.push(format!(
-                    "keys[{i}] (kid {:?}): {e}",
-                    jwk.common.key_id.as_deref().unwrap_or("")
-                )),
+                Err(e) => skipped.push(format!("keys[{i}] (kid {kid:?}): {e}")),
             }
         }
         Ok((keys, skipped))
