@@ -1,0 +1,146 @@
+//! Shared by the in-process HTTP suites: a config on disk, the real actix app, and requests
+//! shaped the way Traefik sends them.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::App;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::test::{self, TestRequest};
+use auth_sidecar::config::Runtime;
+use auth_sidecar::http::{AppState, configure_admin, configure_verify};
+use auth_sidecar::test_util::{TestKey, hmac_key};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+
+pub const ISS: &str = "https://idp.test";
+
+/// The HMAC test key every suite signs with (kid `hs`, secret in env `HS_SECRET`).
+pub fn hs() -> TestKey {
+    hmac_key(Algorithm::HS256, "hs")
+}
+
+/// Resolves `secret_env` references for test configs.
+pub fn env(name: &str) -> Option<String> {
+    (name == "HS_SECRET").then(|| String::from_utf8(hs().public).expect("ASCII secret"))
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Claims that the test issuer's rules accept, valid for ten minutes from now.
+pub fn claims(sub: &str, role: &str) -> Value {
+    let now = unix_now();
+    json!({
+        "iss": ISS, "aud": "omni2", "sub": sub, "preferred_username": sub,
+        "role": role, "roles": [role], "email": format!("{sub}@example.test"),
+        "iat": now - 10, "exp": now + 600,
+    })
+}
+
+/// Compiles `yaml` with `dir` as the base for relative key files.
+pub fn runtime(yaml: &str, dir: &Path) -> Runtime {
+    Runtime::from_yaml(yaml, dir, &env).unwrap_or_else(|p| panic!("test config is invalid:\n{p}"))
+}
+
+/// The real app (verify + admin routes) over `rt`.
+pub async fn app(
+    rt: Runtime,
+) -> (
+    impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+    Arc<AppState>,
+) {
+    let state = Arc::new(AppState::new(rt));
+    let data = actix_web::web::Data::from(state.clone());
+    let svc = test::init_service(
+        App::new()
+            .app_data(data)
+            .configure(configure_verify)
+            .configure(configure_admin),
+    )
+    .await;
+    (svc, state)
+}
+
+/// An auth request as Traefik sends it: `GET /verify`, the original request in
+/// `X-Forwarded-*`, the client's own headers copied.
+pub fn forwarded(method: &str, uri: &str) -> TestRequest {
+    TestRequest::get()
+        .uri("/verify")
+        .insert_header(("X-Forwarded-Method", method))
+        .insert_header(("X-Forwarded-Uri", uri))
+        .insert_header(("X-Forwarded-Host", "api.example.test"))
+        .insert_header(("X-Forwarded-Proto", "https"))
+        .insert_header(("X-Forwarded-For", "203.0.113.7"))
+}
+
+/// What a test looks at in an answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// Every value of header `name` (case-insensitive).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of `name`; panics when absent or repeated.
+    #[track_caller]
+    pub fn one(&self, name: &str) -> &str {
+        match self.all(name).as_slice() {
+            [v] => v,
+            other => panic!("expected exactly one {name}, got {other:?} in {self:?}"),
+        }
+    }
+
+    /// The `error` code of a deny body.
+    #[track_caller]
+    pub fn error(&self) -> String {
+        let v: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("deny body is not JSON ({e}): {:?}", self.body));
+        v["error"].as_str().expect("error is a string").to_owned()
+    }
+}
+
+pub async fn call<S>(svc: &S, req: TestRequest) -> Answer
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                v.to_str().unwrap_or("<binary>").to_owned(),
+            )
+        })
+        .collect();
+    let bytes = res
+        .into_body()
+        .try_into_bytes()
+        .unwrap_or_else(|_| panic!("body is not in memory"));
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
