@@ -1,0 +1,300 @@
+//! The real `auth-sidecar` binary: `check-config`, `explain`, `mint`, and `serve` on the
+//! embedded development config, driven as a user would from a shell.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-sidecar");
+/// A fixed secret so the test does not depend on the publicly known development default.
+const DEV_SECRET: &str = "cli-test-secret-0123456789abcdefghijklmnop";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("AUTH_SIDECAR_DEV_SECRET", DEV_SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run auth-sidecar")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+const GOOD: &str = r#"
+issuers:
+  - issuer: https://idp.test
+    audiences: [omni2]
+    keys:
+      - {kid: hs, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+rules:
+  - name: admin
+    path_prefix: /api/v1/admin
+    action: roles
+    roles: [admin]
+  - name: api
+    path_prefix: /api/v1
+    action: authenticated
+"#;
+
+#[test]
+fn check_config_lists_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        r#"
+listen: not-an-address
+issuers:
+  - issuer: https://idp.test
+    keys:
+      - {kid: a, alg: HS256, secret_env: DOES_NOT_EXIST_ANYWHERE}
+      - {kid: b, alg: XS999, pem_file: missing.pem}
+rules:
+  - name: x
+    path_prefix: /api
+    action: roles
+    allow_cidrs: ["10.0.0.1/33"]
+  - name: y
+    path_prefix: /api
+    action: authenticated
+    colour: blue
+"#,
+    );
+    let out = run(&["check-config", &bad]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout(&out);
+    for expected in [
+        "listen",
+        "issuers[0].keys[0]",
+        "DOES_NOT_EXIST_ANYWHERE",
+        "issuers[0].keys[1]",
+        "rules[0].allow_cidrs[0]",
+        "10.0.0.1/33",
+        "rules[0]",
+        "colour",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Every problem on its own line, each naming its path.
+    assert!(text.lines().count() >= 6, "{text}");
+
+    let good = write(dir.path(), "good.yaml", GOOD);
+    let out = run(&["check-config", &good]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("ok (1 issuer(s), 2 rule(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn mint_then_explain_shows_rule_decision_reason_and_headers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "good.yaml", GOOD);
+    let minted = run(&[
+        "mint", "--config", &config, "--sub", "alice", "--role", "user", "--ttl", "10m",
+    ]);
+    assert!(minted.status.success(), "{minted:?}");
+    let token = stdout(&minted).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let allow = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--method",
+        "GET",
+        "--uri",
+        "/api/v1/things",
+        "--token",
+        &token,
+    ]);
+    let text = stdout(&allow);
+    assert!(allow.status.success(), "{allow:?}");
+    for expected in [
+        "rule:     api",
+        "decision: allow (200)",
+        "reason:   authenticated",
+        "X-User-Id: alice",
+        "X-User-Role: user",
+    ] {
+        assert!(
+            text.to_ascii_lowercase()
+                .contains(&expected.to_ascii_lowercase()),
+            "missing {expected:?} in:\n{text}"
+        );
+    }
+    assert!(!text.contains(&token), "explain must not print the token");
+
+    let deny = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--method",
+        "GET",
+        "--uri",
+        "/api/v1/admin/x",
+        "--token",
+        &token,
+    ]);
+    let text = stdout(&deny);
+    for expected in [
+        "rule:     admin",
+        "decision: deny (403)",
+        "reason:   role_denied",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let none = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--method",
+        "GET",
+        "--uri",
+        "/elsewhere",
+    ]);
+    assert!(
+        stdout(&none).contains("reason:   no_rule"),
+        "{}",
+        stdout(&none)
+    );
+}
+
+/// A running sidecar, killed by PID on drop.
+struct Sidecar(Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, raw head).
+fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.shutdown(Shutdown::Write)?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))?;
+    Ok((status, raw))
+}
+
+#[test]
+fn serve_on_the_embedded_config_follows_the_readme() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "1",
+        ])
+        .env("AUTH_SIDECAR_DEV_SECRET", DEV_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn auth-sidecar");
+    let out = child.stdout.take().expect("stdout");
+    let sidecar = Sidecar(child);
+
+    // The quick-start line carries a ready-made admin token.
+    let mut first = String::new();
+    let mut lines = BufReader::new(out).lines();
+    let token = loop {
+        let line = lines.next().expect("quick-start printed").expect("utf-8");
+        first.push_str(&line);
+        if let Some(i) = line.find("Bearer ") {
+            break line[i + 7..].trim_end_matches('\'').to_owned();
+        }
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(port, "/healthz", &[]).is_err() {
+        assert!(Instant::now() < deadline, "sidecar did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fwd = |uri: &'static str| [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", uri)];
+    let auth = format!("Bearer {token}");
+    let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
+    let user = format!("Bearer {}", stdout(&minted).trim());
+
+    let (status, head) = request(
+        port,
+        "/verify",
+        &[&fwd("/api/v1/mcp/servers")[..], &[("Authorization", &auth)]].concat(),
+    )
+    .expect("allow");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-user-id: dev-admin"),
+        "{head}"
+    );
+
+    let (status, head) = request(port, "/verify", &fwd("/api/v1/mcp/servers")).expect("401");
+    assert_eq!(status, 401, "{head}");
+    assert!(head.contains(r#"Bearer realm="omni2""#), "{head}");
+
+    let (status, head) = request(
+        port,
+        "/verify",
+        &[&fwd("/api/v1/admin/x")[..], &[("Authorization", &user)]].concat(),
+    )
+    .expect("403");
+    assert_eq!(status, 403, "{head}");
+    assert!(head.contains("insufficient_scope"), "{head}");
+
+    let (status, _) = request(port, "/readyz", &[]).expect("readyz");
+    assert_eq!(status, 200);
+    drop(sidecar);
+}
+
+#[test]
+fn the_embedded_config_refuses_a_non_loopback_listener() {
+    let out = run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+}
+
+#[test]
+fn a_bad_config_stops_serve_with_the_problem_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = write(dir.path(), "bad.yaml", "issuers: []\nrules: nope\n");
+    let out = run(&["serve", "--config", &bad]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules"), "{err}");
+}
