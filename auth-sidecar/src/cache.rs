@@ -25,6 +25,15 @@ pub struct Authenticated {
     pub valid_until: Option<(i64, DenyReason)>,
     /// Shared, so an allow clones a pointer, not six headers.
     pub headers: Arc<crate::identity::IdentityHeaders>,
+    /// The issuer's key generation at verification; another generation means the keys
+    /// changed and the token must be verified again.
+    pub key_generation: u64,
+    /// `sub`, for revocation and per-identity rate limits.
+    pub subject: Option<Box<str>>,
+    /// `jti`, for revocation.
+    pub jti: Option<Box<str>>,
+    /// `iat`, for per-subject revocation.
+    pub issued_at: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +105,10 @@ fn is_cacheable_failure(reason: DenyReason) -> bool {
 impl TokenCache {
     pub fn new(settings: CacheSettings) -> Self {
         let min_weight = (settings.max_bytes / settings.max_entries.max(1)).max(1);
-        #[expect(clippy::borrowed_box, reason = "moka's weigher takes &K, and K is Box<str>")]
+        #[expect(
+            clippy::borrowed_box,
+            reason = "moka's weigher takes &K, and K is Box<str>"
+        )]
         let cache = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |token: &Box<str>, entry: &Entry| {
@@ -173,6 +185,10 @@ mod tests {
             roles: Box::new([]),
             valid_until,
             headers: Arc::new(IdentityHeaders(vec![])),
+            key_generation: 0,
+            subject: None,
+            jti: None,
+            issued_at: None,
         })
     }
 

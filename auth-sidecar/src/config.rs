@@ -6,6 +6,7 @@
 
 mod env;
 mod raw;
+pub mod watch;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,11 +27,15 @@ use crate::cache::{CacheSettings, TokenCache};
 use crate::decision::Realm;
 use crate::identity::{IdentityMapping, SIGNATURE_HEADER, Slot};
 use crate::jwt::Issuer;
+use crate::keys::jwks::{JwksSettings, JwksSource, RemoteKeys, unix_now};
 use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
+use crate::login::LoginRedirect;
 use crate::net::CidrSet;
 use crate::policy::{
     Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, Policy, RoleRequirement, Rule,
 };
+use crate::ratelimit::{RateLimit, RateLimiter};
+use crate::revocation::Revocations;
 use crate::token::TokenSources;
 
 /// The embedded development configuration (`auth-sidecar` with no arguments).
@@ -98,8 +103,13 @@ pub struct Runtime {
     pub issuers: Vec<Issuer>,
     pub identity: IdentityMapping,
     pub policy: Policy,
-    /// Cleared by construction: every new runtime starts with an empty cache.
-    pub cache: TokenCache,
+    /// Verified tokens. A reload keeps it only when keys and validation settings are
+    /// unchanged (`validation_fingerprint`); otherwise the new runtime starts empty.
+    pub cache: Arc<TokenCache>,
+    /// Revoked tokens; reloaded in place when the revocation file changes.
+    pub revocation: Arc<Revocations>,
+    /// Digest of issuers (settings and key material), identity mapping and cache settings.
+    pub validation_fingerprint: Vec<u8>,
     /// SHA-256 (hex, first 16 chars) of the configuration text.
     pub hash: String,
     /// Things that work but deserve attention (inline secrets, ...).
@@ -193,6 +203,52 @@ impl Runtime {
         match runtime {
             Some(rt) if problems.is_empty() => Ok(rt),
             _ => Err(problems),
+        }
+    }
+
+    /// Takes over state from the configuration this one replaces: remote key sets of issuers
+    /// whose settings are unchanged (no refetch), the verification cache when keys and
+    /// validation settings are unchanged, and rate-limit buckets of rules with the same name
+    /// and limit.
+    pub fn adopt(&mut self, old: &Runtime) {
+        for issuer in &mut self.issuers {
+            if issuer.remote.is_none() {
+                continue;
+            }
+            if let Some(previous) = old.issuers.iter().find(|o| {
+                o.issuer == issuer.issuer
+                    && o.fingerprint == issuer.fingerprint
+                    && o.remote.is_some()
+            }) {
+                issuer.remote = previous.remote.clone();
+            }
+        }
+        if self.validation_fingerprint == old.validation_fingerprint {
+            self.cache = old.cache.clone();
+        }
+        for rule in &mut self.policy.rules {
+            let Some(limiter) = &rule.rate_limit else {
+                continue;
+            };
+            if let Some(previous) = old.policy.rules.iter().find(|o| {
+                o.name == rule.name
+                    && o.rate_limit
+                        .as_ref()
+                        .is_some_and(|l| l.limit == limiter.limit)
+            }) {
+                rule.rate_limit = previous.rate_limit.clone();
+            }
+        }
+    }
+
+    /// Starts the background refresh of every remote key set (idempotent). Needs a tokio
+    /// runtime; without one (`check-config`, `explain`) keys are fetched on first use.
+    pub fn start_key_refresh(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for remote in self.issuers.iter().filter_map(|i| i.remote.as_ref()) {
+            remote.spawn_refresh();
         }
     }
 
@@ -464,8 +520,9 @@ fn compile_issuer(
             }
         }
     }
-    if raw.keys.is_empty() && raw.jwks_file.is_none() {
-        problems.push(path, "needs keys or jwks_file");
+    let remote = remote_keys(raw, path, problems, warnings);
+    if raw.keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_uri.is_none() && !raw.discovery {
+        problems.push(path, "needs keys, jwks_file, jwks_uri or discovery: true");
     }
     Issuer {
         issuer: raw.issuer.clone(),
@@ -475,6 +532,145 @@ fn compile_issuer(
         max_lifetime,
         required_claims: raw.required_claims.clone(),
         keys,
+        remote,
+        fingerprint: issuer_fingerprint(raw, base, env),
+    }
+}
+
+/// Checks a remote URL: absolute http(s) with a host; plain http only with a warning.
+fn remote_url(url: &str, path: &str, problems: &mut Problems, warnings: &mut Vec<String>) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if u.scheme() == "http" && !loopback {
+                warnings.push(format!(
+                    "{path}: {url:?} is plain http; keys fetched without TLS can be forged in transit"
+                ));
+            }
+        }
+        _ => problems.push(
+            path,
+            format!("invalid URL {url:?}: expected an absolute http(s) URL"),
+        ),
+    }
+}
+
+fn remote_keys(
+    raw: &RawIssuer,
+    path: &str,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<Arc<RemoteKeys>> {
+    let source = match (&raw.jwks_uri, raw.discovery) {
+        (Some(_), true) => {
+            problems.push(path, "give either jwks_uri or discovery: true, not both");
+            return None;
+        }
+        (Some(uri), false) => {
+            remote_url(uri, &format!("{path}.jwks_uri"), problems, warnings);
+            JwksSource::Uri(uri.clone())
+        }
+        (None, true) => {
+            remote_url(&raw.issuer, &format!("{path}.issuer"), problems, warnings);
+            JwksSource::Discovery {
+                issuer: raw.issuer.clone(),
+            }
+        }
+        (None, false) => {
+            if raw.jwks.is_some() {
+                problems.push(
+                    format!("{path}.jwks"),
+                    "applies only with jwks_uri or discovery: true",
+                );
+            }
+            return None;
+        }
+    };
+    let mut settings = JwksSettings::new(source);
+    if let Some(tuning) = &raw.jwks {
+        let p = |key: &str| format!("{path}.jwks.{key}");
+        let mut set = |value: &Option<RawDuration>, key: &str, target: &mut Duration| {
+            *target = duration_or(value.as_ref(), *target, &p(key), problems);
+            if target.is_zero() {
+                problems.push(p(key), "must be greater than zero");
+            }
+        };
+        set(&tuning.timeout, "timeout", &mut settings.timeout);
+        set(
+            &tuning.refresh_min,
+            "refresh_min",
+            &mut settings.refresh_min,
+        );
+        set(
+            &tuning.refresh_max,
+            "refresh_max",
+            &mut settings.refresh_max,
+        );
+        set(&tuning.cooldown, "cooldown", &mut settings.cooldown);
+        set(
+            &tuning.unknown_kid_ttl,
+            "unknown_kid_ttl",
+            &mut settings.unknown_kid_ttl,
+        );
+        set(&tuning.max_stale, "max_stale", &mut settings.max_stale);
+        settings.required = tuning.required.unwrap_or(true);
+        if settings.refresh_min > settings.refresh_max {
+            problems.push(
+                p("refresh_min"),
+                format!(
+                    "{:?} is longer than refresh_max {:?}",
+                    settings.refresh_min, settings.refresh_max
+                ),
+            );
+        }
+    }
+    match RemoteKeys::new(&raw.issuer, settings) {
+        Ok(keys) => Some(Arc::new(keys)),
+        Err(e) => {
+            problems.push(path, e);
+            None
+        }
+    }
+}
+
+/// Digest of what decides which tokens an issuer accepts: its settings as written and the
+/// key material behind them (files and environment variables are read again).
+fn issuer_fingerprint(raw: &RawIssuer, base: &Path, env: &dyn Env) -> Vec<u8> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(format!("{raw:?}").as_bytes());
+    for key in &raw.keys {
+        secret_material(
+            &mut ctx,
+            key.secret_env.as_ref(),
+            key.secret_file.as_ref(),
+            base,
+            env,
+        );
+        if let Some(file) = &key.pem_file {
+            ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
+        }
+    }
+    if let Some(file) = &raw.jwks_file {
+        ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+fn secret_material(
+    ctx: &mut digest::Context,
+    from_env: Option<&String>,
+    file: Option<&PathBuf>,
+    base: &Path,
+    env: &dyn Env,
+) {
+    // Separators keep ("ab", "") and ("a", "b") apart.
+    ctx.update(b"\0");
+    if let Some(var) = from_env {
+        ctx.update(env.var(var).unwrap_or_default().as_bytes());
+    }
+    ctx.update(b"\0");
+    if let Some(file) = file {
+        ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
     }
 }
 
@@ -584,6 +780,28 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         allow: cidrs(&raw.allow_cidrs, &format!("{path}.allow_cidrs"), problems),
         deny: cidrs(&raw.deny_cidrs, &format!("{path}.deny_cidrs"), problems),
     };
+    let rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .and_then(|r| compile_rate_limit(r, &format!("{path}.rate_limit"), problems));
+    let login = raw.login_url.as_ref().and_then(|url| {
+        let key = format!("{path}.login_url");
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if matches!(action, Action::Public | Action::Deny) {
+                    problems.push(&key, "applies only to authenticated and roles rules");
+                }
+                Some(LoginRedirect { url: url.clone() })
+            }
+            _ => {
+                problems.push(
+                    key,
+                    format!("invalid URL {url:?}: must be absolute (https://login.example.com/...), since a relative Location is resolved against the sidecar's address"),
+                );
+                None
+            }
+        }
+    });
     (problems.0.len() == before).then(|| Rule {
         name: Arc::from(raw.name.as_str()),
         hosts: HostMatcher::new(&hosts),
@@ -593,6 +811,44 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         cidrs,
         allow_query_token: raw.allow_query_token,
         allow_preflight: raw.allow_preflight,
+        rate_limit,
+        login,
+    })
+}
+
+fn compile_rate_limit(
+    raw: &raw::RawRateLimit,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<Arc<RateLimiter>> {
+    let before = problems.0.len();
+    if raw.requests == 0 {
+        problems.push(format!("{path}.requests"), "must be at least 1");
+    }
+    let per = duration_or(
+        raw.per.as_ref(),
+        Duration::from_secs(1),
+        &format!("{path}.per"),
+        problems,
+    );
+    if per.is_zero() {
+        problems.push(format!("{path}.per"), "must be greater than zero");
+    }
+    let burst = raw.burst.unwrap_or(raw.requests);
+    if burst == 0 {
+        problems.push(format!("{path}.burst"), "must be at least 1");
+    }
+    let max_keys = raw.max_keys.unwrap_or(100_000);
+    if max_keys == 0 {
+        problems.push(format!("{path}.max_keys"), "must be at least 1");
+    }
+    (problems.0.len() == before).then(|| {
+        Arc::new(RateLimiter::new(RateLimit {
+            requests: raw.requests,
+            per,
+            burst,
+            max_keys,
+        }))
     })
 }
 
@@ -749,6 +1005,33 @@ fn compile(
         }
     }
     let identity = compile_identity(&raw.identity, base, env, problems, &mut warnings);
+    let revocation = match &raw.revocation_file {
+        None => Some(Revocations::default()),
+        Some(file) => match Revocations::load(&base.join(file), unix_now()) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                problems.0.extend(p.0);
+                None
+            }
+        },
+    };
+    let validation_fingerprint = {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        for issuer in &issuers {
+            ctx.update(&issuer.fingerprint);
+        }
+        ctx.update(format!("{:?}{:?}", raw.identity, raw.cache).as_bytes());
+        if let Some(sig) = &raw.identity.signature {
+            secret_material(
+                &mut ctx,
+                sig.secret_env.as_ref(),
+                sig.secret_file.as_ref(),
+                base,
+                env,
+            );
+        }
+        ctx.finish().as_ref().to_vec()
+    };
     let defaults = CacheSettings::default();
     let cache = CacheSettings {
         max_entries: raw.cache.max_entries.unwrap_or(defaults.max_entries),
@@ -802,7 +1085,9 @@ fn compile(
         issuers,
         identity: identity?,
         policy: Policy { rules },
-        cache: TokenCache::new(cache),
+        cache: Arc::new(TokenCache::new(cache)),
+        revocation: Arc::new(revocation?),
+        validation_fingerprint,
         hash,
         warnings,
         mint_key,

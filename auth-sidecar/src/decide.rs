@@ -5,16 +5,25 @@
 //! 2. the first matching rule, else deny `no_rule`;
 //! 3. the rule's CIDR filter against the client address (right-most untrusted XFF entry);
 //! 4. preflight and `public`/`deny` actions, which need no token;
-//! 5. the token: extracted by fixed precedence, verified through the cache;
-//! 6. role requirement.
+//! 5. the token: extracted by fixed precedence, verified through the cache (a cached entry
+//!    counts only while its issuer's keys are the generation it was verified with);
+//! 6. revocation (after the signature, before any allow, cached or not);
+//! 7. role requirement;
+//! 8. a `401` on a rule with `login_url` becomes a redirect for browsers.
+//!
+//! Around it, [`decide_with_keys`] is the one async step: when the token needs remote keys
+//! we lack, it fetches them (singleflight, cooldown) and decides again. [`rate_limit`] runs
+//! after an allow with a monotonic `now`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::cache::{Authenticated, Lookup};
 use crate::config::Runtime;
-use crate::decision::{AllowReason, Decision, DenyReason, RuleIndex};
+use crate::decision::{AllowReason, Decision, DenyAnswer, DenyReason, RuleIndex};
 use crate::facts::RequestFacts;
 use crate::jwt;
+use crate::login::prefers_html;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::{normalize, split_uri};
 use crate::policy::{Action, Rule, normalize_host};
@@ -28,11 +37,29 @@ pub enum CacheUse {
     Miss,
 }
 
+/// Remote keys a token needs and we lack: its issuer (index) and `kid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRequest {
+    pub issuer: usize,
+    pub kid: Option<String>,
+}
+
 /// A decision and how it was reached.
 #[derive(Debug)]
 pub struct Outcome {
     pub decision: Decision,
     pub cache: CacheUse,
+    /// Set when the token was denied for want of remote keys a fetch might bring.
+    pub key_request: Option<KeyRequest>,
+    /// The verified token behind an authenticated allow (rate limits key on its `sub`).
+    pub authenticated: Option<Arc<Authenticated>>,
+}
+
+/// What `decide_inner` learns on the way, besides the decision.
+struct Trace {
+    cache: CacheUse,
+    key_request: Option<KeyRequest>,
+    authenticated: Option<Arc<Authenticated>>,
 }
 
 fn deny(rule: RuleIndex, reason: DenyReason, token_presented: bool) -> Decision {
@@ -40,22 +67,106 @@ fn deny(rule: RuleIndex, reason: DenyReason, token_presented: bool) -> Decision 
         rule,
         reason,
         token_presented,
+        answer: DenyAnswer::Standard,
     }
 }
 
-/// Decides one forwardAuth request at unix time `now`.
+/// Decides one forwardAuth request at unix time `now`, with the keys installed now.
 pub fn decide(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
-    let mut cache = CacheUse::NotNeeded;
-    let decision = decide_inner(facts, rt, now, &mut cache);
-    Outcome { decision, cache }
+    let mut trace = Trace {
+        cache: CacheUse::NotNeeded,
+        key_request: None,
+        authenticated: None,
+    };
+    let mut decision = decide_inner(facts, rt, now, &mut trace);
+    if let Decision::Deny {
+        rule: Some(index),
+        reason,
+        answer,
+        ..
+    } = &mut decision
+        && reason.status() == actix_web::http::StatusCode::UNAUTHORIZED
+        && let Some(login) = &rt.policy.rules[*index].login
+        && prefers_html(&facts.accept)
+    {
+        *answer = DenyAnswer::Redirect(login.location(facts, &rt.tokens.query_param));
+    }
+    Outcome {
+        decision,
+        cache: trace.cache,
+        key_request: trace.key_request,
+        authenticated: trace.authenticated,
+    }
 }
 
-fn decide_inner(
-    facts: &RequestFacts<'_>,
-    rt: &Runtime,
-    now: i64,
-    cache: &mut CacheUse,
-) -> Decision {
+/// Decides like [`decide`], but when the token needs remote keys we do not have (unknown
+/// `kid`, nothing fetched yet, or stale), first fetches them (at most one fetch in flight
+/// per issuer and one forced fetch per cooldown) and decides again.
+pub async fn decide_with_keys(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
+    let outcome = decide(facts, rt, now);
+    let Some(request) = &outcome.key_request else {
+        return outcome;
+    };
+    let Some(remote) = rt
+        .issuers
+        .get(request.issuer)
+        .and_then(|i| i.remote.as_ref())
+    else {
+        return outcome;
+    };
+    if remote.refresh_for_kid(request.kid.as_deref(), now).await {
+        decide(facts, rt, now)
+    } else {
+        outcome
+    }
+}
+
+/// Applies the matched rule's rate limit to an allow, at monotonic time `now`: per `sub`
+/// when a token was verified, else per client address. Over the limit: `429 rate_limited`
+/// with `Retry-After`. Preflights are not counted.
+pub fn rate_limit(outcome: &mut Outcome, facts: &RequestFacts<'_>, rt: &Runtime, now: Instant) {
+    let Decision::Allow {
+        rule: Some(index),
+        reason,
+        ..
+    } = &outcome.decision
+    else {
+        return;
+    };
+    let index = *index;
+    let Some(limiter) = &rt.policy.rules[index].rate_limit else {
+        return;
+    };
+    if *reason == AllowReason::Preflight {
+        return;
+    }
+    let subject = outcome
+        .authenticated
+        .as_ref()
+        .and_then(|a| a.subject.as_deref());
+    let key = match subject {
+        Some(sub) => format!("sub:{sub}"),
+        None => match client_ip(
+            facts.forwarded_for.iter().copied(),
+            facts.peer,
+            &rt.trusted_proxies,
+        ) {
+            ClientIp::Known(ip) => format!("ip:{ip}"),
+            // Unknown addresses share one bucket rather than escaping the limit.
+            _ => "ip:unknown".to_owned(),
+        },
+    };
+    if let Err(wait) = limiter.check(&key, now) {
+        outcome.decision = Decision::Deny {
+            rule: Some(index),
+            reason: DenyReason::RateLimited,
+            token_presented: subject.is_some(),
+            answer: DenyAnswer::RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+        };
+    }
+}
+
+fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, trace: &mut Trace) -> Decision {
     let (Some(method), Some(uri)) = (facts.method.get(), facts.uri.get()) else {
         return deny(None, DenyReason::Malformed, false);
     };
@@ -101,19 +212,27 @@ fn decide_inner(
         Ok(None) => return deny(at, DenyReason::MissingToken, false),
         Err(reason) => return deny(at, reason, true),
     };
-    let authenticated = match verify_cached(&token, rt, now, cache) {
+    let authenticated = match verify_cached(&token, rt, now, &mut trace.cache) {
         Ok(a) => a,
-        Err(reason) => return deny(at, reason, true),
+        Err(reason) => {
+            if matches!(reason, DenyReason::UnknownKid | DenyReason::KeysUnavailable) {
+                trace.key_request = jwt::key_request(&token, &rt.issuers)
+                    .map(|(issuer, kid)| KeyRequest { issuer, kid });
+            }
+            return deny(at, reason, true);
+        }
     };
     if let Action::Roles(required) = &rule.action
         && !required.is_satisfied_by(authenticated.roles.iter().map(String::as_str))
     {
         return deny(at, DenyReason::RoleDenied, true);
     }
+    let identity = Some(authenticated.headers.clone());
+    trace.authenticated = Some(authenticated);
     Decision::Allow {
         rule: at,
         reason: AllowReason::Authenticated,
-        identity: Some(authenticated.headers.clone()),
+        identity,
     }
 }
 
@@ -128,25 +247,36 @@ fn address_allowed(facts: &RequestFacts<'_>, rt: &Runtime, rule: &Rule) -> bool 
     !rule.cidrs.deny.contains(ip) && (rule.cidrs.allow.is_empty() || rule.cidrs.allow.contains(ip))
 }
 
-/// Verifies a token, answering from the cache when it can.
+/// Verifies a token, answering from the cache when it can. A cached entry counts only while
+/// its issuer's keys are the generation it was verified with; revocation is checked on
+/// every answer, cached or not, and a revoked token is never cached.
 pub fn verify_cached(
     token: &str,
     rt: &Runtime,
     now: i64,
     cache: &mut CacheUse,
 ) -> Result<Arc<Authenticated>, DenyReason> {
+    *cache = CacheUse::Miss;
     match rt.cache.get(token, now) {
         Lookup::Valid(a) => {
-            *cache = CacheUse::Hit;
-            return Ok(a);
+            let current = rt.issuers.get(a.issuer).and_then(|i| i.generation(now));
+            if current == Some(a.key_generation) {
+                *cache = CacheUse::Hit;
+                if rt.revocation.is_revoked(&a, now) {
+                    return Err(DenyReason::Revoked);
+                }
+                return Ok(a);
+            }
+            // Keys changed or became unusable since: verify again below.
         }
         Lookup::Invalid(reason) => {
             *cache = CacheUse::Hit;
             return Err(reason);
         }
-        Lookup::Miss => *cache = CacheUse::Miss,
+        Lookup::Miss => {}
     }
     match verify_uncached(token, rt, now) {
+        Ok(a) if rt.revocation.is_revoked(&a, now) => Err(DenyReason::Revoked),
         Ok(a) => {
             let a = Arc::new(a);
             rt.cache.insert_valid(token, a.clone(), now);
@@ -163,11 +293,25 @@ pub fn verify_cached(
 pub fn verify_uncached(token: &str, rt: &Runtime, now: i64) -> Result<Authenticated, DenyReason> {
     let verified = jwt::verify(token, &rt.issuers, now)?;
     let identity = rt.identity.build(&verified.claims)?;
+    let text = |name: &str| {
+        verified
+            .claims
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(Box::from)
+    };
     Ok(Authenticated {
         issuer: verified.issuer,
         roles: identity.roles,
         valid_until: verified.valid_until,
         headers: Arc::new(identity.headers),
+        key_generation: verified.key_generation,
+        subject: text("sub"),
+        jti: text("jti"),
+        issued_at: verified.claims.get("iat").and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        }),
     })
 }
 

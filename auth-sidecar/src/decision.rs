@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use actix_web::http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 
 use crate::identity::IdentityHeaders;
 
@@ -30,11 +32,17 @@ pub enum DenyReason {
     RoleDenied,
     RuleDenied,
     NoRule,
+    /// The issuer's remote keys are missing or older than `max_stale`.
+    KeysUnavailable,
+    /// The token's `jti` or its subject's not-before time is in the revocation list.
+    Revoked,
+    /// The rule's rate limit for this identity or client address is exhausted.
+    RateLimited,
 }
 
 impl DenyReason {
     /// Every reason, in a stable order (metric series are pre-created from this list).
-    pub const ALL: [DenyReason; 15] = [
+    pub const ALL: [DenyReason; 18] = [
         Self::MissingToken,
         Self::Malformed,
         Self::BadSignature,
@@ -50,6 +58,9 @@ impl DenyReason {
         Self::RoleDenied,
         Self::RuleDenied,
         Self::NoRule,
+        Self::KeysUnavailable,
+        Self::Revoked,
+        Self::RateLimited,
     ];
 
     /// The stable error code used in bodies, logs and metric labels.
@@ -70,6 +81,9 @@ impl DenyReason {
             Self::RoleDenied => "role_denied",
             Self::RuleDenied => "rule_denied",
             Self::NoRule => "no_rule",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::Revoked => "revoked",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -91,6 +105,9 @@ impl DenyReason {
             Self::RoleDenied => "the token lacks a required role",
             Self::RuleDenied => "access to this route is denied",
             Self::NoRule => "no rule allows this request",
+            Self::KeysUnavailable => "the token issuer's keys are unavailable",
+            Self::Revoked => "the token has been revoked",
+            Self::RateLimited => "too many requests",
         }
     }
 
@@ -108,12 +125,15 @@ impl DenyReason {
                 | Self::BadAudience
                 | Self::MissingClaim
                 | Self::TokenTooOld
+                | Self::Revoked
         )
     }
 
-    /// 401 when the caller is not authenticated, 403 when it is but may not pass.
+    /// 401 when the caller is not authenticated, 403 when it is but may not pass, 429 when
+    /// it is over its rate limit.
     pub const fn status(self) -> StatusCode {
         match self {
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::IpDenied | Self::RoleDenied | Self::RuleDenied | Self::NoRule => {
                 StatusCode::FORBIDDEN
             }
@@ -156,6 +176,18 @@ impl AllowReason {
 /// Index of a rule in the active policy; `None` when no rule matched.
 pub type RuleIndex = Option<usize>;
 
+/// How a deny is answered beyond its reason's status and challenge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DenyAnswer {
+    /// The reason's status with `WWW-Authenticate` and the JSON body.
+    #[default]
+    Standard,
+    /// A browser on a rule with `login_url`: `302` to this absolute URL instead of `401`.
+    Redirect(HeaderValue),
+    /// `429` with `Retry-After` in whole seconds (at least 1).
+    RetryAfter(u64),
+}
+
 /// What the sidecar answers.
 #[derive(Clone, Debug)]
 pub enum Decision {
@@ -170,6 +202,8 @@ pub enum Decision {
         reason: DenyReason,
         /// Whether a token was presented (RFC 6750 §3: error codes only then).
         token_presented: bool,
+        /// Redirect or `Retry-After`; usually `Standard`.
+        answer: DenyAnswer,
     },
 }
 
@@ -218,8 +252,21 @@ impl Decision {
             Decision::Deny {
                 reason,
                 token_presented,
+                answer,
                 ..
-            } => deny_response(*reason, *token_presented, realm),
+            } => match answer {
+                DenyAnswer::Standard => deny_response(*reason, *token_presented, realm),
+                DenyAnswer::Redirect(location) => HttpResponse::Found()
+                    .insert_header((LOCATION, location.clone()))
+                    .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+                    .finish(),
+                DenyAnswer::RetryAfter(seconds) => {
+                    let mut res = deny_response(*reason, *token_presented, realm);
+                    res.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
+                    res
+                }
+            },
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct RequestFacts<'a> {
     pub websocket_protocols: Vec<&'a str>,
     pub has_origin: bool,
     pub has_preflight_method: bool,
+    /// Every `Accept` line (for login redirects: browsers prefer `text/html`).
+    pub accept: Vec<&'a str>,
 }
 
 impl RequestFacts<'_> {

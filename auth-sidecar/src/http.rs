@@ -31,7 +31,10 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Wraps a configuration; inside a tokio runtime this also starts the background
+    /// refresh of its remote key sets.
     pub fn new(rt: Runtime) -> Self {
+        rt.start_key_refresh();
         let metrics = Metrics::new();
         let counters = metrics.activate(&rt);
         AppState {
@@ -40,8 +43,10 @@ impl AppState {
         }
     }
 
-    /// Installs a new, already validated configuration.
+    /// Installs a new, already validated configuration (see [`Runtime::adopt`] to carry
+    /// state over from the current one).
     pub fn install(&self, rt: Runtime) {
+        rt.start_key_refresh();
         let counters = self.metrics.activate(&rt);
         self.active.store(Arc::new(Active { rt, counters }));
     }

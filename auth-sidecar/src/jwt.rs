@@ -6,12 +6,15 @@
 //! 2. header `alg` supported and not `none` → `alg_mismatch`;
 //! 3. `iss` names a configured issuer → `bad_issuer`;
 //! 4. a key for `kid` (or the single key of that alg when there is no kid) → `unknown_kid`;
+//!    static keys first, then the installed remote set (missing or older than `max_stale`
+//!    → `keys_unavailable`);
 //! 5. the key's pinned alg equals the header's → `alg_mismatch`;
 //! 6. signature → `bad_signature`;
 //! 7. claims with `now` and the issuer's leeway: `exp`, `nbf`, `iat`, lifetime, `aud`,
 //!    required claims.
 //!
-//! `jku`, `x5u` and `jwk` header parameters are ignored: keys only ever come from config.
+//! `jku`, `x5u` and `jwk` header parameters are ignored: keys only ever come from config
+//! (files, or the issuer's configured `jwks_uri`/discovery).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +23,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use crate::decision::DenyReason;
+use crate::keys::jwks::RemoteKeys;
 use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
 
 /// Validation settings of one trusted issuer.
@@ -37,7 +43,50 @@ pub struct Issuer {
     pub max_lifetime: Option<i64>,
     /// Claims that must be present (any value).
     pub required_claims: Vec<String>,
+    /// Keys from the config (inline, PEM files, a local JWKS file).
     pub keys: KeySet,
+    /// Keys fetched from `jwks_uri` or discovery; shared across reloads that keep this
+    /// issuer's settings.
+    pub remote: Option<Arc<RemoteKeys>>,
+    /// Digest of everything that decides what this issuer accepts (settings and key
+    /// material); equal fingerprints let a reload keep the remote keys.
+    pub fingerprint: Vec<u8>,
+}
+
+impl Issuer {
+    /// The key for a token and the key generation it was found in (0 without remote keys).
+    pub fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: i64,
+    ) -> Result<(Arc<VerifyingKey>, u64), DenyReason> {
+        let Some(remote) = &self.remote else {
+            let key = self.keys.find(kid, alg).ok_or(DenyReason::UnknownKid)?;
+            return Ok((key.clone(), 0));
+        };
+        let (found, generation) = match remote.find(kid, alg, now) {
+            Ok(found) => found,
+            Err(_) => (None, u64::MAX),
+        };
+        if let Some(key) = self.keys.find(kid, alg) {
+            return Ok((key.clone(), generation));
+        }
+        match (found, generation) {
+            (Some(key), g) => Ok((key, g)),
+            (None, u64::MAX) => Err(DenyReason::KeysUnavailable),
+            (None, _) => Err(DenyReason::UnknownKid),
+        }
+    }
+
+    /// The current key generation, `None` when remote keys are unusable at `now`. A cached
+    /// verification from another generation must be redone.
+    pub fn generation(&self, now: i64) -> Option<u64> {
+        match &self.remote {
+            None => Some(0),
+            Some(remote) => remote.generation(now),
+        }
+    }
 }
 
 /// The JOSE header fields we read. Unknown fields are ignored (RFC 7515 §4), except the
@@ -115,6 +164,8 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     /// Unix time after which the token stops being accepted, and why it then fails.
     pub valid_until: Option<(i64, DenyReason)>,
+    /// The issuer's key generation the signature was checked against.
+    pub key_generation: u64,
 }
 
 /// Full validation of a bearer token at time `now` (unix seconds).
@@ -128,17 +179,32 @@ pub fn verify(token: &str, issuers: &[Issuer], now: i64) -> Result<Verified, Den
         .enumerate()
         .find(|(_, i)| Some(i.issuer.as_str()) == iss)
         .ok_or(DenyReason::BadIssuer)?;
-    let key = issuer
-        .keys
-        .find(jws.kid.as_deref(), jws.alg)
-        .ok_or(DenyReason::UnknownKid)?;
-    verify_signature(&jws, key)?;
+    let (key, key_generation) = issuer.key(jws.kid.as_deref(), jws.alg, now)?;
+    verify_signature(&jws, &key)?;
     let valid_until = check_claims(&claims, issuer, now)?;
     Ok(Verified {
         issuer: index,
         claims,
         valid_until,
+        key_generation,
     })
+}
+
+/// Which remote issuer and kid a token needs, when its keys were missing: parses the
+/// token again (only on the `unknown_kid`/`keys_unavailable` path). `None` for issuers
+/// without remote keys, where fetching cannot help.
+pub fn key_request(token: &str, issuers: &[Issuer]) -> Option<(usize, Option<String>)> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let jws = parse(token).ok()?;
+    let iss: Iss = serde_json::from_slice(&jws.payload).ok()?;
+    let index = issuers
+        .iter()
+        .position(|i| Some(i.issuer.as_str()) == iss.iss.as_deref())?;
+    issuers[index].remote.as_ref()?;
+    Some((index, jws.kid))
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number of seconds; fractions are truncated.

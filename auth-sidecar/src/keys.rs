@@ -4,6 +4,10 @@
 //! aws-lc-rs with keys parsed once (`ParsedPublicKey`, `hmac::Key`), so a request never
 //! re-parses a key. Every key is pinned to one algorithm: a token whose `alg` differs is
 //! rejected before any crypto runs, which rules out RS/HS confusion.
+//!
+//! [`jwks`]: remote key sets fetched over HTTP, refreshed in the background.
+
+pub mod jwks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -305,6 +309,11 @@ impl KeySet {
             .into_values()
             .chain(self.anonymous)
             .filter_map(|k| Arc::try_unwrap(k).ok())
+    }
+
+    /// Whether a key with this kid is in the set.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
     }
 
     pub fn len(&self) -> usize {

@@ -5,10 +5,14 @@
 //! with identity headers, or `401`/`403` with an RFC 6750 challenge and a small JSON body.
 //!
 //! Layout:
-//! - [`config`]: YAML → validated, compiled [`config::Runtime`]; every problem reported at once.
+//! - [`config`]: YAML → validated, compiled [`config::Runtime`]; every problem reported at once;
+//!   [`config::watch`]: hot reload on file change and SIGHUP.
 //! - [`facts`]: what a decision is made from.
 //! - [`token`]: finding the bearer token (fixed precedence, no fallback).
-//! - [`jwt`] and [`keys`]: JWS parsing, algorithm pinning, signature and claim checks.
+//! - [`jwt`] and [`keys`]: JWS parsing, algorithm pinning, signature and claim checks;
+//!   [`keys::jwks`]: remote key sets (fetch, refresh, unknown-kid singleflight, staleness).
+//! - [`revocation`]: revoked `jti`s and subject not-before times, hot-reloaded.
+//! - [`ratelimit`]: per-rule token buckets; [`login`]: browser redirects to a login page.
 //! - [`policy`]: ordered rules (host, path, method, CIDRs, action); path normalisation.
 //! - [`net`]: CIDR sets and the right-most untrusted `X-Forwarded-For` walk.
 //! - [`identity`]: claims → identity headers, and the optional identity signature.
@@ -25,10 +29,13 @@ pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod keys;
+pub mod login;
 pub mod metrics;
 pub mod mint;
 pub mod net;
 pub mod policy;
+pub mod ratelimit;
+pub mod revocation;
 pub mod token;
 
 #[cfg(any(test, feature = "test-util"))]

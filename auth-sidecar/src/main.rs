@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use auth_sidecar::config::watch::watch;
 use auth_sidecar::config::{DEV_SECRET_ENV, ProcessEnv, Runtime};
-use auth_sidecar::decide::decide;
+use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::Decision;
 use auth_sidecar::facts::{RequestFacts, Single};
 use auth_sidecar::http::{AppState, serve};
@@ -202,8 +203,24 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         config_hash = %rt.hash,
         "Serving forwardAuth."
     );
-    let state = Arc::new(AppState::new(rt));
-    actix_web::rt::System::new().block_on(serve(state, listener, admin, workers))?;
+    let config = args.config.clone();
+    actix_web::rt::System::new().block_on(async move {
+        // Inside the runtime, so the remote key sets start refreshing.
+        let state = Arc::new(AppState::new(rt));
+        let watcher = config.map(|path| {
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(e) = watch(state, path, Box::new(ProcessEnv)).await {
+                    tracing::error!(error = %e, "Hot reload is off: cannot watch the configuration.");
+                }
+            })
+        });
+        let served = serve(state, listener, admin, workers).await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        served
+    })?;
     tracing::info!("Stopped.");
     Ok(())
 }
@@ -234,7 +251,11 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         authorization: authorization.as_deref().map_or(Single::Absent, Single::One),
         ..Default::default()
     };
-    let outcome = decide(&facts, &rt, now());
+    // Remote key sets are fetched on demand, as the server would.
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(decide_with_keys(&facts, &rt, now()));
     let rule = outcome
         .decision
         .rule()

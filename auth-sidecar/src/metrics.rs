@@ -1,6 +1,8 @@
 //! Prometheus metrics. Names and labels are fixed here; label values come from closed sets
 //! (decision, reason, rule names from config), never from requests or tokens.
 
+use std::sync::LazyLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -9,6 +11,47 @@ use prometheus::{
 use crate::config::Runtime;
 use crate::decide::CacheUse;
 use crate::decision::{AllowReason, Decision, DenyReason, OUTCOMES};
+use crate::keys::jwks::{FetchError, unix_now};
+
+/// JWKS metrics. Remote key sets outlive configurations (they survive reloads), so their
+/// counters live once per process and every [`Metrics`] registry exposes them.
+#[derive(Debug)]
+pub struct JwksMetrics {
+    /// `auth_sidecar_jwks_fetch_total{issuer,result}`.
+    pub fetches: IntCounterVec,
+    age: IntGaugeVec,
+    keys: IntGaugeVec,
+    last_success: IntGaugeVec,
+}
+
+/// The process-wide JWKS metrics.
+pub fn jwks_metrics() -> &'static JwksMetrics {
+    static JWKS: LazyLock<JwksMetrics> = LazyLock::new(|| {
+        let vec = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["issuer"]).expect("static metric definition")
+        };
+        JwksMetrics {
+            fetches: IntCounterVec::new(
+                Opts::new(
+                    JWKS_FETCH_TOTAL,
+                    "JWKS fetch attempts by issuer and result.",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("static metric definition"),
+            age: vec(
+                JWKS_AGE_SECONDS,
+                "Seconds since the issuer's keys were last fetched successfully.",
+            ),
+            keys: vec(JWKS_KEYS, "Keys in the issuer's installed JWKS."),
+            last_success: vec(
+                JWKS_LAST_SUCCESS,
+                "Unix time of the issuer's last successful JWKS fetch.",
+            ),
+        }
+    });
+    &JWKS
+}
 
 pub const DECISIONS_TOTAL: &str = "auth_sidecar_decisions_total";
 pub const DECISION_DURATION_SECONDS: &str = "auth_sidecar_decision_duration_seconds";
@@ -18,6 +61,12 @@ pub const TOKEN_CACHE_ENTRIES: &str = "auth_sidecar_token_cache_entries";
 pub const CONFIG_RELOADS_TOTAL: &str = "auth_sidecar_config_reloads_total";
 pub const CONFIG_INFO: &str = "auth_sidecar_config_info";
 pub const BUILD_INFO: &str = "auth_sidecar_build_info";
+pub const JWKS_FETCH_TOTAL: &str = "auth_sidecar_jwks_fetch_total";
+pub const JWKS_AGE_SECONDS: &str = "auth_sidecar_jwks_age_seconds";
+pub const JWKS_KEYS: &str = "auth_sidecar_jwks_keys";
+pub const JWKS_LAST_SUCCESS: &str = "auth_sidecar_jwks_last_success_timestamp_seconds";
+pub const REVOCATION_RELOADS_TOTAL: &str = "auth_sidecar_revocation_reloads_total";
+pub const REVOCATION_ENTRIES: &str = "auth_sidecar_revocation_entries";
 
 /// Rule label used when no rule matched.
 pub const NO_RULE_LABEL: &str = "none";
@@ -33,6 +82,9 @@ pub struct Metrics {
     cache_entries: IntGauge,
     pub config_reloads: IntCounterVec,
     config_info: IntGaugeVec,
+    /// `auth_sidecar_revocation_reloads_total{result}`.
+    pub revocation_reloads: IntCounterVec,
+    revocation_entries: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,9 +168,27 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let revocation_reloads = IntCounterVec::new(
+            Opts::new(
+                REVOCATION_RELOADS_TOTAL,
+                "Revocation list reload attempts by result.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let revocation_entries = IntGaugeVec::new(
+            Opts::new(
+                REVOCATION_ENTRIES,
+                "Unexpired entries in the revocation list by kind (jti, subject).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
+            revocation_reloads.with_label_values(&[result]);
         }
+        let jwks = jwks_metrics();
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -128,6 +198,12 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
             Box::new(build_info),
+            Box::new(revocation_reloads.clone()),
+            Box::new(revocation_entries.clone()),
+            Box::new(jwks.fetches.clone()),
+            Box::new(jwks.age.clone()),
+            Box::new(jwks.keys.clone()),
+            Box::new(jwks.last_success.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -140,6 +216,8 @@ impl Metrics {
             cache_entries,
             config_reloads,
             config_info,
+            revocation_reloads,
+            revocation_entries,
         }
     }
 
@@ -188,11 +266,46 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, rt: &Runtime) -> String {
         self.cache_entries.set(rt.cache.entry_count() as i64);
+        let (jtis, subjects) = rt.revocation.counts(unix_now());
+        self.revocation_entries
+            .with_label_values(&["jti"])
+            .set(jtis as i64);
+        self.revocation_entries
+            .with_label_values(&["subject"])
+            .set(subjects as i64);
+        self.set_jwks_gauges(rt);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Metrics {
+    /// Sets the JWKS gauges from the active configuration's remote issuers; issuers no
+    /// longer configured disappear.
+    fn set_jwks_gauges(&self, rt: &Runtime) {
+        let jwks = jwks_metrics();
+        jwks.age.reset();
+        jwks.keys.reset();
+        jwks.last_success.reset();
+        let now = unix_now();
+        for remote in rt.issuers.iter().filter_map(|i| i.remote.as_deref()) {
+            let issuer = [remote.issuer()];
+            for result in FetchError::LABELS {
+                jwks.fetches.with_label_values(&[remote.issuer(), result]);
+            }
+            jwks.keys
+                .with_label_values(&issuer)
+                .set(remote.key_count() as i64);
+            if let Some(last) = remote.last_success() {
+                jwks.age
+                    .with_label_values(&issuer)
+                    .set(now.saturating_sub(last).max(0));
+                jwks.last_success.with_label_values(&issuer).set(last);
+            }
+        }
     }
 }
 

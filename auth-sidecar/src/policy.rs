@@ -152,6 +152,10 @@ pub struct Rule {
     pub allow_query_token: bool,
     /// Allow CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) unauthenticated.
     pub allow_preflight: bool,
+    /// Token bucket per `sub` (per client address on public rules); `None` = unlimited.
+    pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Where browsers are sent instead of a `401`.
+    pub login: Option<crate::login::LoginRedirect>,
 }
 
 impl Rule {

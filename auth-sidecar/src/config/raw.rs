@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// A duration: `"30s"`, `"5m"`, `"1h 30m"` (humantime) or a number of seconds.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Hash)]
 #[serde(untagged)]
 pub enum RawDuration {
     Seconds(u64),
@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     pub cache: RawCache,
     pub rules: Vec<RawRule>,
+    /// A YAML/JSON list of revoked `jti`s and subject not-before times; hot-reloaded.
+    pub revocation_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +50,33 @@ pub struct RawIssuer {
     pub required_claims: Vec<String>,
     pub keys: Vec<RawKey>,
     pub jwks_file: Option<PathBuf>,
+    /// Remote JWKS URL.
+    pub jwks_uri: Option<String>,
+    /// Find the JWKS URL through `<issuer>/.well-known/openid-configuration`.
+    pub discovery: bool,
+    /// Fetch and freshness tuning of the remote set.
+    pub jwks: Option<RawJwks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJwks {
+    pub timeout: Option<RawDuration>,
+    pub refresh_min: Option<RawDuration>,
+    pub refresh_max: Option<RawDuration>,
+    pub cooldown: Option<RawDuration>,
+    pub unknown_kid_ttl: Option<RawDuration>,
+    pub max_stale: Option<RawDuration>,
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimit {
+    pub requests: u32,
+    pub per: Option<RawDuration>,
+    pub burst: Option<u32>,
+    pub max_keys: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,4 +144,7 @@ pub struct RawRule {
     pub deny_cidrs: Vec<String>,
     pub allow_query_token: bool,
     pub allow_preflight: bool,
+    pub rate_limit: Option<RawRateLimit>,
+    /// Absolute login page; browsers get a 302 there instead of a 401.
+    pub login_url: Option<String>,
 }

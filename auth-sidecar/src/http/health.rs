@@ -4,6 +4,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
+use crate::keys::jwks::unix_now;
 
 /// The process is up and serving.
 pub(super) async fn healthz() -> HttpResponse {
@@ -12,20 +13,40 @@ pub(super) async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// Ready when a configuration is loaded and every issuer has keys.
+/// Ready when a configuration is loaded and every issuer has keys: static ones, or, for a
+/// remote issuer marked `required`, a fetched set younger than `max_stale`. The body names
+/// each issuer that is not ready and why, and the active config hash.
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let active = state.active.load();
-    let missing: Vec<&str> = active
-        .rt
-        .issuers
-        .iter()
-        .filter(|i| i.keys.is_empty())
-        .map(|i| i.issuer.as_str())
-        .collect();
+    let now = unix_now();
+    let mut missing = Vec::new();
+    let mut not_ready = Vec::new();
+    for issuer in &active.rt.issuers {
+        match &issuer.remote {
+            None if issuer.keys.is_empty() => {
+                missing.push(issuer.issuer.as_str());
+                not_ready.push(
+                    serde_json::json!({"issuer": issuer.issuer, "reason": "no keys configured"}),
+                );
+            }
+            None => {}
+            Some(remote) => {
+                if let Err(why) = remote.availability(now)
+                    && remote.settings().required
+                {
+                    missing.push(issuer.issuer.as_str());
+                    not_ready.push(
+                        serde_json::json!({"issuer": issuer.issuer, "reason": why.to_string()}),
+                    );
+                }
+            }
+        }
+    }
     let body = serde_json::json!({
         "ready": missing.is_empty(),
         "config_hash": active.rt.hash,
         "issuers_without_keys": missing,
+        "not_ready": not_ready,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if missing.is_empty() {

@@ -1,5 +1,6 @@
-//! The forwardAuth handler. Phases: read the forwarded facts → decide (pure) → count and
-//! log → respond. The request line, `Host` and body of the auth request are never used.
+//! The forwardAuth handler. Phases: read the forwarded facts → fetch remote keys if the
+//! token needs ones we lack (async, bounded) → decide (pure) → rate limit → count and log →
+//! respond. The request line, `Host` and body of the auth request are never used.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -7,7 +8,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use crate::decide::decide;
+use crate::decide::{decide_with_keys, rate_limit};
 use crate::facts::{RequestFacts, Single};
 use crate::token::redact_uri;
 
@@ -47,6 +48,7 @@ pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
         websocket_protocols: all(h, &header::SEC_WEBSOCKET_PROTOCOL),
         has_origin: h.contains_key(header::ORIGIN),
         has_preflight_method: h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
+        accept: all(h, &header::ACCEPT),
     }
 }
 
@@ -58,9 +60,11 @@ pub(super) fn unix_now() -> i64 {
 
 pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
-    let active = state.active.load();
+    // Holds this config for the whole request, even if a reload swaps in another meanwhile.
+    let active = state.active.load_full();
     let facts = facts_from_request(&req);
-    let outcome = decide(&facts, &active.rt, unix_now());
+    let mut outcome = decide_with_keys(&facts, &active.rt, unix_now()).await;
+    rate_limit(&mut outcome, &facts, &active.rt, started);
     state.metrics.record(
         &active.counters,
         &outcome.decision,

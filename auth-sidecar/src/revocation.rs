@@ -1,0 +1,283 @@
+//! Revoked tokens: a YAML (or JSON) file of `jti` values and per-subject "not before" times.
+//!
+//! ```yaml
+//! jti:                                  # each entry pruned once past its expiry
+//!   - {id: 0b6f4a52-8d1e, expires: 2026-12-01T00:00:00Z}
+//! subjects:                             # every token of `sub` issued before the time
+//!   - {sub: alice, not_before: 2026-11-23T04:00:00Z}
+//! ```
+//!
+//! Times are RFC 3339 or unix seconds. The list is checked after the signature and before
+//! any allow, including allows answered by the verification cache, so a cached token is
+//! refused as soon as its revocation is loaded. A subject entry revokes tokens without `iat`.
+//! The file hot-reloads like the config; a bad file is refused and the last good list kept.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use crate::cache::Authenticated;
+use crate::config::Problems;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTime {
+    Seconds(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJti {
+    id: String,
+    expires: RawTime,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubject {
+    sub: String,
+    not_before: RawTime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawList {
+    jti: Vec<RawJti>,
+    subjects: Vec<RawSubject>,
+}
+
+/// A parsed revocation list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    /// jti → unix expiry of the entry.
+    jti: HashMap<Box<str>, i64>,
+    /// sub → unix time before which its tokens are revoked.
+    subjects: HashMap<Box<str>, i64>,
+}
+
+fn unix_time(raw: &RawTime, path: &str, problems: &mut Problems) -> Option<i64> {
+    match raw {
+        RawTime::Seconds(s) => Some(*s),
+        RawTime::Text(t) => match humantime::parse_rfc3339_weak(t) {
+            Ok(time) => Some(
+                time.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            ),
+            Err(e) => {
+                problems.push(
+                    path,
+                    format!("invalid time {t:?}: {e} (expected RFC 3339 or unix seconds)"),
+                );
+                None
+            }
+        },
+    }
+}
+
+impl RevocationList {
+    /// Parses a list, dropping `jti` entries already expired at `now`. `at` prefixes the
+    /// paths in problems (`revocation_file`).
+    pub fn parse(text: &str, now: i64, at: &str) -> Result<Self, Problems> {
+        let mut problems = Problems::default();
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            let mut p = Problems::default();
+            p.push(at, format!("invalid YAML: {e}"));
+            p
+        })?;
+        let raw: RawList = if value.is_null() {
+            RawList::default()
+        } else {
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let mut p = Problems::default();
+                p.push(format!("{at}: {}", e.path()), e.inner().to_string());
+                p
+            })?
+        };
+        let mut list = RevocationList::default();
+        for (i, j) in raw.jti.iter().enumerate() {
+            let path = format!("{at}: jti[{i}]");
+            if j.id.is_empty() {
+                problems.push(format!("{path}.id"), "must not be empty");
+            }
+            if let Some(expires) = unix_time(&j.expires, &format!("{path}.expires"), &mut problems)
+                && expires > now
+            {
+                list.jti.insert(j.id.as_str().into(), expires);
+            }
+        }
+        for (i, s) in raw.subjects.iter().enumerate() {
+            let path = format!("{at}: subjects[{i}]");
+            if s.sub.is_empty() {
+                problems.push(format!("{path}.sub"), "must not be empty");
+            }
+            if let Some(t) = unix_time(&s.not_before, &format!("{path}.not_before"), &mut problems)
+            {
+                let entry = list.subjects.entry(s.sub.as_str().into()).or_insert(t);
+                *entry = (*entry).max(t);
+            }
+        }
+        if problems.is_empty() {
+            Ok(list)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether a verified token is revoked at `now`.
+    pub fn is_revoked(&self, token: &Authenticated, now: i64) -> bool {
+        if let Some(jti) = &token.jti
+            && self.jti.get(&**jti).is_some_and(|expires| *expires > now)
+        {
+            return true;
+        }
+        if let Some(sub) = &token.subject
+            && let Some(not_before) = self.subjects.get(&**sub)
+        {
+            return token.issued_at.is_none_or(|iat| iat < *not_before);
+        }
+        false
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jti.is_empty() && self.subjects.is_empty()
+    }
+}
+
+/// The active revocation list and the file it comes from; shared across config reloads
+/// that keep the same file, swapped atomically when the file changes.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    path: Option<PathBuf>,
+    list: ArcSwap<RevocationList>,
+}
+
+impl Revocations {
+    /// Loads the file at `path` (problems under `revocation_file`).
+    pub fn load(path: &Path, now: i64) -> Result<Self, Problems> {
+        let list = read(path, now)?;
+        Ok(Revocations {
+            path: Some(path.to_owned()),
+            list: ArcSwap::from_pointee(list),
+        })
+    }
+
+    /// The file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Re-reads the file; on a problem the current list stays.
+    pub fn reload(&self, now: i64) -> Result<(), Problems> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let list = read(path, now)?;
+        self.list.store(Arc::new(list));
+        Ok(())
+    }
+
+    /// Takes over another store's list (a reload that re-read the same file).
+    pub fn replace_with(&self, other: &Revocations) {
+        self.list.store(other.list.load_full());
+    }
+
+    /// Whether a verified token is revoked at `now`. Lock-free.
+    pub fn is_revoked(&self, token: &Authenticated, now: i64) -> bool {
+        let list = self.list.load();
+        !list.is_empty() && list.is_revoked(token, now)
+    }
+
+    /// Unexpired `jti` entries and subject entries, for metrics.
+    pub fn counts(&self, now: i64) -> (usize, usize) {
+        let list = self.list.load();
+        let jtis = list.jti.values().filter(|e| **e > now).count();
+        (jtis, list.subjects.len())
+    }
+}
+
+fn read(path: &Path, now: i64) -> Result<RevocationList, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut p = Problems::default();
+        p.push(
+            "revocation_file",
+            format!("cannot read {:?}: {e}", path.display().to_string()),
+        );
+        p
+    })?;
+    RevocationList::parse(&text, now, "revocation_file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentityHeaders;
+
+    fn token(jti: Option<&str>, sub: &str, iat: Option<i64>) -> Authenticated {
+        Authenticated {
+            issuer: 0,
+            roles: Box::new([]),
+            valid_until: None,
+            headers: Arc::new(IdentityHeaders(vec![])),
+            key_generation: 0,
+            subject: Some(sub.into()),
+            jti: jti.map(Into::into),
+            issued_at: iat,
+        }
+    }
+
+    const LIST: &str = r#"
+jti:
+  - {id: gone, expires: 2000}
+  - {id: old, expires: 500}
+subjects:
+  - {sub: alice, not_before: "1970-01-01T00:16:40Z"}
+"#;
+
+    #[test]
+    fn jti_and_subject_not_before() {
+        let list = RevocationList::parse(LIST, 1_000, "revocation_file").expect("valid");
+        assert!(list.is_revoked(&token(Some("gone"), "bob", Some(900)), 1_000));
+        // Pruned at load: its expiry was already past.
+        assert!(!list.is_revoked(&token(Some("old"), "bob", Some(900)), 1_000));
+        assert!(!list.is_revoked(&token(Some("gone"), "bob", Some(900)), 2_000));
+        // alice: not_before 1000.
+        assert!(list.is_revoked(&token(None, "alice", Some(999)), 1_500));
+        assert!(!list.is_revoked(&token(None, "alice", Some(1_000)), 1_500));
+        assert!(
+            list.is_revoked(&token(None, "alice", None), 1_500),
+            "no iat: revoked"
+        );
+        assert!(!list.is_revoked(&token(None, "bob", Some(1)), 1_500));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let problems = RevocationList::parse(
+            "jti:\n  - {id: '', expires: tomorrow}\nsubjects:\n  - {sub: x, not_before: never}\n",
+            0,
+            "revocation_file",
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            problems.contains("revocation_file: jti[0].id: must not be empty"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("revocation_file: jti[0].expires: invalid time \"tomorrow\""),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("revocation_file: subjects[0].not_before"),
+            "{problems}"
+        );
+        let unknown = RevocationList::parse("jtis: []\n", 0, "revocation_file")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(unknown.contains("unknown field `jtis`"), "{unknown}");
+    }
+}
