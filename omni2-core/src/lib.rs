@@ -1,1 +1,201 @@
-//! omni2-core: filled in by its own issue.
+//! omni2-core: the library an OMNI2 backend embeds behind the gateway.
+//!
+//! It trusts only the identity headers the gateway sets (optionally HMAC-signed), watches
+//! MCP servers (health probes, circuit breakers), caches tool results, proxies tool calls and
+//! streams status over a WebSocket.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use actix_web::{App, HttpServer};
+//! let config = omni2_core::config::Config::embedded(&omni2_core::config::ProcessEnv)?;
+//! let omni2 = omni2_core::Omni2::from_config(config);
+//! let handle = omni2.spawn();
+//! let app = omni2.clone();
+//! HttpServer::new(move || App::new().configure(|cfg| app.configure(cfg)))
+//!     .bind("127.0.0.1:8000")?
+//!     .run()
+//!     .await?;
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: YAML → checked [`config::Config`], every problem at once.
+//! - [`identity`]: the [`identity::Identity`] extractor, signature check, role guard.
+//! - [`mcp`]: the [`mcp::McpClient`] seam and its rmcp streamable-HTTP implementation.
+//! - [`breaker`]: the circuit breaker state machine (pure, takes `now`).
+//! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
+//! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
+//! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod breaker;
+pub mod cache;
+pub mod config;
+pub mod coordinator;
+pub mod health;
+pub mod identity;
+pub mod mcp;
+pub mod metrics;
+pub mod routes;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+pub mod ws;
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::web;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::ToolCache;
+use crate::config::Config;
+use crate::coordinator::{Coordinator, Published, Registry};
+use crate::identity::IdentityVerifier;
+use crate::mcp::{HttpMcpClient, McpClient};
+use crate::metrics::Metrics;
+
+/// State shared by every route and task.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// Servers and their breakers.
+    pub registry: Arc<Registry>,
+    /// Snapshot and events from the coordinator.
+    pub published: Published,
+    /// Tool-result cache.
+    pub cache: Arc<ToolCache>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// WebSocket connection accounting.
+    pub hub: ws::Hub,
+    /// Turns true on shutdown: WebSockets close with 1001, tasks stop.
+    pub shutdown: watch::Sender<bool>,
+    verifier: Arc<IdentityVerifier>,
+}
+
+/// An omni2 instance: mount it with [`Omni2::configure`], start it with [`Omni2::spawn`].
+/// Cheap to clone (one per actix worker).
+#[derive(Clone, Debug)]
+pub struct Omni2 {
+    shared: Arc<Shared>,
+    coordinator: Arc<Mutex<Option<Coordinator>>>,
+}
+
+impl Omni2 {
+    /// Builds an instance talking to the configured servers over streamable HTTP.
+    pub fn from_config(config: Config) -> Self {
+        let http = HttpMcpClient::default_http_client();
+        let clients = config
+            .servers
+            .iter()
+            .map(|s| Arc::new(HttpMcpClient::new(&s.url, http.clone())) as Arc<dyn McpClient>)
+            .collect();
+        Self::with_clients(config, clients)
+    }
+
+    /// Builds an instance with given clients, one per configured server, in order (tests
+    /// pass fakes here).
+    pub fn with_clients(config: Config, clients: Vec<Arc<dyn McpClient>>) -> Self {
+        assert_eq!(
+            clients.len(),
+            config.servers.len(),
+            "one MCP client per configured server"
+        );
+        if config.identity_secret.is_none() {
+            tracing::warn!(
+                "No identity_secret configured: identity headers are trusted WITHOUT a signature. \
+                 Anyone who can reach this port can claim any identity; run it only behind the \
+                 gateway on an internal network."
+            );
+        }
+        let metrics = Metrics::new();
+        let cache = Arc::new(ToolCache::new(
+            config.cache.max_bytes,
+            metrics.cache.clone(),
+        ));
+        let servers = config.servers.iter().cloned().zip(clients).collect();
+        let (registry, published, coordinator) = coordinator::build(
+            servers,
+            config.max_concurrent_probes,
+            config.websocket.queue,
+            metrics.clone(),
+        );
+        let coordinator =
+            coordinator.with_cache_stats(cache.clone(), config.websocket.cache_stats_interval);
+        let verifier = Arc::new(IdentityVerifier::new(
+            config.identity_headers.clone(),
+            config.identity_secret.as_deref(),
+        ));
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                registry,
+                published,
+                cache,
+                metrics,
+                hub: ws::Hub::default(),
+                shutdown,
+                verifier,
+            }),
+            coordinator: Arc::new(Mutex::new(Some(coordinator))),
+        }
+    }
+
+    /// The shared state (for embedding apps and tests).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Mounts every route and the app data they need.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.shared.clone()))
+            .app_data(web::Data::new(self.shared.verifier.clone()));
+        routes::configure(cfg);
+    }
+
+    /// Starts the background tasks (coordinator, cache stats) on the current tokio runtime.
+    /// Call once; later calls return a handle with nothing to stop.
+    pub fn spawn(&self) -> Omni2Handle {
+        let coordinator = self
+            .coordinator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let tasks = coordinator
+            .map(|c| tokio::spawn(c.run(self.shared.shutdown.subscribe())))
+            .into_iter()
+            .collect();
+        Omni2Handle {
+            shared: self.shared.clone(),
+            tasks,
+        }
+    }
+}
+
+/// Running background tasks. [`Omni2Handle::shutdown`] (or drop) stops them and closes
+/// every status WebSocket with 1001.
+#[derive(Debug)]
+pub struct Omni2Handle {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Omni2Handle {
+    /// Signals shutdown and waits for the background tasks to end.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.send_replace(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Omni2Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}

@@ -1,0 +1,158 @@
+//! `omni2`: the reference backend embedding omni2-core.
+//!
+//! `omni2 [--config FILE] [--listen ADDR]`, ADDR = `127.0.0.1:PORT` or `unix:/path`. Without
+//! `--config`: the embedded default (127.0.0.1:8000, no servers unless `OMNI2_MCP_URL`,
+//! unsigned identity accepted with a warning). Prints `omni2 listening on ADDR` on stdout once
+//! bound (port 0 shows the real port). SIGTERM/SIGINT: WebSockets close with 1001, in-flight
+//! requests finish, then it exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use clap::Parser;
+use omni2_core::Omni2;
+use omni2_core::config::{Config, ProcessEnv, check_listen};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "omni2",
+    version,
+    about = "OMNI2 backend: MCP health, breakers, tool cache, status WebSocket"
+)]
+struct Args {
+    /// YAML configuration; without it, the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `HOST:PORT` or `unix:/path/to.sock`; overrides the config's `listen`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match actix_web::rt::System::new().block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omni2: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_yaml(&text, &ProcessEnv).with_context(|| format!("{}", path.display()))?
+        }
+        None => {
+            tracing::warn!("No --config: running the embedded default configuration.");
+            Config::embedded(&ProcessEnv)?
+        }
+    };
+    let listen = args.listen.clone().unwrap_or_else(|| config.listen.clone());
+    check_listen(&listen).map_err(anyhow::Error::msg)?;
+    let servers = config.servers.len();
+
+    let omni2 = Omni2::from_config(config);
+    let handle = omni2.spawn();
+    let app = omni2.clone();
+    let mut server = HttpServer::new(move || {
+        let app = app.clone();
+        App::new().configure(move |cfg| app.configure(cfg))
+    })
+    // We handle signals ourselves to close WebSockets (1001) before the graceful stop.
+    .disable_signals()
+    .shutdown_timeout(5);
+    if let Some(workers) = args.workers {
+        server = server.workers(workers);
+    }
+    let shown = if let Some(path) = listen.strip_prefix("unix:") {
+        remove_stale_socket(path)?;
+        server = server
+            .bind_uds(path)
+            .with_context(|| format!("binding unix socket {path}"))?;
+        listen.clone()
+    } else {
+        server = server
+            .bind(&listen)
+            .with_context(|| format!("binding {listen}"))?;
+        server
+            .addrs()
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| listen.clone())
+    };
+    let server = server.run();
+    let server_handle = server.handle();
+    tracing::info!(listen = %shown, servers, "omni2 started.");
+    // Tests and scripts wait for this line (and read the port from it).
+    println!("omni2 listening on {shown}");
+
+    let shared = omni2.shared().clone();
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutting down: closing WebSockets, finishing requests.");
+        shared.shutdown.send_replace(true);
+        // Let close frames go out before connections are torn down.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server_handle.stop(true).await;
+    });
+    server.await.context("HTTP server")?;
+    handle.shutdown().await;
+    if let Some(path) = listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("omni2 stopped.");
+    Ok(())
+}
+
+/// A socket file left by a previous run would make bind fail; remove only sockets.
+fn remove_stale_socket(path: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).with_context(|| format!("removing stale socket {path}"))
+        }
+        Ok(_) => anyhow::bail!("{path} exists and is not a socket"),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Tool-result cache: moka, bounded by bytes, TTL per tool, one upstream call per key.
+//!
+//! The key is server + tool + the arguments canonicalised (object keys sorted at every
+//! depth), so `{"a":1,"b":2}` and `{"b":2,"a":1}` share an entry. Concurrent identical calls
+//! share one upstream call (moka's `or_try_insert_with`). Failures and `isError: true`
+//! results reach every waiter but are never stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use prometheus::IntCounter;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::mcp::ToolResult;
+
+/// Cache key: server, tool, canonical arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    server: Arc<str>,
+    tool: Arc<str>,
+    args: String,
+}
+
+impl CacheKey {
+    /// Builds the key; argument order never matters.
+    pub fn new(server: &str, tool: &str, arguments: &Map<String, Value>) -> Self {
+        let mut args = String::new();
+        write_canonical_object(arguments, &mut args);
+        Self {
+            server: server.into(),
+            tool: tool.into(),
+            args,
+        }
+    }
+}
+
+/// JSON with object keys sorted at every depth (independent of serde_json's map order).
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => write_canonical_object(map, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        // Scalars: serde_json's own (escaped) text.
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+fn write_canonical_object(map: &Map<String, Value>, out: &mut String) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        write_canonical(v, out);
+    }
+    out.push('}');
+}
+
+/// A stored result: the `CallToolResult` JSON text, serialised once.
+#[derive(Debug)]
+pub struct CachedResult {
+    /// JSON object text of the result.
+    pub json: String,
+    ttl: Duration,
+}
+
+/// Why a cached call produced no storable value.
+#[derive(Clone, Debug)]
+pub enum Uncached<E> {
+    /// The call failed.
+    Failed(E),
+    /// The tool answered `isError: true` (passed through, not stored).
+    ToolError(Value),
+}
+
+/// Counters and sizes, for `GET /api/v1/cache` and `cache_stats` messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    /// Lookups served from the cache (including waiters on another caller's fill).
+    pub hits: u64,
+    /// Lookups that called the server.
+    pub misses: u64,
+    /// Entries removed for size or expiry.
+    pub evictions: u64,
+    /// Entries now.
+    pub entries: u64,
+    /// Bytes of cached results now.
+    pub bytes: u64,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<CacheKey, Arc<CachedResult>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedResult>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Prometheus counters the cache feeds.
+#[derive(Clone, Debug)]
+pub struct CacheCounters {
+    /// `omni2_tool_cache_hits_total`.
+    pub hits: IntCounter,
+    /// `omni2_tool_cache_misses_total`.
+    pub misses: IntCounter,
+    /// `omni2_tool_cache_evictions_total`.
+    pub evictions: IntCounter,
+}
+
+/// The tool-result cache.
+pub struct ToolCache {
+    cache: Cache<CacheKey, Arc<CachedResult>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
+    counters: CacheCounters,
+}
+
+impl std::fmt::Debug for ToolCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolCache")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl ToolCache {
+    /// A cache holding at most `max_bytes` of results.
+    pub fn new(max_bytes: u64, counters: CacheCounters) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let listener_evictions = evictions.clone();
+        let listener_counter = counters.evictions.clone();
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &CacheKey, v: &Arc<CachedResult>| {
+                let bytes = v.json.len() + k.args.len() + k.server.len() + k.tool.len();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .eviction_listener(move |_k, _v, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    listener_evictions.fetch_add(1, Ordering::Relaxed);
+                    listener_counter.inc();
+                }
+            })
+            .build();
+        Self {
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions,
+            counters,
+        }
+    }
+
+    /// Returns the cached result for `key`, or runs `call` once for all concurrent callers
+    /// and stores its result for `ttl` unless it failed or is `isError`.
+    /// The flag is `true` when the result came from the cache (or another caller's fill).
+    pub async fn get_or_call<F, E>(
+        &self,
+        key: CacheKey,
+        ttl: Duration,
+        call: F,
+    ) -> Result<(Arc<CachedResult>, bool), Uncached<E>>
+    where
+        F: Future<Output = Result<ToolResult, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        let fill = async move {
+            match call.await {
+                Ok(r) if r.is_error => Err(Uncached::ToolError(r.body)),
+                Ok(r) => Ok(Arc::new(CachedResult {
+                    json: r.body.to_string(),
+                    ttl,
+                })),
+                Err(e) => Err(Uncached::Failed(e)),
+            }
+        };
+        match self.cache.entry(key).or_try_insert_with(fill).await {
+            Ok(entry) => {
+                let hit = !entry.is_fresh();
+                if hit {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    self.counters.hits.inc();
+                } else {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    self.counters.misses.inc();
+                }
+                Ok((entry.into_value(), hit))
+            }
+            Err(e) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.counters.misses.inc();
+                Err((*e).clone())
+            }
+        }
+    }
+
+    /// Drops every entry.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Drops the entries of one server, or of one of its tools.
+    pub fn invalidate(&self, server: &str, tool: Option<&str>) {
+        let server: Arc<str> = server.into();
+        let tool: Option<Arc<str>> = tool.map(Into::into);
+        let result = self.cache.invalidate_entries_if(move |k, _| {
+            k.server == server && tool.as_ref().is_none_or(|t| *t == k.tool)
+        });
+        if let Err(e) = result {
+            // Only possible without support_invalidation_closures(); fall back to everything.
+            tracing::warn!(error = %e, "Selective cache invalidation failed; clearing all.");
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// Applies pending maintenance (evictions, invalidations) now.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Current counters and sizes.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+
+    fn cache() -> ToolCache {
+        let c = |n: &str| IntCounter::new(n, "test").expect("counter");
+        ToolCache::new(
+            1 << 20,
+            CacheCounters {
+                hits: c("h"),
+                misses: c("m"),
+                evictions: c("e"),
+            },
+        )
+    }
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn canonical_keys_ignore_order_at_every_depth() {
+        let a = CacheKey::new(
+            "s",
+            "t",
+            &args(json!({"a": 1, "b": {"y": [1, {"q": 1, "p": 2}], "x": "\""}})),
+        );
+        let b = CacheKey::new(
+            "s",
+            "t",
+            &args(json!({"b": {"x": "\"", "y": [1, {"p": 2, "q": 1}]}, "a": 1})),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.args, r#"{"a":1,"b":{"x":"\"","y":[1,{"p":2,"q":1}]}}"#);
+        assert_ne!(a, CacheKey::new("s", "u", &args(json!({"a": 1}))));
+        // Array order is meaningful.
+        assert_ne!(
+            canonical_json(&json!([1, 2])),
+            canonical_json(&json!([2, 1]))
+        );
+    }
+
+    fn ok(body: Value) -> Result<ToolResult, mcp::Error> {
+        Ok(ToolResult {
+            body,
+            is_error: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn hit_after_miss_and_errors_never_stored() {
+        let c = cache();
+        let key = || CacheKey::new("s", "t", &Map::new());
+        let ttl = Duration::from_secs(60);
+        let (_, hit) = c
+            .get_or_call(key(), ttl, async { ok(json!({"n": 1})) })
+            .await
+            .expect("ok");
+        assert!(!hit);
+        let (r, hit) = c
+            .get_or_call(key(), ttl, async { ok(json!({"n": 2})) })
+            .await
+            .expect("ok");
+        assert!(hit);
+        assert_eq!(r.json, r#"{"n":1}"#);
+
+        let k2 = || CacheKey::new("s", "err", &Map::new());
+        let tool_error = async {
+            Ok::<_, mcp::Error>(ToolResult {
+                body: json!({"isError": true}),
+                is_error: true,
+            })
+        };
+        assert!(matches!(
+            c.get_or_call(k2(), ttl, tool_error).await,
+            Err(Uncached::ToolError(_))
+        ));
+        let failure = async { Err(mcp::Error::transport("refused")) };
+        assert!(matches!(
+            c.get_or_call(k2(), ttl, failure).await,
+            Err(Uncached::Failed(_))
+        ));
+        let (_, hit) = c
+            .get_or_call(k2(), ttl, async { ok(json!({})) })
+            .await
+            .expect("ok");
+        assert!(
+            !hit,
+            "neither the isError result nor the failure was stored"
+        );
+
+        c.invalidate("s", Some("t"));
+        c.run_pending_tasks().await;
+        let (_, hit) = c
+            .get_or_call(key(), ttl, async { ok(json!({})) })
+            .await
+            .expect("ok");
+        assert!(!hit, "invalidated");
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses), (1, 5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_identical_calls_share_one_upstream_call() {
+        let c = Arc::new(cache());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for order in [json!({"a": 1, "b": 2}), json!({"b": 2, "a": 1})]
+            .into_iter()
+            .cycle()
+            .take(10)
+        {
+            let (c, calls, mut gate) = (c.clone(), calls.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                let call = async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    // Hold the fill open until every caller is waiting on it.
+                    let _ = gate.wait_for(|open| *open).await;
+                    ok(json!({"v": 1}))
+                };
+                c.get_or_call(
+                    CacheKey::new("s", "t", &args(order)),
+                    Duration::from_secs(9),
+                    call,
+                )
+                .await
+                .map(|(_, hit)| hit)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        release.send(true).expect("open");
+        let mut misses = 0;
+        for t in tasks {
+            if !t.await.expect("join").expect("ok") {
+                misses += 1;
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(misses, 1);
+    }
+}

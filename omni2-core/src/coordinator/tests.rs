@@ -1,0 +1,182 @@
+//! Coordinator under paused tokio time with fake MCP servers.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::test_util::{Behaviour, FakeMcp, server_config, tool};
+
+struct Harness {
+    fakes: Vec<Arc<FakeMcp>>,
+    registry: Arc<Registry>,
+    published: Published,
+    events: broadcast::Receiver<Arc<Event>>,
+    _stop: watch::Sender<bool>,
+}
+
+fn start(names: &[&str], max_concurrent: usize) -> Harness {
+    let fakes: Vec<Arc<FakeMcp>> = names.iter().map(|_| Arc::new(FakeMcp::new())).collect();
+    let servers = names
+        .iter()
+        .zip(&fakes)
+        .map(|(n, f)| (server_config(n), f.clone() as Arc<dyn McpClient>))
+        .collect();
+    let (registry, published, coordinator) = build(servers, max_concurrent, 64, Metrics::new());
+    let events = published.events.subscribe();
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(coordinator.run(stop_rx));
+    Harness {
+        fakes,
+        registry,
+        published,
+        events,
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    fn state(&self, i: usize) -> (HealthState, CircuitState) {
+        let s = self.published.snapshot.borrow().servers[i].clone();
+        (s.state, s.circuit)
+    }
+
+    /// Advance paused time in small steps so spawned probes run.
+    async fn advance(&self, d: Duration) {
+        let steps = (d.as_millis() / 50).max(1);
+        for _ in 0..steps {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn drain(&mut self) -> Vec<(EventKind, String)> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push((e.kind, e.json_tail.clone()));
+        }
+        out
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_then_unhealthy_after_threshold_then_recovers() {
+    let mut h = start(&["a"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.state(0), (HealthState::Healthy, CircuitState::Closed));
+    let events = h.drain();
+    assert!(events.iter().any(|(k, _)| *k == EventKind::ToolsChanged));
+    assert!(
+        events
+            .iter()
+            .any(|(k, j)| *k == EventKind::ServerStatus && j.contains("\"healthy\""))
+    );
+
+    h.fakes[0].set(Behaviour::Down);
+    h.advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.state(0).0,
+        HealthState::Healthy,
+        "one failure is below the threshold"
+    );
+    h.advance(Duration::from_secs(1)).await;
+    // unhealthy_after = 2 and breaker failure_threshold = 2.
+    assert_eq!(h.state(0), (HealthState::Unhealthy, CircuitState::Open));
+    assert!(h.registry.admit(0).is_err(), "calls fast-fail");
+    let events = h.drain();
+    assert!(
+        events
+            .iter()
+            .any(|(k, j)| *k == EventKind::CircuitState && j.contains("\"to\":\"open\""))
+    );
+
+    h.fakes[0].set(Behaviour::Answer(Duration::ZERO));
+    // Breaker open 3 s; the probe after it admits a trial and closes it; 2 successes heal.
+    h.advance(Duration::from_secs(4)).await;
+    assert_eq!(h.state(0), (HealthState::Healthy, CircuitState::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_answers_are_degraded_and_hangs_time_out() {
+    let h = start(&["a"], 4);
+    h.fakes[0].set(Behaviour::Answer(Duration::from_millis(300)));
+    h.advance(Duration::from_millis(1000)).await;
+    assert_eq!(h.state(0).0, HealthState::Degraded);
+    let s = h.published.snapshot.borrow().servers[0].clone();
+    assert!(s.latency_ms.is_some_and(|l| l >= 300.0));
+
+    h.fakes[0].set(Behaviour::Hang);
+    h.advance(Duration::from_secs(4)).await;
+    let s = h.published.snapshot.borrow().servers[0].clone();
+    assert_eq!(s.state, HealthState::Unhealthy);
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{s:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_probes_are_capped() {
+    let h = start(&["a", "b", "c", "d"], 2);
+    for f in &h.fakes {
+        f.set(Behaviour::Hang);
+    }
+    h.advance(Duration::from_millis(100)).await;
+    let started: usize = h
+        .fakes
+        .iter()
+        .map(|f| f.probes.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(started, 2, "only two probes run at once");
+    // Each hang times out at 500 ms, freeing a slot for the others.
+    h.advance(Duration::from_millis(600)).await;
+    let started: usize = h
+        .fakes
+        .iter()
+        .map(|f| f.probes.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(started, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_list_change_is_an_event_and_call_transitions_publish() {
+    let mut h = start(&["a"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    h.drain();
+    // Calls open the breaker (threshold 2) through the registry.
+    for _ in 0..2 {
+        h.registry.admit(0).expect("closed").finish(false);
+    }
+    h.advance(Duration::from_millis(50)).await;
+    assert_eq!(h.state(0).1, CircuitState::Open);
+    let events = h.drain();
+    assert_eq!(events.len(), 1, "{events:?}");
+
+    h.fakes[0].set_tools(vec![tool("only", None)]);
+    // Tool lists are refreshed every TOOLS_REFRESH_EVERY probes.
+    h.advance(Duration::from_secs(u64::from(TOOLS_REFRESH_EVERY) + 1))
+        .await;
+    let s = h.published.snapshot.borrow().servers[0].clone();
+    assert_eq!(s.tool_count, 1);
+    assert!(
+        h.drain()
+            .iter()
+            .any(|(k, j)| *k == EventKind::ToolsChanged && j.contains("\"only\""))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_half_open_trial_is_released() {
+    let h = start(&["a"], 4);
+    h.fakes[0].set(Behaviour::Hang);
+    for _ in 0..2 {
+        h.registry.admit(0).expect("closed").finish(false);
+    }
+    h.advance(Duration::from_secs(3)).await;
+    let permit = h.registry.admit(0).expect("half-open trial");
+    assert!(h.registry.admit(0).is_err(), "one trial at a time");
+    drop(permit);
+    assert!(
+        h.registry.admit(0).is_ok(),
+        "the abandoned trial slot is free again"
+    );
+}

@@ -1,0 +1,235 @@
+//! [`McpClient`] over rmcp's streamable-HTTP client transport and our own `reqwest::Client`.
+//!
+//! rmcp does the protocol work: `initialize` (or `server/discover` for the stateless
+//! revision, falling back to `initialize` for older servers), `Mcp-Session-Id` and
+//! `MCP-Protocol-Version` headers, JSON or SSE responses, and one re-initialisation when the
+//! server forgets the session (404). We keep one session per server, open it lazily, and drop
+//! it on transport errors so the next call starts a fresh one; a call that failed because the
+//! transport was already closed is retried once on the new session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use rmcp::model::{
+    CallToolRequestParams, ClientRequest, ErrorCode, PingRequest, ProtocolVersion, ServerResult,
+};
+use rmcp::service::{
+    ClientCacheConfig, ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RoleClient,
+    RunningService,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{Peer, ServiceError};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use super::{Error, McpClient, ToolInfo, ToolResult};
+
+/// One MCP server over streamable HTTP.
+pub struct HttpMcpClient {
+    url: String,
+    http: reqwest::Client,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl std::fmt::Debug for HttpMcpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMcpClient")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+struct Session {
+    service: RunningService<RoleClient, ()>,
+    /// The stateless revision (no `initialize`, no `ping`).
+    is_stateless: bool,
+    /// The server answered `ping` with "method not found".
+    has_no_ping: AtomicBool,
+}
+
+impl HttpMcpClient {
+    /// A client for `url`, sharing `http` (and its connection pool) with other servers.
+    pub fn new(url: &str, http: reqwest::Client) -> Self {
+        Self {
+            url: url.to_owned(),
+            http,
+            session: Mutex::new(None),
+        }
+    }
+
+    /// A reqwest client suited to MCP: pooled keep-alive connections (rmcp's default client
+    /// keeps none idle), bounded connect time, no overall timeout (SSE streams are long).
+    pub fn default_http_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
+            .user_agent(concat!("omni2/", env!("CARGO_PKG_VERSION")))
+            .build()
+            // unwrap: a builder without TLS roots or proxies from files cannot fail.
+            .expect("reqwest client builds")
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, Error> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref()
+            && !s.service.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        *slot = None;
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
+            .reinit_on_expired_session(true)
+            .max_json_response_size(16 << 20);
+        let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
+        let lifecycle = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(ProtocolVersion::V_2025_06_18),
+        };
+        let service = ().serve_with_lifecycle(transport, lifecycle).await.map_err(init_error)?;
+        // rmcp may serve a stale tools/list when a refetch fails; a health probe must not.
+        service
+            .peer()
+            .set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
+        let is_stateless = service
+            .peer()
+            .peer_info()
+            .is_some_and(|info| !info.protocol_version.has_initialize());
+        tracing::debug!(url = %self.url, is_stateless, "MCP session opened.");
+        let session = Arc::new(Session {
+            service,
+            is_stateless,
+            has_no_ping: AtomicBool::new(false),
+        });
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn forget(&self, dead: &Arc<Session>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `op` on the session; a closed transport gets one fresh session and one retry.
+    async fn with_session<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        F: for<'p> Fn(&'p Peer<RoleClient>, &'p Session) -> BoxFuture<'p, Result<T, ServiceError>>,
+    {
+        let session = self.session().await?;
+        match op(session.service.peer(), &session).await {
+            Ok(v) => Ok(v),
+            Err(ServiceError::TransportClosed) => {
+                self.forget(&session).await;
+                let session = self.session().await?;
+                let result = op(session.service.peer(), &session).await;
+                if result.is_err() {
+                    self.forget(&session).await;
+                }
+                result.map_err(service_error)
+            }
+            Err(e) => {
+                let e = service_error(e);
+                if e.is_outage() {
+                    self.forget(&session).await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn init_error(e: ClientInitializeError) -> Error {
+    match e {
+        ClientInitializeError::JsonRpcError(data) => {
+            Error::upstream(Some(data.code.0), data.message)
+        }
+        ClientInitializeError::Cancelled => Error::internal("initialisation cancelled"),
+        other => Error::transport(format!("initialize: {other}")),
+    }
+}
+
+fn service_error(e: ServiceError) -> Error {
+    match e {
+        ServiceError::McpError(data) => Error::upstream(Some(data.code.0), data.message),
+        ServiceError::UnexpectedResponse => Error::upstream(None, "unexpected response type"),
+        ServiceError::Timeout { timeout } => Error::timeout(timeout),
+        ServiceError::Cancelled { .. } => Error::internal("request cancelled"),
+        other => Error::transport(other),
+    }
+}
+
+fn is_method_not_found(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::McpError(data) if data.code == ErrorCode::METHOD_NOT_FOUND)
+}
+
+async fn list_all(peer: &Peer<RoleClient>) -> Result<Vec<ToolInfo>, ServiceError> {
+    let tools = peer.list_all_tools().await?;
+    Ok(tools
+        .into_iter()
+        .map(|t| ToolInfo {
+            name: t.name.into_owned(),
+            description: t.description.map(|d| d.into_owned()),
+            read_only_hint: t.annotations.and_then(|a| a.read_only_hint),
+        })
+        .collect())
+}
+
+impl McpClient for HttpMcpClient {
+    fn probe(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.with_session(|peer, session| {
+            async move {
+                // The stateless revision has no `ping`; some servers lack it too. Fall back
+                // to `tools/list`, which every tool server answers.
+                if session.is_stateless || session.has_no_ping.load(Ordering::Relaxed) {
+                    return list_all(peer).await.map(drop);
+                }
+                match peer
+                    .send_request(ClientRequest::PingRequest(PingRequest::default()))
+                    .await
+                {
+                    Ok(ServerResult::EmptyResult(_)) => Ok(()),
+                    Ok(_) => Err(ServiceError::UnexpectedResponse),
+                    Err(e) if is_method_not_found(&e) => {
+                        session.has_no_ping.store(true, Ordering::Relaxed);
+                        list_all(peer).await.map(drop)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            .boxed()
+        })
+        .boxed()
+    }
+
+    fn list_tools(&self) -> BoxFuture<'_, Result<Vec<ToolInfo>, Error>> {
+        self.with_session(|peer, _| list_all(peer).boxed()).boxed()
+    }
+
+    fn call_tool<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<ToolResult, Error>> {
+        async move {
+            let result = self
+                .with_session(|peer, _| {
+                    let mut params = CallToolRequestParams::new(tool.to_owned());
+                    params.arguments = Some(arguments.clone());
+                    async move { peer.call_tool(params).await }.boxed()
+                })
+                .await?;
+            let is_error = result.is_error == Some(true);
+            let body = serde_json::to_value(&result).map_err(Error::internal)?;
+            Ok(ToolResult { body, is_error })
+        }
+        .boxed()
+    }
+}

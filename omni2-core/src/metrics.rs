@@ -1,0 +1,229 @@
+//! Prometheus metrics (text format). Names and labels are fixed here; label values come from
+//! closed sets: configured server names, states from enums, tool names the server advertised
+//! (unknown tools are counted as `other`), never from users or tokens.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::breaker::CircuitState;
+use crate::cache::CacheCounters;
+use crate::health::HealthState;
+
+/// Every omni2 metric, registered in its own registry.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `omni2_mcp_server_up{server}`: 1 when healthy or degraded.
+    pub server_up: IntGaugeVec,
+    /// `omni2_mcp_server_state{server,state}`: 1 for the current state, 0 for the others.
+    pub server_state: IntGaugeVec,
+    /// `omni2_mcp_probe_duration_seconds{server}`.
+    pub probe_duration: HistogramVec,
+    /// `omni2_circuit_state{server,state}`: 1 for the current state.
+    pub circuit_state: IntGaugeVec,
+    /// `omni2_circuit_transitions_total{server,to}`.
+    pub circuit_transitions: IntCounterVec,
+    /// `omni2_tool_calls_total{server,tool,result}`.
+    pub tool_calls: IntCounterVec,
+    /// `omni2_tool_call_duration_seconds` (upstream calls only).
+    pub tool_call_duration: Histogram,
+    /// Cache hits, misses, evictions.
+    pub cache: CacheCounters,
+    /// `omni2_ws_connections`.
+    pub ws_connections: IntGauge,
+    /// `omni2_ws_messages_total`: messages sent to clients.
+    pub ws_messages: IntCounter,
+    /// `omni2_ws_dropped_total`: deltas dropped for lagging clients.
+    pub ws_dropped: IntCounter,
+}
+
+/// Result labels of `omni2_tool_calls_total`.
+pub mod call_result {
+    /// Upstream answered (not `isError`).
+    pub const OK: &str = "ok";
+    /// Served from the cache.
+    pub const CACHED: &str = "cached";
+    /// Upstream answered `isError: true`.
+    pub const TOOL_ERROR: &str = "tool_error";
+    /// Upstream or transport failure.
+    pub const ERROR: &str = "error";
+    /// Fast-failed by an open breaker.
+    pub const CIRCUIT_OPEN: &str = "circuit_open";
+    /// The call timed out.
+    pub const TIMEOUT: &str = "timeout";
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // expect: names and labels are constants checked by the unit test below.
+    r.expect("metric definition is valid")
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
+        let server_up = must(IntGaugeVec::new(
+            Opts::new(
+                "omni2_mcp_server_up",
+                "1 when the MCP server is healthy or degraded.",
+            ),
+            &["server"],
+        ));
+        let server_state = must(IntGaugeVec::new(
+            Opts::new(
+                "omni2_mcp_server_state",
+                "1 for the MCP server's current health state.",
+            ),
+            &["server", "state"],
+        ));
+        let probe_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "omni2_mcp_probe_duration_seconds",
+                "Duration of MCP health probes, failures included.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["server"],
+        ));
+        let circuit_state = must(IntGaugeVec::new(
+            Opts::new(
+                "omni2_circuit_state",
+                "1 for the circuit breaker's current state.",
+            ),
+            &["server", "state"],
+        ));
+        let circuit_transitions = must(IntCounterVec::new(
+            Opts::new(
+                "omni2_circuit_transitions_total",
+                "Circuit breaker transitions.",
+            ),
+            &["server", "to"],
+        ));
+        let tool_calls = must(IntCounterVec::new(
+            Opts::new("omni2_tool_calls_total", "Tool calls by outcome."),
+            &["server", "tool", "result"],
+        ));
+        let tool_call_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "omni2_tool_call_duration_seconds",
+                "Duration of upstream tool calls (cache hits excluded).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        ));
+        let cache = CacheCounters {
+            hits: must(IntCounter::new(
+                "omni2_tool_cache_hits_total",
+                "Tool-result cache hits.",
+            )),
+            misses: must(IntCounter::new(
+                "omni2_tool_cache_misses_total",
+                "Tool-result cache misses (upstream calls).",
+            )),
+            evictions: must(IntCounter::new(
+                "omni2_tool_cache_evictions_total",
+                "Tool-result cache entries evicted for size or expiry.",
+            )),
+        };
+        let ws_connections = must(IntGauge::new(
+            "omni2_ws_connections",
+            "Open /ws/mcp-status connections.",
+        ));
+        let ws_messages = must(IntCounter::new(
+            "omni2_ws_messages_total",
+            "Messages sent on /ws/mcp-status.",
+        ));
+        let ws_dropped = must(IntCounter::new(
+            "omni2_ws_dropped_total",
+            "Messages dropped for lagging /ws/mcp-status clients.",
+        ));
+        reg(Box::new(server_up.clone()));
+        reg(Box::new(server_state.clone()));
+        reg(Box::new(probe_duration.clone()));
+        reg(Box::new(circuit_state.clone()));
+        reg(Box::new(circuit_transitions.clone()));
+        reg(Box::new(tool_calls.clone()));
+        reg(Box::new(tool_call_duration.clone()));
+        reg(Box::new(cache.hits.clone()));
+        reg(Box::new(cache.misses.clone()));
+        reg(Box::new(cache.evictions.clone()));
+        reg(Box::new(ws_connections.clone()));
+        reg(Box::new(ws_messages.clone()));
+        reg(Box::new(ws_dropped.clone()));
+        Self {
+            registry,
+            server_up,
+            server_state,
+            probe_duration,
+            circuit_state,
+            circuit_transitions,
+            tool_calls,
+            tool_call_duration,
+            cache,
+            ws_connections,
+            ws_messages,
+            ws_dropped,
+        }
+    }
+
+    /// Sets the health gauges of `server` to `state`.
+    pub fn set_health(&self, server: &str, state: HealthState) {
+        self.server_up
+            .with_label_values(&[server])
+            .set(i64::from(state.is_up()));
+        for s in HealthState::ALL {
+            self.server_state
+                .with_label_values(&[server, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Sets the circuit gauges of `server` to `state`.
+    pub fn set_circuit(&self, server: &str, state: CircuitState) {
+        for s in CircuitState::ALL {
+            self.circuit_state
+                .with_label_values(&[server, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // A text encoder writing to a Vec cannot fail on valid families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "Metrics encoding failed.");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders() {
+        let m = Metrics::new();
+        m.set_health("a", HealthState::Degraded);
+        m.set_circuit("a", CircuitState::Open);
+        let text = m.render();
+        assert!(
+            text.contains("omni2_mcp_server_up{server=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("omni2_circuit_state{server=\"a\",state=\"open\"} 1"));
+        assert!(text.contains("omni2_mcp_server_state{server=\"a\",state=\"healthy\"} 0"));
+    }
+}
