@@ -1,0 +1,378 @@
+//! Remote key sets against a real JWKS server on loopback: rotation, outages served from the
+//! last good keys, `max_stale`, a random-kid flood, concurrent unknown kids sharing one
+//! fetch, discovery, readiness and metrics. The clock is injected (`now`); only the hang
+//! case waits for the configured 300 ms fetch timeout.
+
+mod jwks_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::App;
+use actix_web::body::MessageBody;
+use actix_web::test::{self, TestRequest};
+use auth_sidecar::config::Runtime;
+use auth_sidecar::decide::decide_with_keys;
+use auth_sidecar::decision::{Decision, DenyReason};
+use auth_sidecar::facts::{RequestFacts, Single};
+use auth_sidecar::http::{AppState, configure_admin, configure_verify};
+use auth_sidecar::metrics::jwks_metrics;
+use jwks_support::{EcKey, JwksServer, Mode};
+use serde_json::{Value, json};
+
+const NOW: i64 = 1_900_000_000;
+
+fn config(issuer: &str, source: &str, tuning: &str) -> Runtime {
+    let yaml = format!(
+        r#"
+issuers:
+  - issuer: {issuer}
+    audiences: [omni2]
+    {source}
+    jwks: {{timeout: 300ms, cooldown: 30s, max_stale: 1h {tuning}}}
+rules:
+  - {{name: api, path_prefix: /api, action: authenticated}}
+"#
+    );
+    Runtime::from_yaml(&yaml, Path::new("."), &|_: &str| None)
+        .unwrap_or_else(|p| panic!("test config is invalid:\n{p}"))
+}
+
+fn claims(issuer: &str, sub: &str, now: i64) -> Value {
+    json!({"iss": issuer, "aud": "omni2", "sub": sub, "iat": now - 5, "exp": now + 7200})
+}
+
+/// Decides `GET /api/x` with `token` at `now`, fetching keys as the server would.
+async fn ask(rt: &Runtime, token: &str, now: i64) -> Result<(), DenyReason> {
+    let auth = format!("Bearer {token}");
+    let facts = RequestFacts {
+        method: Single::One("GET"),
+        uri: Single::One("/api/x"),
+        authorization: Single::One(&auth),
+        ..Default::default()
+    };
+    match decide_with_keys(&facts, rt, now).await.decision {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { reason, .. } => Err(reason),
+    }
+}
+
+fn fetches(issuer: &str, result: &str) -> u64 {
+    jwks_metrics()
+        .fetches
+        .with_label_values(&[issuer, result])
+        .get()
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_removed_keys_stop_working() {
+    let iss = "https://rotation.idp.test";
+    let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
+    let server = JwksServer::start(&[&a]);
+    let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
+    let token_a = a.mint(&claims(iss, "alice", NOW));
+    let token_b = b.mint(&claims(iss, "bob", NOW));
+
+    assert_eq!(ask(&rt, &token_a, NOW).await, Ok(()), "first use fetches");
+    assert_eq!(server.jwks_hits(), 1);
+    assert_eq!(ask(&rt, &token_a, NOW).await, Ok(()));
+    assert_eq!(server.jwks_hits(), 1, "known kid: no fetch");
+
+    server.set_keys(&[&b]);
+    assert_eq!(
+        ask(&rt, &token_b, NOW + 10).await,
+        Err(DenyReason::UnknownKid),
+        "within the cooldown of the last forced fetch"
+    );
+    assert_eq!(server.jwks_hits(), 1);
+    assert_eq!(
+        ask(&rt, &token_b, NOW + 30).await,
+        Ok(()),
+        "one cooldown later"
+    );
+    assert_eq!(server.jwks_hits(), 2);
+    // Key a left the set: its token is refused even though it was cached.
+    assert_eq!(
+        ask(&rt, &token_a, NOW + 31).await,
+        Err(DenyReason::UnknownKid)
+    );
+    assert_eq!(server.jwks_hits(), 2);
+}
+
+#[tokio::test]
+async fn outages_are_served_from_last_good_keys_until_max_stale() {
+    let iss = "https://outage.idp.test";
+    let a = EcKey::generate("a");
+    let mut server = JwksServer::start(&[&a]);
+    let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
+    let mut fresh = 0;
+    // A token never seen before, so the answer comes from the keys, not the cache.
+    let mut new_token = |now| {
+        fresh += 1;
+        a.mint(&claims(iss, &format!("user-{fresh}"), now))
+    };
+    assert_eq!(ask(&rt, &new_token(NOW), NOW).await, Ok(()));
+
+    let failures = [
+        (Mode::Status(500), "http_status"),
+        (Mode::Garbage, "invalid"),
+        (Mode::Empty, "empty"),
+        (Mode::Hang, "timeout"),
+    ];
+    for (i, (mode, label)) in failures.into_iter().enumerate() {
+        server.set_mode(mode);
+        let now = NOW + 100 * (i as i64 + 1);
+        let hits = server.jwks_hits();
+        // An unknown kid forces a fetch, which fails.
+        let unknown = a.mint_as(&format!("new-{i}"), &claims(iss, "x", now));
+        assert_eq!(
+            ask(&rt, &unknown, now).await,
+            Err(DenyReason::UnknownKid),
+            "{mode:?}"
+        );
+        assert_eq!(server.jwks_hits(), hits + 1, "{mode:?}: one fetch");
+        assert_eq!(fetches(iss, label), 1, "{mode:?}");
+        assert_eq!(
+            ask(&rt, &new_token(now), now).await,
+            Ok(()),
+            "{mode:?}: last good keys"
+        );
+    }
+    server.go_down();
+    let unknown = a.mint_as("new-down", &claims(iss, "x", NOW + 500));
+    assert_eq!(
+        ask(&rt, &unknown, NOW + 500).await,
+        Err(DenyReason::UnknownKid)
+    );
+    assert_eq!(fetches(iss, "transport"), 1);
+    assert_eq!(fetches(iss, "success"), 1);
+
+    let cached = new_token(NOW + 600);
+    assert_eq!(ask(&rt, &cached, NOW + 600).await, Ok(()));
+    let last_good = NOW + 3600;
+    assert_eq!(
+        ask(&rt, &new_token(last_good), last_good).await,
+        Ok(()),
+        "at max_stale"
+    );
+    let stale = last_good + 1;
+    assert_eq!(
+        ask(&rt, &new_token(stale), stale).await,
+        Err(DenyReason::KeysUnavailable)
+    );
+    assert_eq!(
+        ask(&rt, &cached, stale).await,
+        Err(DenyReason::KeysUnavailable),
+        "a cached token needs fresh keys too"
+    );
+    let remote = rt.issuers[0].remote.as_ref().expect("remote issuer");
+    let why = remote.availability(stale).expect_err("stale").to_string();
+    assert!(why.starts_with("keys are 3601s old, older than max_stale 3600s; last fetch failed: request to http://127.0.0.1:"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_kid_flood_costs_at_most_one_fetch_per_cooldown() {
+    let iss = "https://flood.idp.test";
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
+        Ok(())
+    );
+    assert_eq!(server.jwks_hits(), 1);
+
+    // 10,000 requests with random kids over 90 s (three cooldowns), all in flight at once.
+    const FLOOD: i64 = 10_000;
+    let start = NOW + 1;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..FLOOD {
+        let now = start + i * 90 / FLOOD;
+        let token = a.mint_as(
+            &format!("{:032x}", fastrand::u128(..)),
+            &claims(iss, "x", now),
+        );
+        let rt = rt.clone();
+        tasks.spawn(async move { ask(&rt, &token, now).await });
+    }
+    let mut unknown = 0;
+    while let Some(result) = tasks.join_next().await {
+        if result.expect("task") == Err(DenyReason::UnknownKid) {
+            unknown += 1;
+        }
+    }
+    let flood_fetches = server.jwks_hits() - 1;
+    println!(
+        "random-kid flood: {FLOOD} requests over 90 s (3 cooldowns of 30 s) caused {flood_fetches} JWKS fetches"
+    );
+    assert_eq!(unknown, FLOOD);
+    assert!(flood_fetches <= 3, "{flood_fetches} fetches");
+    // The real key still works after the flood, with no further fetch.
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(iss, "bob", start + 91)), start + 91).await,
+        Ok(())
+    );
+    assert_eq!(server.jwks_hits(), 1 + flood_fetches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unknown_kid_requests_share_one_fetch() {
+    let iss = "https://shared.idp.test";
+    let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
+    let server = JwksServer::start(&[&a]);
+    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
+        Ok(())
+    );
+
+    // b is published; the server answers slowly, so all 50 requests overlap one fetch.
+    server.set_keys(&[&a, &b]);
+    server.set_mode(Mode::Slow(Duration::from_millis(150)));
+    let now = NOW + 60;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let token = b.mint(&claims(iss, &format!("user-{i}"), now));
+        let rt = rt.clone();
+        tasks.spawn(async move { ask(&rt, &token, now).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.expect("task"), Ok(()));
+    }
+    assert_eq!(
+        server.jwks_hits(),
+        2,
+        "one initial fetch, one shared forced fetch"
+    );
+}
+
+#[tokio::test]
+async fn discovery_finds_the_jwks_and_checks_the_issuer() {
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let iss = server.url.clone();
+    let rt = config(&iss, "discovery: true", "");
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(&iss, "alice", NOW)), NOW).await,
+        Ok(())
+    );
+    assert_eq!((server.discovery_hits(), server.jwks_hits()), (1, 1));
+
+    // A discovery document for another issuer is refused: no keys from it.
+    let other = JwksServer::start(&[&a]);
+    other.set_discovery_issuer("https://someone-else.test");
+    let iss = other.url.clone();
+    let rt = config(&iss, "discovery: true", "");
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(&iss, "alice", NOW)), NOW).await,
+        Err(DenyReason::KeysUnavailable)
+    );
+    assert_eq!((other.discovery_hits(), other.jwks_hits()), (1, 0));
+    let why = rt.issuers[0]
+        .remote
+        .as_ref()
+        .expect("remote")
+        .availability(NOW);
+    assert!(format!("{:?}", why).contains("someone-else"), "{why:?}");
+}
+
+fn promtool_check(text: &str) {
+    let promtool = Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        return;
+    }
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[actix_web::test]
+async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
+    let iss = "https://ready.idp.test";
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    server.set_mode(Mode::Status(503));
+    let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
+    let state = Arc::new(AppState::new(rt));
+    let app = test::init_service(
+        App::new()
+            .app_data(actix_web::web::Data::from(state.clone()))
+            .configure(configure_verify)
+            .configure(configure_admin),
+    )
+    .await;
+    let get = |path: &str| TestRequest::get().uri(path).to_request();
+    let body = |res: actix_web::dev::ServiceResponse| {
+        String::from_utf8(res.into_body().try_into_bytes().expect("body").to_vec()).expect("UTF-8")
+    };
+
+    // The background refresh fetched (and failed) at start; poll, bounded, until it did.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let readyz = loop {
+        let res = test::call_service(&app, get("/readyz")).await;
+        assert_eq!(res.status(), 503);
+        let text = body(res);
+        if text.contains("HTTP 503") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: Value = serde_json::from_str(&readyz).expect("JSON");
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["not_ready"][0]["issuer"], iss);
+    let reason = v["not_ready"][0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("no keys fetched yet; last fetch failed:"),
+        "{reason}"
+    );
+    assert!(reason.contains("answered HTTP 503"), "{reason}");
+
+    // The IdP recovers; the first request fetches (first forced fetch: no cooldown yet).
+    server.set_mode(Mode::Serve);
+    let now = auth_sidecar::keys::jwks::unix_now();
+    let token = a.mint(&claims(iss, "alice", now));
+    let res = test::call_service(
+        &app,
+        TestRequest::get()
+            .uri("/verify")
+            .insert_header(("X-Forwarded-Method", "GET"))
+            .insert_header(("X-Forwarded-Uri", "/api/x"))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let res = test::call_service(&app, get("/readyz")).await;
+    assert_eq!(res.status(), 200);
+
+    let metrics = body(test::call_service(&app, get("/metrics")).await);
+    for line in [
+        format!("auth_sidecar_jwks_keys{{issuer=\"{iss}\"}} 1"),
+        format!("auth_sidecar_jwks_fetch_total{{issuer=\"{iss}\",result=\"success\"}} 1"),
+        format!("auth_sidecar_jwks_fetch_total{{issuer=\"{iss}\",result=\"http_status\"}} 1"),
+        format!("auth_sidecar_jwks_age_seconds{{issuer=\"{iss}\"}}"),
+        format!("auth_sidecar_jwks_last_success_timestamp_seconds{{issuer=\"{iss}\"}}"),
+    ] {
+        assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    }
+    promtool_check(&metrics);
+}
