@@ -322,6 +322,8 @@ fn parse_arguments(body: &[u8]) -> Result<Map<String, Value>, String> {
 }
 
 async fn cache_stats(_id: Identity, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    // moka counts lazily; settle pending work so `entries` and `bytes` are current.
+    shared.cache.run_pending_tasks().await;
     HttpResponse::Ok().json(shared.cache.stats())
 }
 

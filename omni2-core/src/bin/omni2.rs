@@ -40,7 +40,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rmcp's worker logs every refused connection at ERROR; the coordinator already
+        // reports state changes once, with the error text.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,rmcp=warn,rmcp::transport::worker=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

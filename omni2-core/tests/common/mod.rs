@@ -1,0 +1,311 @@
+//! Process-level helpers: the real Python MCP server, the real `omni2` binary, identity
+//! headers, and `eventually` (poll with a bounded deadline). Children are killed by PID on
+//! drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_server.py")
+}
+
+/// Reads stdout lines until one starts with `prefix`; bounded by `limit`.
+fn wait_for_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(&wanted) {
+                let _ = tx.send(rest.trim().to_owned());
+                // Keep draining so the child never blocks on a full pipe.
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("no {prefix:?} line within {limit:?}"))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// The reference Python MCP server (mcp SDK), on 127.0.0.1.
+pub struct McpServer {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl McpServer {
+    pub fn start(args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, port) = Self::spawn(&args, 0);
+        Self {
+            child: Some(child),
+            port,
+            args,
+        }
+    }
+
+    fn spawn(args: &[String], port: u16) -> (Child, u16) {
+        let mut child = Command::new("python3")
+            .arg(fixture())
+            .arg("--port")
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with the mcp package (pip install mcp)");
+        let port = wait_for_line(&mut child, "PORT ", Duration::from_secs(30))
+            .parse()
+            .expect("port number");
+        (child, port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, port) = Self::spawn(&self.args, self.port);
+        assert_eq!(port, self.port);
+        self.child = Some(child);
+    }
+
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process must be continued to die cleanly on some kernels.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// The real `omni2` binary with a config file.
+pub struct Omni2 {
+    child: Option<Child>,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Omni2 {
+    /// Starts `omni2 --config <yaml> --listen <listen>`; `listen` defaults to 127.0.0.1:0.
+    pub fn start(yaml: &str, listen: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("omni2.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omni2"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--listen")
+            .arg(listen.unwrap_or("127.0.0.1:0"))
+            .args(["--workers", "2"])
+            .env("OMNI2_TEST_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn omni2");
+        let addr = wait_for_line(&mut child, "omni2 listening on ", Duration::from_secs(30));
+        Self {
+            child: Some(child),
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/mcp-status", self.addr)
+    }
+
+    pub fn sigterm(&self) {
+        signal(self.child.as_ref().expect("running").id(), "-TERM");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its success.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("omni2 did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Omni2 {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A config for one server at `url`, with short test intervals, plus `extra` top-level YAML.
+pub fn config(servers: &[(&str, &str)], extra: &str) -> String {
+    let mut yaml = String::from(extra);
+    yaml.push_str(if servers.is_empty() {
+        "\nservers: []\n"
+    } else {
+        "\nservers:\n"
+    });
+    for (name, url) in servers {
+        yaml.push_str(&format!(
+            r#"  - name: {name}
+    url: {url}
+    probe_interval: 200ms
+    probe_timeout: 1s
+    call_timeout: 5s
+    degraded_latency: 300ms
+    unhealthy_after: 2
+    healthy_after: 1
+    breaker: {{failure_threshold: 2, failure_rate: 0.5, window: 10, min_calls: 10, open_duration: 1s, max_open_duration: 2s}}
+    tools:
+      counter: {{cache: true, ttl: 1m}}
+      echo: {{cache: true}}
+      fail: {{cache: true}}
+"#
+        ));
+    }
+    yaml
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Identity headers as the sidecar emits them; signed when `secret` is given.
+pub fn identity(
+    id: &str,
+    roles: &str,
+    expires: u64,
+    secret: Option<&str>,
+) -> Vec<(String, String)> {
+    let values = [id, "", "", roles, "", &expires.to_string()].map(str::to_owned);
+    let names = [
+        "x-user-id",
+        "x-user-username",
+        "x-user-role",
+        "x-user-roles",
+        "x-user-email",
+        "x-auth-expires",
+    ];
+    let mut headers: Vec<(String, String)> = names
+        .iter()
+        .zip(&values)
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    if let Some(secret) = secret {
+        let signed = format!("v1\n{}", values.join("\n"));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = hmac::sign(&key, signed.as_bytes());
+        headers.push((
+            "x-auth-signature".into(),
+            URL_SAFE_NO_PAD.encode(tag.as_ref()),
+        ));
+    }
+    headers
+}
+
+pub fn user() -> Vec<(String, String)> {
+    identity("alice", "user", unix_now() + 3600, None)
+}
+
+pub fn admin() -> Vec<(String, String)> {
+    identity("root", "admin", unix_now() + 3600, None)
+}
+
+pub fn with(
+    mut req: reqwest::RequestBuilder,
+    headers: &[(String, String)],
+) -> reqwest::RequestBuilder {
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /api/v1/mcp/servers/{name}` as JSON.
+pub async fn server_status(http: &reqwest::Client, omni2: &Omni2, name: &str) -> serde_json::Value {
+    with(
+        http.get(omni2.url(&format!("/api/v1/mcp/servers/{name}"))),
+        &user(),
+    )
+    .send()
+    .await
+    .expect("request")
+    .json()
+    .await
+    .expect("json")
+}
