@@ -1,0 +1,527 @@
+//! Hot reload: a good change takes effect, a bad one is refused while the old config keeps
+//! answering, the file watcher and SIGHUP trigger reloads, unchanged issuers keep their
+//! fetched keys, and 100 reloads under a bounded loopback load give no failed or wrong
+//! decision.
+
+mod jwks_support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::test::{self, TestRequest};
+use actix_web::{App, HttpServer};
+use auth_sidecar::config::Runtime;
+use auth_sidecar::config::watch::{reload, watch};
+use auth_sidecar::http::{AppState, configure_admin, configure_verify};
+use auth_sidecar::test_util::{TestKey, hmac_key};
+use jsonwebtoken::Algorithm;
+use jwks_support::{EcKey, JwksServer};
+use serde_json::json;
+
+fn hs() -> TestKey {
+    hmac_key(Algorithm::HS256, "hs")
+}
+
+fn env(name: &str) -> Option<String> {
+    (name == "HS_SECRET").then(|| String::from_utf8(hs().public).expect("ASCII secret"))
+}
+
+fn unix_now() -> i64 {
+    auth_sidecar::keys::jwks::unix_now()
+}
+
+fn token(sub: &str, role: &str) -> String {
+    let now = unix_now();
+    hs().mint(
+        &json!({"iss": "https://idp.test", "aud": "omni2", "sub": sub, "role": role,
+                      "iat": now - 5, "exp": now + 3600}),
+    )
+}
+
+/// A config whose `api` rule needs `api_role` (`any` = authenticated only).
+fn config(api_role: &str, extra: &str) -> String {
+    let action = if api_role == "any" {
+        "action: authenticated".to_owned()
+    } else {
+        format!("action: roles\n    roles: [{api_role}]")
+    };
+    format!(
+        r#"
+issuers:
+  - issuer: https://idp.test
+    audiences: [omni2]
+    keys: [{{kid: hs, alg: HS256, secret_env: HS_SECRET}}]
+rules:
+  - name: admin
+    path_prefix: /api/v1/admin
+    action: roles
+    roles: [admin]
+  - name: api
+    path_prefix: /api
+    {action}
+{extra}"#
+    )
+}
+
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sidecar.yaml");
+        std::fs::write(&path, text).expect("write config");
+        ConfigFile { _dir: dir, path }
+    }
+
+    /// Replaces the file the way editors and config management do: write aside, rename.
+    fn write(&self, text: &str) {
+        let aside = self.path.with_extension("tmp");
+        std::fs::write(&aside, text).expect("write config");
+        std::fs::rename(&aside, &self.path).expect("rename config");
+    }
+}
+
+fn verify(uri: &str, token: Option<&str>) -> TestRequest {
+    let mut req = TestRequest::get()
+        .uri("/verify")
+        .insert_header(("X-Forwarded-Method", "GET"))
+        .insert_header(("X-Forwarded-Uri", uri));
+    if let Some(t) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    req
+}
+
+fn body(res: actix_web::dev::ServiceResponse) -> String {
+    String::from_utf8(res.into_body().try_into_bytes().expect("body").to_vec()).expect("UTF-8")
+}
+
+fn reloads(state: &AppState, result: &str) -> u64 {
+    state
+        .metrics
+        .config_reloads
+        .with_label_values(&[result])
+        .get()
+}
+
+#[actix_web::test]
+async fn a_good_change_takes_effect_and_a_bad_one_is_refused() {
+    let file = ConfigFile::new(&config("any", ""));
+    let state = Arc::new(AppState::new(
+        Runtime::load(&file.path, &env).expect("valid config"),
+    ));
+    let app = test::init_service(
+        App::new()
+            .app_data(actix_web::web::Data::from(state.clone()))
+            .configure(configure_verify)
+            .configure(configure_admin),
+    )
+    .await;
+    let user = token("alice", "user");
+    let status = |res: actix_web::dev::ServiceResponse| res.status().as_u16();
+    assert_eq!(
+        status(test::call_service(&app, verify("/api/x", Some(&user)).to_request()).await),
+        200
+    );
+    let hash_before = state.active.load().rt.hash.clone();
+
+    file.write(&config("ops", ""));
+    reload(&state, &file.path, &env).expect("good config");
+    let res = test::call_service(&app, verify("/api/x", Some(&user)).to_request()).await;
+    assert_eq!(status(res), 403, "the api rule now needs role ops");
+    let readyz =
+        body(test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await);
+    let hash_after = state.active.load().rt.hash.clone();
+    assert_ne!(hash_before, hash_after);
+    assert!(readyz.contains(&hash_after), "{readyz}");
+
+    // Two problems: both reported, nothing changes.
+    file.write(&config(
+        "ops",
+        "  - {name: broken, path_prefix: /x, action: maybe, allow_cidrs: [10.0.0/8]}\n",
+    ));
+    let problems = reload(&state, &file.path, &env)
+        .expect_err("bad config")
+        .to_string();
+    assert!(
+        problems.contains(r#"rules[2].action: invalid action "maybe""#),
+        "{problems}"
+    );
+    assert!(
+        problems.contains(r#"rules[2].allow_cidrs[0]: invalid CIDR "10.0.0/8""#),
+        "{problems}"
+    );
+    assert_eq!(
+        state.active.load().rt.hash,
+        hash_after,
+        "last good config kept"
+    );
+    let res = test::call_service(
+        &app,
+        verify("/api/x", Some(&token("bob", "ops"))).to_request(),
+    )
+    .await;
+    assert_eq!(status(res), 200, "the last good config still answers");
+    assert_eq!(
+        (reloads(&state, "success"), reloads(&state, "failure")),
+        (1, 1)
+    );
+    let metrics =
+        body(test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await);
+    assert!(
+        metrics.contains("auth_sidecar_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn the_file_watcher_reloads_on_change() {
+    let file = ConfigFile::new(&config("any", ""));
+    let state = Arc::new(AppState::new(
+        Runtime::load(&file.path, &env).expect("valid config"),
+    ));
+    let watcher = actix_web::rt::spawn(watch(state.clone(), file.path.clone(), Box::new(env)));
+    let app = test::init_service(
+        App::new()
+            .app_data(actix_web::web::Data::from(state.clone()))
+            .configure(configure_verify),
+    )
+    .await;
+    let user = token("alice", "user");
+    // The watch starts asynchronously: rewrite until a reload is seen (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut status = 200;
+    while status != 403 && Instant::now() < deadline {
+        if reloads(&state, "success") == 0 {
+            file.write(&config("ops", ""));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = test::call_service(&app, verify("/api/x", Some(&user)).to_request())
+            .await
+            .status()
+            .as_u16();
+    }
+    assert_eq!(status, 403, "the change was picked up");
+    watcher.abort();
+}
+
+#[actix_web::test]
+async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let remote = |cooldown: &str, identity: &str| {
+        format!(
+            r#"  - issuer: https://remote.idp.test
+    audiences: [omni2]
+    jwks_uri: {}
+    jwks: {{cooldown: {cooldown}}}
+{identity}"#,
+            server.jwks_uri()
+        )
+    };
+    let with = |extra_rule: bool, cooldown: &str, identity: &str| {
+        let text = config(
+            "any",
+            if extra_rule {
+                "  - {name: extra, path: /extra, action: deny}\n"
+            } else {
+                ""
+            },
+        );
+        let text = text.replace("rules:\n", &format!("{}rules:\n", remote(cooldown, "")));
+        format!("{text}{identity}")
+    };
+    let file = ConfigFile::new(&with(false, "30s", ""));
+    let state = Arc::new(AppState::new(
+        Runtime::load(&file.path, &env).expect("valid config"),
+    ));
+    let app = test::init_service(
+        App::new()
+            .app_data(actix_web::web::Data::from(state.clone()))
+            .configure(configure_verify),
+    )
+    .await;
+    let now = unix_now();
+    let remote_token = a.mint(&json!({"iss": "https://remote.idp.test", "aud": "omni2",
+                                       "sub": "carol", "iat": now - 5, "exp": now + 3600}));
+    let ok = |res: actix_web::dev::ServiceResponse| res.status().as_u16() == 200;
+    assert!(ok(test::call_service(
+        &app,
+        verify("/api/x", Some(&remote_token)).to_request()
+    )
+    .await));
+    let keys_before = state.active.load().rt.issuers[1]
+        .remote
+        .clone()
+        .expect("remote");
+    let cache_before = state.active.load().rt.cache.clone();
+    let hits = server.jwks_hits();
+    assert!(hits >= 1);
+
+    // A rule change: same keys object, same cache, no fetch.
+    file.write(&with(true, "30s", ""));
+    reload(&state, &file.path, &env).expect("valid");
+    let active = state.active.load();
+    assert!(Arc::ptr_eq(
+        &keys_before,
+        active.rt.issuers[1].remote.as_ref().expect("remote")
+    ));
+    assert!(
+        Arc::ptr_eq(&cache_before, &active.rt.cache),
+        "validation unchanged: cache kept"
+    );
+    assert!(ok(test::call_service(
+        &app,
+        verify("/api/x", Some(&remote_token)).to_request()
+    )
+    .await));
+    assert_eq!(server.jwks_hits(), hits, "no refetch");
+
+    // An identity mapping change: keys kept, cache cleared.
+    file.write(&with(
+        true,
+        "30s",
+        "identity:\n  user_id: {header: X-Subject}\n",
+    ));
+    reload(&state, &file.path, &env).expect("valid");
+    let active = state.active.load();
+    assert!(Arc::ptr_eq(
+        &keys_before,
+        active.rt.issuers[1].remote.as_ref().expect("remote")
+    ));
+    assert!(
+        !Arc::ptr_eq(&cache_before, &active.rt.cache),
+        "validation changed: cache cleared"
+    );
+
+    // The issuer's own settings change: new key set, fetched again on use.
+    file.write(&with(true, "31s", ""));
+    reload(&state, &file.path, &env).expect("valid");
+    assert!(!Arc::ptr_eq(
+        &keys_before,
+        state.active.load().rt.issuers[1]
+            .remote
+            .as_ref()
+            .expect("remote")
+    ));
+    assert!(ok(test::call_service(
+        &app,
+        verify("/api/x", Some(&remote_token)).to_request()
+    )
+    .await));
+    assert!(server.jwks_hits() > hits);
+}
+
+/// 100 reloads, alternating between two configs that must decide the probes the same way
+/// (they differ in rules, realm and cache settings), while four loopback clients keep
+/// asking. Every answer must be the expected one.
+#[test]
+fn a_hundred_reloads_under_load_give_no_failed_or_wrong_decision() {
+    let config_a = config("any", "");
+    let config_b = config(
+        "any",
+        "  - {name: extra, path: /extra, action: deny}\ncache: {max_ttl: 1m}\nrealm: other\n",
+    );
+    let file = ConfigFile::new(&config_a);
+    let state = Arc::new(AppState::new(
+        Runtime::load(&file.path, &env).expect("valid config"),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server_state = state.clone();
+    let server = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let data = actix_web::web::Data::from(server_state);
+            let srv = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .configure(configure_verify)
+            })
+            .workers(2)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)
+            .expect("listen")
+            .run();
+            tx.send(srv.handle()).expect("handle");
+            let _ = srv.await;
+        })
+    });
+    let handle = rx.recv().expect("server started");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let (requests, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let user = token("alice", "user");
+    let url = format!("http://{addr}/verify");
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (done, requests, failures) = (done.clone(), requests.clone(), failures.clone());
+            let (user, url) = (user.clone(), url.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let client = reqwest::Client::new();
+                    // (uri, token, expected status, expected X-User-Id)
+                    let probes = [
+                        ("/api/v1/things", Some(user.as_str()), 200, Some("alice")),
+                        ("/api/v1/things", None, 401, None),
+                        ("/api/v1/admin/x", Some(user.as_str()), 403, None),
+                    ];
+                    let mut i = c;
+                    // Bounded: stops when the reloads are done, or after 100,000 requests.
+                    while !done.load(Ordering::Acquire)
+                        && requests.load(Ordering::Relaxed) < 100_000
+                    {
+                        let (uri, token, want, user_id) = probes[i % probes.len()];
+                        i += 1;
+                        let mut req = client
+                            .get(&url)
+                            .header("X-Forwarded-Method", "GET")
+                            .header("X-Forwarded-Uri", uri);
+                        if let Some(t) = token {
+                            req = req.header("Authorization", format!("Bearer {t}"));
+                        }
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        let right = match req.send().await {
+                            Ok(res) => {
+                                res.status().as_u16() == want
+                                    && res.headers().get("x-user-id").and_then(|v| v.to_str().ok())
+                                        == user_id
+                            }
+                            Err(_) => false,
+                        };
+                        if !right {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+
+    // Let the load start, then reload 100 times.
+    while requests.load(Ordering::Relaxed) < 200 {
+        std::thread::yield_now();
+    }
+    let started = Instant::now();
+    for i in 0..100 {
+        file.write(if i % 2 == 0 { &config_b } else { &config_a });
+        reload(&state, &file.path, &env).expect("valid config");
+        // Spread the reloads over the load rather than bunching them.
+        let target = requests.load(Ordering::Relaxed) + 20;
+        while requests.load(Ordering::Relaxed) < target {
+            std::thread::yield_now();
+        }
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Release);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    drop(handle.stop(true));
+    server.join().expect("server thread");
+
+    let (n, failed) = (
+        requests.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    println!(
+        "reload under load: 100 reloads in {elapsed:?}, {n} requests from 4 loopback clients, {failed} failed or wrong"
+    );
+    assert_eq!(reloads(&state, "success"), 100);
+    assert_eq!(failed, 0);
+}
+
+/// The real binary: SIGHUP reloads; a bad file is refused and counted; the old config answers.
+struct Sidecar(Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .get(url)
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Uri", "/api/x")
+            .send()
+            .await
+            .ok()?;
+        Some((res.status().as_u16(), res.text().await.ok()?))
+    })
+}
+
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_refuses_a_bad_file() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let file = ConfigFile::new(&format!("listen: 127.0.0.1:{port}\n{}", config("any", "")));
+    let child = Command::new(env!("CARGO_BIN_EXE_auth-sidecar"))
+        .args(["serve", "--config"])
+        .arg(&file.path)
+        .env("HS_SECRET", env("HS_SECRET").expect("secret"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the sidecar");
+    let sidecar = Sidecar(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let metric = |result: &str| {
+        get(&format!("{base}/metrics")).is_some_and(|(_, text)| {
+            text.contains(&format!(
+                "auth_sidecar_config_reloads_total{{result=\"{result}\"}} 1"
+            ))
+        })
+    };
+    eventually("the sidecar to serve", || {
+        get(&format!("{base}/readyz")).is_some_and(|(s, _)| s == 200)
+    });
+
+    let status = Command::new("kill")
+        .args(["-HUP", &sidecar.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    eventually("a reload counted after SIGHUP", || metric("success"));
+
+    file.write(&format!(
+        "listen: 127.0.0.1:{port}\nrules: []\nissuers: nope\n"
+    ));
+    eventually("the bad file to be refused", || metric("failure"));
+    let (status, _) = get(&format!("{base}/verify")).expect("still serving");
+    assert_eq!(status, 401, "the last good config answers");
+    assert!(Path::new(&file.path).exists());
+}
