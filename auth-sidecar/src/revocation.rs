@@ -153,15 +153,25 @@ impl RevocationList {
 pub struct Revocations {
     path: Option<PathBuf>,
     list: ArcSwap<RevocationList>,
+    /// Digest of the file text behind `list`, to tell a real change from a touch.
+    loaded: ArcSwap<Vec<u8>>,
 }
 
 impl Revocations {
     /// Loads the file at `path` (problems under `revocation_file`).
     pub fn load(path: &Path, now: i64) -> Result<Self, Problems> {
-        let list = read(path, now)?;
+        let (list, loaded) = read(path, now)?;
         Ok(Revocations {
             path: Some(path.to_owned()),
             list: ArcSwap::from_pointee(list),
+            loaded: ArcSwap::from_pointee(loaded),
+        })
+    }
+
+    /// Whether the file's content differs from the loaded list's.
+    pub fn is_file_changed(&self) -> bool {
+        self.path.as_deref().is_some_and(|path| {
+            std::fs::read(path).map_or(true, |text| text_digest(&text) != **self.loaded.load())
         })
     }
 
@@ -175,14 +185,10 @@ impl Revocations {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let list = read(path, now)?;
+        let (list, loaded) = read(path, now)?;
         self.list.store(Arc::new(list));
+        self.loaded.store(Arc::new(loaded));
         Ok(())
-    }
-
-    /// Takes over another store's list (a reload that re-read the same file).
-    pub fn replace_with(&self, other: &Revocations) {
-        self.list.store(other.list.load_full());
     }
 
     /// Whether a verified token is revoked at `now`. Lock-free.
@@ -199,7 +205,14 @@ impl Revocations {
     }
 }
 
-fn read(path: &Path, now: i64) -> Result<RevocationList, Problems> {
+fn text_digest(text: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text)
+        .as_ref()
+        .to_vec()
+}
+
+/// The parsed list and the digest of its text.
+fn read(path: &Path, now: i64) -> Result<(RevocationList, Vec<u8>), Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut p = Problems::default();
         p.push(
@@ -208,7 +221,8 @@ fn read(path: &Path, now: i64) -> Result<RevocationList, Problems> {
         );
         p
     })?;
-    RevocationList::parse(&text, now, "revocation_file")
+    let list = RevocationList::parse(&text, now, "revocation_file")?;
+    Ok((list, text_digest(text.as_bytes())))
 }
 
 #[cfg(test)]

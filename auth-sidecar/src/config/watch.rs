@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 
@@ -80,11 +79,6 @@ pub fn reload_revocations(state: &AppState) -> Result<(), Problems> {
     result
 }
 
-fn file_digest(path: &Path) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
-}
-
 /// Why the watcher woke up.
 enum Wake {
     Files,
@@ -135,7 +129,6 @@ pub async fn watch(
     if let Some(r) = &revocations {
         watch_dir_of(r, &mut watched);
     }
-    let mut revocation_digest = revocations.as_deref().and_then(file_digest);
 
     while let Some(wake) = rx.recv().await {
         let config_changed = match wake {
@@ -152,15 +145,11 @@ pub async fn watch(
             if let Some(r) = &revocations {
                 watch_dir_of(r, &mut watched);
             }
-            revocation_digest = revocations.as_deref().and_then(file_digest);
             continue;
         }
-        if let Some(r) = &revocations {
-            let digest = file_digest(r);
-            if digest != revocation_digest || matches!(wake, Wake::Signal) {
-                revocation_digest = digest;
-                let _ = reload_revocations(&state);
-            }
+        let changed = state.active.load().rt.revocation.is_file_changed();
+        if revocations.is_some() && (changed || matches!(wake, Wake::Signal)) {
+            let _ = reload_revocations(&state);
         }
     }
     Ok(())
