@@ -180,9 +180,11 @@ impl Connection {
                     if last_heard.elapsed() > ws.client_timeout {
                         Flow::Close(CloseCode::Normal, "idle timeout")
                     } else {
-                        match self.session.ping(b"").await {
-                            Ok(()) => Flow::Continue,
-                            Err(_) => break,
+                        // A client that does not read cannot take pings either: bounded.
+                        match timeout(ws.send_timeout, self.session.ping(b"")).await {
+                            Ok(Ok(())) => Flow::Continue,
+                            Ok(Err(_)) => break,
+                            Err(_) => self.lagged_without_resync(),
                         }
                     }
                 }
@@ -205,8 +207,9 @@ impl Connection {
                 code,
                 description: Some(why.to_owned()),
             };
-            // A client that does not read cannot take a close frame either; just drop it.
-            let _ = timeout(ws.send_timeout, self.session.close(Some(reason))).await;
+            // A lagging client's close frame queues behind what it has not read yet: give it
+            // until the idle limit to read up to it, then just drop the connection.
+            let _ = timeout(ws.client_timeout, self.session.close(Some(reason))).await;
         }
         tracing::debug!(user = %self.identity.id, "Status WebSocket closed.");
     }
@@ -280,10 +283,14 @@ impl Connection {
                 self.reply(json!({"type": "error", "message": "binary frames are not supported"}))
                     .await
             }
-            M::Ping(bytes) => match self.session.pong(&bytes).await {
-                Ok(()) => Flow::Continue,
-                Err(_) => Flow::Close(CloseCode::Normal, "closed"),
-            },
+            M::Ping(bytes) => {
+                let limit = self.shared.config.websocket.send_timeout;
+                match timeout(limit, self.session.pong(&bytes)).await {
+                    Ok(Ok(())) => Flow::Continue,
+                    Ok(Err(_)) => Flow::Close(CloseCode::Normal, "closed"),
+                    Err(_) => self.lagged_without_resync(),
+                }
+            }
             M::Pong(_) => Flow::Continue,
             M::Close(_) => Flow::Close(CloseCode::Normal, "bye"),
         }
