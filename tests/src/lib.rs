@@ -1,1 +1,17 @@
-//! Harness for end-to-end tests.
+//! Harness for the end-to-end tests: the real binaries (release `auth-sidecar`, `omni2`),
+//! real gateways (nginx, Caddy, Envoy), a real Python MCP server and Prometheus, all on
+//! loopback with free ports and stopped by PID; plus the checks over the shipped Traefik
+//! and compose files.
+//!
+//! Layout:
+//! - [`process`]: free ports, release binaries (built once), `Proc` guards, `eventually`.
+//! - [`http`]: raw HTTP/1.1 and WebSocket clients, the echo upstream.
+//! - [`gateway`]: nginx / Caddy / Envoy configs (contract §4.2) and their processes.
+//! - [`stack`]: the sidecar with the shipped config, token minting.
+//! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
+
+pub mod deploy;
+pub mod gateway;
+pub mod http;
+pub mod process;
+pub mod stack;

@@ -1,0 +1,9 @@
+//! End-to-end tests: one binary, so the release builds and fixtures are shared.
+//!
+//! - `deploy`: the shipped `traefik/` and `compose/` files against their JSON schemas, and
+//!   the cross-checks (labels == file config, headers, ports, auth on every router).
+//! - `gateway_echo`: the release sidecar behind nginx, Caddy and Envoy in front of an echo
+//!   upstream (allow, 401, 403, forged identity never reaches the upstream).
+
+mod deploy;
+mod gateway_echo;
