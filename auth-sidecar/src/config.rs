@@ -182,7 +182,7 @@ impl Runtime {
         let mut track = serde_path_to_error::Track::new();
         let raw: Result<RawConfig, _> = serde_ignored::deserialize(
             serde_path_to_error::Deserializer::new(value, &mut track),
-            |path| unknown.push(path.to_string()),
+            |path| unknown.push(config_path(&path)),
         );
         let raw = match raw {
             Ok(raw) => raw,
@@ -255,6 +255,23 @@ impl Runtime {
     /// The header names emitted on allow (what Traefik's `authResponseHeaders` must list).
     pub fn identity_header_names(&self) -> Vec<&str> {
         self.identity.header_names()
+    }
+}
+
+/// A path in the notation problems use: `issuers[1].jwks.cooldown` (serde_ignored's own
+/// Display gives `issuers.1.jwks.?.cooldown`).
+fn config_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", config_path(parent)),
+        Path::Map { parent, key } => match config_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => config_path(parent),
     }
 }
 

@@ -54,7 +54,9 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// The key for a token and the key generation it was found in (0 without remote keys).
+    /// The key for a token and the key generation it was found in. Static keys come first;
+    /// a static key found while the remote set is unusable gets generation 0, which no
+    /// remote set has, so its cache entry is re-verified once the remote set is back.
     pub fn key(
         &self,
         kid: Option<&str>,
@@ -65,17 +67,15 @@ impl Issuer {
             let key = self.keys.find(kid, alg).ok_or(DenyReason::UnknownKid)?;
             return Ok((key.clone(), 0));
         };
-        let (found, generation) = match remote.find(kid, alg, now) {
-            Ok(found) => found,
-            Err(_) => (None, u64::MAX),
-        };
+        let remote_key = remote.find(kid, alg, now);
         if let Some(key) = self.keys.find(kid, alg) {
+            let generation = remote_key.as_ref().map_or(0, |(_, g)| *g);
             return Ok((key.clone(), generation));
         }
-        match (found, generation) {
-            (Some(key), g) => Ok((key, g)),
-            (None, u64::MAX) => Err(DenyReason::KeysUnavailable),
-            (None, _) => Err(DenyReason::UnknownKid),
+        match remote_key {
+            Ok((Some(key), generation)) => Ok((key, generation)),
+            Ok((None, _)) => Err(DenyReason::UnknownKid),
+            Err(_) => Err(DenyReason::KeysUnavailable),
         }
     }
 

@@ -153,3 +153,96 @@ fn the_embedded_config_is_valid_and_uses_the_dev_secret() {
     );
     assert!(rt.listen.ip().is_loopback());
 }
+
+#[test]
+fn remote_keys_rate_limits_and_login_urls_are_validated() {
+    let text = problems(
+        r#"
+revocation_file: no-such-revocations.yaml
+issuers:
+  - issuer: https://a.test
+    jwks_uri: https://a.test/jwks
+    discovery: true
+  - issuer: https://b.test
+    jwks_uri: "not a url"
+    jwks: {timeout: 0s, refresh_min: 2h, refresh_max: 1h, cooldwn: 5s}
+  - issuer: https://c.test
+    keys: [{kid: k, alg: HS256, secret_env: SECRET}]
+    jwks: {cooldown: 5s}
+  - issuer: https://d.test
+rules:
+  - name: api
+    path_prefix: /api
+    action: authenticated
+    rate_limit: {requests: 0, per: 0s, burst: 0}
+    login_url: /login
+  - name: open
+    path_prefix: /open
+    action: public
+    login_url: https://login.test/
+"#,
+    );
+    insta::assert_snapshot!(text, @r#"
+    13 configuration problem(s):
+      - issuers[1].jwks.cooldwn: unknown key
+      - issuers[0]: give either jwks_uri or discovery: true, not both
+      - issuers[1].jwks_uri: invalid URL "not a url": expected an absolute http(s) URL
+      - issuers[1].jwks.timeout: must be greater than zero
+      - issuers[1].jwks.refresh_min: 7200s is longer than refresh_max 3600s
+      - issuers[2].jwks: applies only with jwks_uri or discovery: true
+      - issuers[3]: needs keys, jwks_file, jwks_uri or discovery: true
+      - revocation_file: cannot read "./no-such-revocations.yaml": No such file or directory (os error 2)
+      - rules[0].rate_limit.requests: must be at least 1
+      - rules[0].rate_limit.per: must be greater than zero
+      - rules[0].rate_limit.burst: must be at least 1
+      - rules[0].login_url: invalid URL "/login": must be absolute (https://login.example.com/...), since a relative Location is resolved against the sidecar's address
+      - rules[1].login_url: applies only to authenticated and roles rules
+    "#);
+}
+
+#[test]
+fn remote_issuers_take_documented_defaults() {
+    let rt = Runtime::from_yaml(
+        "issuers:\n  - {issuer: https://idp.test, discovery: true}\nrules:\n  - {name: api, action: authenticated, rate_limit: {requests: 10}}\n",
+        Path::new("."),
+        &env,
+    )
+    .expect("valid");
+    let remote = rt.issuers[0].remote.as_ref().expect("remote keys");
+    let s = remote.settings();
+    assert_eq!(
+        (
+            s.timeout,
+            s.refresh_min,
+            s.refresh_max,
+            s.cooldown,
+            s.max_stale,
+            s.required
+        ),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            Duration::from_secs(86_400),
+            Duration::from_secs(30),
+            Duration::from_secs(86_400),
+            true
+        )
+    );
+    let limit = rt.policy.rules[0].rate_limit.as_ref().expect("limit").limit;
+    assert_eq!(
+        (limit.requests, limit.per, limit.burst, limit.max_keys),
+        (10, Duration::from_secs(1), 10, 100_000)
+    );
+    // Plain http to a non-loopback host works, with a warning.
+    let rt = Runtime::from_yaml(
+        "issuers:\n  - {issuer: https://idp.test, jwks_uri: \"http://keycloak:8080/certs\"}\nrules:\n  - {name: api, action: authenticated}\n",
+        Path::new("."),
+        &env,
+    )
+    .expect("valid");
+    assert!(
+        rt.warnings.iter().any(|w| w.contains("plain http")),
+        "{:?}",
+        rt.warnings
+    );
+}
