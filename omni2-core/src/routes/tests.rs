@@ -1,1 +1,169 @@
+//! Routes in-process (`actix_web::test`) with fake MCP servers.
 
+use std::sync::atomic::Ordering;
+
+use actix_web::{App, test as atest};
+use serde_json::json;
+
+use super::*;
+use crate::Omni2;
+use crate::config::{Config, ToolPolicy};
+use crate::test_util::{Behaviour, FakeMcp, server_config};
+
+fn omni2(trust_annotations: bool, fake: Arc<FakeMcp>) -> Omni2 {
+    let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+    let mut server = server_config("f");
+    server.trust_annotations = trust_annotations;
+    server.tools.insert(
+        "echo".into(),
+        ToolPolicy {
+            cache: Some(false),
+            ttl: None,
+        },
+    );
+    config.servers.push(server);
+    Omni2::with_clients(config, vec![fake])
+}
+
+fn user(req: atest::TestRequest) -> atest::TestRequest {
+    req.insert_header(("x-user-id", "alice"))
+        .insert_header(("x-user-roles", "user"))
+}
+
+async fn call_json<S>(app: &S, tool: &str) -> (StatusCode, Value, Option<String>)
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    let req =
+        user(atest::TestRequest::post().uri(&format!("/api/v1/mcp/servers/f/tools/{tool}/call")))
+            .set_json(json!({"b": 1, "a": 2}))
+            .to_request();
+    let resp = atest::call_service(app, req).await;
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = atest::read_body_json(resp).await;
+    (status, body, retry)
+}
+
+/// Waits (bounded) until the coordinator has probed the fake and published its tools.
+async fn until_healthy(o: &Omni2) {
+    let mut rx = o.shared().published.snapshot.clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|s| s.servers[0].state == HealthState::Healthy && s.servers[0].tool_count > 0),
+    )
+    .await
+    .expect("healthy in time")
+    .expect("coordinator running");
+}
+
+#[actix_web::test]
+async fn read_only_tools_cached_only_when_annotations_are_trusted() {
+    for trusted in [false, true] {
+        let fake = Arc::new(FakeMcp::new());
+        let o = omni2(trusted, fake.clone());
+        let _handle = o.spawn();
+        let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+        until_healthy(&o).await;
+        let (s1, first, _) = call_json(&app, "add").await;
+        let (_, second, _) = call_json(&app, "add").await;
+        assert_eq!(s1, StatusCode::OK);
+        assert_eq!(first["cached"], false);
+        assert_eq!(second["cached"], trusted, "trusted={trusted}");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            if trusted { 1 } else { 2 }
+        );
+        // `cache: false` in config wins over everything.
+        call_json(&app, "echo").await;
+        let (_, echo, _) = call_json(&app, "echo").await;
+        assert_eq!(echo["cached"], false);
+    }
+}
+
+#[actix_web::test]
+async fn open_breaker_fast_fails_with_retry_after_without_calling() {
+    let fake = Arc::new(FakeMcp::new());
+    let o = omni2(false, fake.clone());
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    until_healthy(&o).await;
+    fake.set(Behaviour::Down);
+    // failure_threshold = 2 in the test server config.
+    for _ in 0..2 {
+        let (status, body, _) = call_json(&app, "echo").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"], "upstream_unavailable");
+    }
+    let probes_before = fake.probes.load(Ordering::SeqCst);
+    let calls_before = fake.calls.load(Ordering::SeqCst);
+    let (status, body, retry) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "circuit_open");
+    assert_eq!(retry.as_deref(), Some("3"));
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        calls_before,
+        "no upstream call"
+    );
+    assert!(fake.probes.load(Ordering::SeqCst) <= probes_before + 1);
+}
+
+#[actix_web::test]
+async fn identity_and_role_guards() {
+    let fake = Arc::new(FakeMcp::new());
+    let o = omni2(false, fake);
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    let resp = atest::call_service(
+        &app,
+        atest::TestRequest::get()
+            .uri("/api/v1/mcp/servers")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = atest::read_body_json(resp).await;
+    assert_eq!(body["error"], "missing_identity");
+    let resp = atest::call_service(
+        &app,
+        user(atest::TestRequest::delete().uri("/api/v1/cache")).to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let admin = atest::TestRequest::delete()
+        .uri("/api/v1/cache/f")
+        .insert_header(("x-user-id", "root"))
+        .insert_header(("x-user-role", "admin"))
+        .to_request();
+    assert_eq!(
+        atest::call_service(&app, admin).await.status(),
+        StatusCode::OK
+    );
+    let resp =
+        atest::call_service(&app, atest::TestRequest::get().uri("/health").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn cached_text_gets_the_flag_spliced_in() {
+    assert_eq!(
+        Body::Text(r#"{"a":1}"#.into()).with_cached(true),
+        r#"{"a":1,"cached":true}"#
+    );
+    assert_eq!(
+        Body::Text("{}".into()).with_cached(true),
+        r#"{"cached":true}"#
+    );
+    assert_eq!(
+        Body::Value(json!([1])).with_cached(false),
+        r#"{"cached":false,"result":[1]}"#
+    );
+}
