@@ -298,3 +298,108 @@ fn a_bad_config_stops_serve_with_the_problem_list() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rules"), "{err}");
 }
+
+/// Starts the sidecar on the embedded config with `RUST_LOG=debug`, stderr captured.
+fn spawn_debug(port: u16) -> Child {
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "1",
+        ])
+        .env("AUTH_SIDECAR_DEV_SECRET", DEV_SECRET)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn auth-sidecar")
+}
+
+fn wait_up(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(port, "/healthz", &[]).is_err() {
+        assert!(Instant::now() < deadline, "sidecar did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
+    let port = free_port();
+    let mut child = spawn_debug(port);
+    wait_up(port);
+    let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
+    let token = stdout(&minted).trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let in_query = format!("/ws/mcp-status?access_token={token}&x=1");
+    let cookie = format!("omni2_session={token}");
+    let cases: [&[(&str, &str)]; 3] = [
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/api/v1/x"),
+            ("Authorization", &bearer),
+        ],
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", &in_query),
+        ],
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/api/v1/x"),
+            ("Cookie", &cookie),
+        ],
+    ];
+    let mut statuses = Vec::new();
+    for headers in cases {
+        statuses.push(request(port, "/verify", headers).expect("request").0);
+    }
+    assert_eq!(
+        statuses[..2],
+        [200, 200],
+        "bearer and query token are accepted"
+    );
+
+    // SIGTERM: actix drains and the process exits by itself, successfully.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
+    assert!(
+        logs.contains("Decided."),
+        "debug decision lines are logged:\n{logs}"
+    );
+    let signature = token.rsplit('.').next().expect("signature part");
+    for secret in [token.as_str(), signature, DEV_SECRET] {
+        assert!(
+            !logs.contains(secret),
+            "a secret leaked into the logs:\n{logs}"
+        );
+    }
+    assert!(
+        logs.contains("access_token=REDACTED"),
+        "the query is logged, redacted:\n{logs}"
+    );
+}
