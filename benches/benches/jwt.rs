@@ -60,7 +60,10 @@ fn raw(token: &str, verify: &dyn Fn(&[u8], &[u8]) -> bool) -> bool {
     verify(&token.as_bytes()[..h.len() + 1 + p.len()], &sig)
 }
 
-fn raw_verifier(test_key: &TestKey) -> Box<dyn Fn(&[u8], &[u8]) -> bool> {
+/// `(signing input, signature) -> valid`.
+type RawVerify = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+
+fn raw_verifier(test_key: &TestKey) -> RawVerify {
     let public: &'static dyn signature::VerificationAlgorithm = match test_key.alg {
         Algorithm::HS256 => {
             let k = hmac::Key::new(hmac::HMAC_SHA256, &test_key.public);
