@@ -4,6 +4,9 @@
 //!   the cross-checks (labels == file config, headers, ports, auth on every router).
 //! - `gateway_echo`: the release sidecar behind nginx, Caddy and Envoy in front of an echo
 //!   upstream (allow, 401, 403, forged identity never reaches the upstream).
+//! - `gateway_omni2`: the issue 5 matrix per gateway with the release omni2 on a unix
+//!   socket, the Python MCP example server and Prometheus.
 
 mod deploy;
 mod gateway_echo;
+mod gateway_omni2;

@@ -152,13 +152,26 @@ pub enum WsOutcome {
     Refused(StatusCode),
 }
 
-/// Opens a WebSocket to `target` (path and query) on `addr` and reads the first message.
-pub async fn websocket(addr: SocketAddr, target: &str) -> Result<WsOutcome, String> {
+/// Opens a WebSocket to `target` (path and query) on `addr`, with extra request headers,
+/// and reads the first message.
+pub async fn websocket(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<WsOutcome, String> {
     use futures_util::StreamExt;
+    use tungstenite::client::IntoClientRequest;
     let attempt = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let url = format!("ws://{addr}{target}");
-        match tokio_tungstenite::client_async(url.as_str(), stream).await {
+        let mut request = format!("ws://{addr}{target}")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = http::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            request.headers_mut().append(name, value);
+        }
+        match tokio_tungstenite::client_async(request, stream).await {
             Ok((mut ws, response)) => {
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     return Err(format!("upgraded with status {}", response.status()));

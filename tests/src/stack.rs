@@ -119,6 +119,10 @@ impl Sidecar {
         mint(&self.runtime, &request, at).expect("the shipped config has an HMAC key")
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// Stops the sidecar (to prove the gateways fail closed).
     pub fn stop(&mut self) {
         self.proc.stop();
@@ -148,4 +152,248 @@ pub fn canonical_header(name: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
+}
+
+/// The shipped omni2 config.
+pub fn shipped_omni2_config() -> PathBuf {
+    repo_root().join("compose/config/omni2.yaml")
+}
+
+/// The example MCP server shipped with compose (Python MCP SDK, streamable HTTP).
+pub struct McpServer {
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+impl McpServer {
+    pub async fn start(dir: &Path) -> McpServer {
+        let addr = free_addr();
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("compose/mcp-example/server.py"))
+            .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()]);
+        let mut proc = Proc::spawn("mcp-example", cmd, dir.join("mcp-example.log"));
+        eventually("MCP server listening", Duration::from_secs(30), || {
+            proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
+            async move {
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        McpServer { addr, proc }
+    }
+
+    /// The streamable-HTTP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// The release `omni2` with the shipped config, listening only on a unix socket.
+pub struct Omni2 {
+    pub socket: PathBuf,
+    proc: Proc,
+}
+
+impl Omni2 {
+    pub async fn start(dir: &Path, mcp_url: &str) -> Omni2 {
+        let binary = tokio::task::spawn_blocking(crate::process::omni2_binary)
+            .await
+            .expect("build task");
+        let socket = dir.join("omni2.sock");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(shipped_omni2_config())
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--workers", "1"])
+            .env("OMNI2_IDENTITY_SECRET", IDENTITY_SECRET)
+            .env("OMNI2_MCP_EXAMPLE_URL", mcp_url)
+            // The WebSocket logs which identity it accepted: the tests read it back.
+            .env("RUST_LOG", "info,omni2_core::ws=debug");
+        let mut proc = Proc::spawn("omni2", cmd, dir.join("omni2.log"));
+        let target = Target::Unix(socket.clone());
+        eventually(
+            "omni2 /health on its socket",
+            Duration::from_secs(30),
+            || {
+                proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
+                let target = target.clone();
+                async move {
+                    let r = send(&target, &Request::get("/health")).await?;
+                    (r.status == 200)
+                        .then_some(())
+                        .ok_or(format!("/health: {}", r.status))
+                }
+            },
+        )
+        .await;
+        Omni2 { socket, proc }
+    }
+
+    pub fn target(&self) -> Target {
+        Target::Unix(self.socket.clone())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid().expect("omni2 is running")
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// A real Prometheus scraping `jobs` (name, target, bearer token) every second.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+impl Prometheus {
+    pub async fn start(dir: &Path, jobs: &[(&str, SocketAddr, Option<&str>)]) -> Prometheus {
+        let dir = dir.join("prometheus");
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
+        for (name, target, token) in jobs {
+            config.push_str(&format!("  - job_name: {name}\n"));
+            if let Some(token) = token {
+                config.push_str(&format!("    authorization:\n      credentials: {token}\n"));
+            }
+            config.push_str(&format!(
+                "    static_configs:\n      - targets: [\"{target}\"]\n"
+            ));
+        }
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config).expect("write prometheus.yml");
+        let addr = free_addr();
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"));
+        let mut proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
+        eventually("prometheus ready", Duration::from_secs(30), || {
+            proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
+            async move {
+                let r = send(&Target::Tcp(addr), &Request::get("/-/ready")).await?;
+                (r.status == 200)
+                    .then_some(())
+                    .ok_or(format!("/-/ready: {}", r.status))
+            }
+        })
+        .await;
+        Prometheus { addr, proc }
+    }
+
+    /// `up` per job, from the HTTP query API (jobs not scraped yet are absent).
+    pub async fn up(&self) -> Result<Vec<(String, String)>, String> {
+        let r = send(
+            &Target::Tcp(self.addr),
+            &Request::get("/api/v1/query?query=up"),
+        )
+        .await?;
+        let body = r.json();
+        if body["status"] != "success" {
+            return Err(format!("query failed: {}", r.text()));
+        }
+        Ok(body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["metric"]["job"].as_str().unwrap_or("").to_owned(),
+                    s["value"][1].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// `promtool check metrics` on an exposition text: `Err` with promtool's findings.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run promtool: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && findings.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool: {}", findings.trim()))
+    }
+}
+
+/// Inodes of the TCP sockets in LISTEN state (IPv4 and IPv6) on this machine.
+fn tcp_listen_inodes() -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // st == 0A is TCP_LISTEN; column 9 is the inode.
+            if cols.len() > 9 && cols[3] == "0A" {
+                inodes.push(cols[9].to_owned());
+            }
+        }
+    }
+    inodes
+}
+
+/// The socket inodes a process holds open.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|link| {
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Listening TCP sockets held by `pid` (from /proc): must be empty for omni2.
+pub fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let listening = tcp_listen_inodes();
+    socket_inodes(pid)
+        .into_iter()
+        .filter(|inode| listening.contains(inode))
+        .collect()
+}
+
+/// Whether `pid` holds any socket at all (guards the check above against reading nothing).
+pub fn holds_sockets(pid: u32) -> bool {
+    !socket_inodes(pid).is_empty()
 }
