@@ -173,6 +173,14 @@ struct Summary<'a> {
 }
 
 impl Snapshot {
+    /// A snapshot of `servers` (the coordinator publishes these; benches build their own).
+    pub fn new(servers: Vec<Arc<ServerStatus>>) -> Self {
+        Self {
+            servers,
+            summary_json: OnceLock::new(),
+        }
+    }
+
     /// Status of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<ServerStatus>> {
         self.servers.iter().find(|s| &*s.name == name)
@@ -361,10 +369,9 @@ pub fn build(
             }
         })
         .collect();
-    let snapshot = Arc::new(Snapshot {
-        servers: states.iter().map(|s| s.status.clone()).collect(),
-        summary_json: OnceLock::new(),
-    });
+    let snapshot = Arc::new(Snapshot::new(
+        states.iter().map(|s| s.status.clone()).collect(),
+    ));
     let (snapshot_tx, snapshot_rx) = watch::channel(snapshot);
     let (events, _) = broadcast::channel(event_capacity.max(16));
     let registry = Arc::new(Registry {
@@ -690,11 +697,8 @@ impl Coordinator {
     }
 
     fn publish(&self) {
-        let snapshot = Snapshot {
-            servers: self.states.iter().map(|s| s.status.clone()).collect(),
-            summary_json: OnceLock::new(),
-        };
-        self.snapshot.send_replace(Arc::new(snapshot));
+        let servers = self.states.iter().map(|s| s.status.clone()).collect();
+        self.snapshot.send_replace(Arc::new(Snapshot::new(servers)));
     }
 }
 
