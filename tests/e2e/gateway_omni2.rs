@@ -449,6 +449,7 @@ async fn omni2_matrix(kind: Kind) {
             for req in [servers().bearer(&user), Request::get("/health")] {
                 let r = send(&to, &req).await?;
                 let code = r.status.as_u16();
+                println!("{}: sidecar stopped, {} -> {code}", kind.name(), req.target);
                 ensure!(
                     code != 200 && (code >= 500 || code == 403),
                     "{}: got {code}",
