@@ -78,10 +78,17 @@ impl Gateway {
         std::fs::create_dir_all(&dir).expect("gateway dir");
         let addr = free_addr();
         let log = dir.join("gateway.log");
+        let wiring = Wiring {
+            dir: &dir,
+            addr,
+            sidecar,
+            upstream,
+            identity,
+        };
         let cmd = match kind {
-            Kind::Nginx => nginx_command(&dir, addr, sidecar, upstream, identity),
-            Kind::Caddy => caddy_command(&dir, addr, sidecar, upstream, identity),
-            Kind::Envoy => envoy_command(&dir, addr, sidecar, upstream, identity),
+            Kind::Nginx => nginx_command(&wiring),
+            Kind::Caddy => caddy_command(&wiring),
+            Kind::Envoy => envoy_command(&wiring),
         };
         let mut proc = Proc::spawn(kind.name(), cmd, log);
         eventually(
@@ -112,13 +119,25 @@ impl Gateway {
     }
 }
 
-fn nginx_command(
-    dir: &Path,
+/// What a gateway config connects: its directory and address, the sidecar, the upstream
+/// and the identity headers to pass on.
+#[derive(Clone, Copy)]
+struct Wiring<'a> {
+    dir: &'a Path,
     addr: SocketAddr,
     sidecar: SocketAddr,
-    upstream: &Upstream,
-    identity: &[String],
-) -> Command {
+    upstream: &'a Upstream,
+    identity: &'a [String],
+}
+
+fn nginx_command(w: &Wiring) -> Command {
+    let Wiring {
+        dir,
+        addr,
+        sidecar,
+        upstream,
+        identity,
+    } = *w;
     let upstream = match upstream {
         Upstream::Tcp(a) => format!("http://{a}"),
         Upstream::Unix(p) => format!("http://unix:{}:", p.display()),
@@ -200,13 +219,14 @@ http {{
     cmd
 }
 
-fn caddy_command(
-    dir: &Path,
-    addr: SocketAddr,
-    sidecar: SocketAddr,
-    upstream: &Upstream,
-    identity: &[String],
-) -> Command {
+fn caddy_command(w: &Wiring) -> Command {
+    let Wiring {
+        dir,
+        addr,
+        sidecar,
+        upstream,
+        identity,
+    } = *w;
     let upstream = match upstream {
         Upstream::Tcp(a) => a.to_string(),
         Upstream::Unix(p) => format!("unix/{}", p.display()),
@@ -271,13 +291,14 @@ http://{addr} {{
     cmd
 }
 
-fn envoy_command(
-    dir: &Path,
-    addr: SocketAddr,
-    sidecar: SocketAddr,
-    upstream: &Upstream,
-    identity: &[String],
-) -> Command {
+fn envoy_command(w: &Wiring) -> Command {
+    let Wiring {
+        dir,
+        addr,
+        sidecar,
+        upstream,
+        identity,
+    } = *w;
     let backend_address = match upstream {
         Upstream::Tcp(a) => format!(
             "socket_address: {{address: {}, port_value: {}}}",
