@@ -4,19 +4,17 @@
 //! case waits for the configured 300 ms fetch timeout.
 
 mod jwks_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::App;
-use actix_web::body::MessageBody;
-use actix_web::test::{self, TestRequest};
+use actix_web::test::TestRequest;
 use auth_sidecar::config::Runtime;
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::{Decision, DenyReason};
 use auth_sidecar::facts::{RequestFacts, Single};
-use auth_sidecar::http::{AppState, configure_admin, configure_verify};
 use auth_sidecar::metrics::jwks_metrics;
 use jwks_support::{EcKey, JwksServer, Mode};
 use serde_json::{Value, json};
@@ -312,25 +310,15 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     let server = JwksServer::start(&[&a]);
     server.set_mode(Mode::Status(503));
     let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
-    let state = Arc::new(AppState::new(rt));
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(state.clone()))
-            .configure(configure_verify)
-            .configure(configure_admin),
-    )
-    .await;
-    let get = |path: &str| TestRequest::get().uri(path).to_request();
-    let body = |res: actix_web::dev::ServiceResponse| {
-        String::from_utf8(res.into_body().try_into_bytes().expect("body").to_vec()).expect("UTF-8")
-    };
+    let (app, _state) = support::app(rt).await;
+    let get = |path: &str| TestRequest::get().uri(path);
 
     // The background refresh fetched (and failed) at start; poll, bounded, until it did.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let readyz = loop {
-        let res = test::call_service(&app, get("/readyz")).await;
-        assert_eq!(res.status(), 503);
-        let text = body(res);
+        let res = support::call(&app, get("/readyz")).await;
+        assert_eq!(res.status, 503);
+        let text = res.body;
         if text.contains("HTTP 503") || std::time::Instant::now() > deadline {
             break text;
         }
@@ -350,21 +338,12 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     server.set_mode(Mode::Serve);
     let now = auth_sidecar::keys::jwks::unix_now();
     let token = a.mint(&claims(iss, "alice", now));
-    let res = test::call_service(
-        &app,
-        TestRequest::get()
-            .uri("/verify")
-            .insert_header(("X-Forwarded-Method", "GET"))
-            .insert_header(("X-Forwarded-Uri", "/api/x"))
-            .insert_header(("Authorization", format!("Bearer {token}")))
-            .to_request(),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    let res = test::call_service(&app, get("/readyz")).await;
-    assert_eq!(res.status(), 200);
+    let req = support::forwarded("GET", "/api/x")
+        .insert_header(("Authorization", format!("Bearer {token}")));
+    assert_eq!(support::call(&app, req).await.status, 200);
+    assert_eq!(support::call(&app, get("/readyz")).await.status, 200);
 
-    let metrics = body(test::call_service(&app, get("/metrics")).await);
+    let metrics = support::call(&app, get("/metrics")).await.body;
     for line in [
         format!("auth_sidecar_jwks_keys{{issuer=\"{iss}\"}} 1"),
         format!("auth_sidecar_jwks_fetch_total{{issuer=\"{iss}\",result=\"success\"}} 1"),

@@ -4,6 +4,7 @@
 //! decision.
 
 mod jwks_support;
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,35 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::test::{self, TestRequest};
+use actix_web::test::TestRequest;
 use actix_web::{App, HttpServer};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::config::watch::{reload, watch};
-use auth_sidecar::http::{AppState, configure_admin, configure_verify};
-use auth_sidecar::test_util::{TestKey, hmac_key};
-use jsonwebtoken::Algorithm;
+use auth_sidecar::http::{AppState, configure_verify};
 use jwks_support::{EcKey, JwksServer};
 use serde_json::json;
-
-fn hs() -> TestKey {
-    hmac_key(Algorithm::HS256, "hs")
-}
-
-fn env(name: &str) -> Option<String> {
-    (name == "HS_SECRET").then(|| String::from_utf8(hs().public).expect("ASCII secret"))
-}
-
-fn unix_now() -> i64 {
-    auth_sidecar::keys::jwks::unix_now()
-}
+use support::{app, call, claims, env, hs, unix_now};
 
 fn token(sub: &str, role: &str) -> String {
-    let now = unix_now();
-    hs().mint(
-        &json!({"iss": "https://idp.test", "aud": "omni2", "sub": sub, "role": role,
-                      "iat": now - 5, "exp": now + 3600}),
-    )
+    hs().mint(&claims(sub, role))
 }
 
 /// A config whose `api` rule needs `api_role` (`any` = authenticated only).
@@ -90,18 +73,11 @@ impl ConfigFile {
 }
 
 fn verify(uri: &str, token: Option<&str>) -> TestRequest {
-    let mut req = TestRequest::get()
-        .uri("/verify")
-        .insert_header(("X-Forwarded-Method", "GET"))
-        .insert_header(("X-Forwarded-Uri", uri));
+    let mut req = support::forwarded("GET", uri);
     if let Some(t) = token {
         req = req.insert_header(("Authorization", format!("Bearer {t}")));
     }
     req
-}
-
-fn body(res: actix_web::dev::ServiceResponse) -> String {
-    String::from_utf8(res.into_body().try_into_bytes().expect("body").to_vec()).expect("UTF-8")
 }
 
 fn reloads(state: &AppState, result: &str) -> u64 {
@@ -115,30 +91,16 @@ fn reloads(state: &AppState, result: &str) -> u64 {
 #[actix_web::test]
 async fn a_good_change_takes_effect_and_a_bad_one_is_refused() {
     let file = ConfigFile::new(&config("any", ""));
-    let state = Arc::new(AppState::new(
-        Runtime::load(&file.path, &env).expect("valid config"),
-    ));
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(state.clone()))
-            .configure(configure_verify)
-            .configure(configure_admin),
-    )
-    .await;
+    let (app, state) = app(Runtime::load(&file.path, &env).expect("valid config")).await;
     let user = token("alice", "user");
-    let status = |res: actix_web::dev::ServiceResponse| res.status().as_u16();
-    assert_eq!(
-        status(test::call_service(&app, verify("/api/x", Some(&user)).to_request()).await),
-        200
-    );
+    assert_eq!(call(&app, verify("/api/x", Some(&user))).await.status, 200);
     let hash_before = state.active.load().rt.hash.clone();
 
     file.write(&config("ops", ""));
     reload(&state, &file.path, &env).expect("good config");
-    let res = test::call_service(&app, verify("/api/x", Some(&user)).to_request()).await;
-    assert_eq!(status(res), 403, "the api rule now needs role ops");
-    let readyz =
-        body(test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await);
+    let res = call(&app, verify("/api/x", Some(&user))).await;
+    assert_eq!(res.status, 403, "the api rule now needs role ops");
+    let readyz = call(&app, TestRequest::get().uri("/readyz")).await.body;
     let hash_after = state.active.load().rt.hash.clone();
     assert_ne!(hash_before, hash_after);
     assert!(readyz.contains(&hash_after), "{readyz}");
@@ -164,18 +126,13 @@ async fn a_good_change_takes_effect_and_a_bad_one_is_refused() {
         hash_after,
         "last good config kept"
     );
-    let res = test::call_service(
-        &app,
-        verify("/api/x", Some(&token("bob", "ops"))).to_request(),
-    )
-    .await;
-    assert_eq!(status(res), 200, "the last good config still answers");
+    let res = call(&app, verify("/api/x", Some(&token("bob", "ops")))).await;
+    assert_eq!(res.status, 200, "the last good config still answers");
     assert_eq!(
         (reloads(&state, "success"), reloads(&state, "failure")),
         (1, 1)
     );
-    let metrics =
-        body(test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await);
+    let metrics = call(&app, TestRequest::get().uri("/metrics")).await.body;
     assert!(
         metrics.contains("auth_sidecar_config_reloads_total{result=\"failure\"} 1"),
         "{metrics}"
@@ -185,16 +142,8 @@ async fn a_good_change_takes_effect_and_a_bad_one_is_refused() {
 #[actix_web::test]
 async fn the_file_watcher_reloads_on_change() {
     let file = ConfigFile::new(&config("any", ""));
-    let state = Arc::new(AppState::new(
-        Runtime::load(&file.path, &env).expect("valid config"),
-    ));
+    let (app, state) = app(Runtime::load(&file.path, &env).expect("valid config")).await;
     let watcher = actix_web::rt::spawn(watch(state.clone(), file.path.clone(), Box::new(env)));
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(state.clone()))
-            .configure(configure_verify),
-    )
-    .await;
     let user = token("alice", "user");
     // The watch starts asynchronously: rewrite until a reload is seen (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -204,10 +153,7 @@ async fn the_file_watcher_reloads_on_change() {
             file.write(&config("ops", ""));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        status = test::call_service(&app, verify("/api/x", Some(&user)).to_request())
-            .await
-            .status()
-            .as_u16();
+        status = call(&app, verify("/api/x", Some(&user))).await.status;
     }
     assert_eq!(status, 403, "the change was picked up");
     watcher.abort();
@@ -217,13 +163,13 @@ async fn the_file_watcher_reloads_on_change() {
 async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
     let a = EcKey::generate("a");
     let server = JwksServer::start(&[&a]);
-    let remote = |cooldown: &str, identity: &str| {
+    let remote = |cooldown: &str| {
         format!(
             r#"  - issuer: https://remote.idp.test
     audiences: [omni2]
     jwks_uri: {}
     jwks: {{cooldown: {cooldown}}}
-{identity}"#,
+"#,
             server.jwks_uri()
         )
     };
@@ -236,28 +182,20 @@ async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
                 ""
             },
         );
-        let text = text.replace("rules:\n", &format!("{}rules:\n", remote(cooldown, "")));
+        let text = text.replace("rules:\n", &format!("{}rules:\n", remote(cooldown)));
         format!("{text}{identity}")
     };
     let file = ConfigFile::new(&with(false, "30s", ""));
-    let state = Arc::new(AppState::new(
-        Runtime::load(&file.path, &env).expect("valid config"),
-    ));
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(state.clone()))
-            .configure(configure_verify),
-    )
-    .await;
+    let (app, state) = app(Runtime::load(&file.path, &env).expect("valid config")).await;
     let now = unix_now();
     let remote_token = a.mint(&json!({"iss": "https://remote.idp.test", "aud": "omni2",
                                        "sub": "carol", "iat": now - 5, "exp": now + 3600}));
-    let ok = |res: actix_web::dev::ServiceResponse| res.status().as_u16() == 200;
-    assert!(ok(test::call_service(
-        &app,
-        verify("/api/x", Some(&remote_token)).to_request()
-    )
-    .await));
+    assert!(
+        call(&app, verify("/api/x", Some(&remote_token)))
+            .await
+            .status
+            == 200
+    );
     let keys_before = state.active.load().rt.issuers[1]
         .remote
         .clone()
@@ -278,11 +216,12 @@ async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
         Arc::ptr_eq(&cache_before, &active.rt.cache),
         "validation unchanged: cache kept"
     );
-    assert!(ok(test::call_service(
-        &app,
-        verify("/api/x", Some(&remote_token)).to_request()
-    )
-    .await));
+    assert!(
+        call(&app, verify("/api/x", Some(&remote_token)))
+            .await
+            .status
+            == 200
+    );
     assert_eq!(server.jwks_hits(), hits, "no refetch");
 
     // An identity mapping change: keys kept, cache cleared.
@@ -312,11 +251,12 @@ async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
             .as_ref()
             .expect("remote")
     ));
-    assert!(ok(test::call_service(
-        &app,
-        verify("/api/x", Some(&remote_token)).to_request()
-    )
-    .await));
+    assert!(
+        call(&app, verify("/api/x", Some(&remote_token)))
+            .await
+            .status
+            == 200
+    );
     assert!(server.jwks_hits() > hits);
 }
 
@@ -367,11 +307,7 @@ fn a_hundred_reloads_under_load_give_no_failed_or_wrong_decision() {
             let (done, requests, failures) = (done.clone(), requests.clone(), failures.clone());
             let (user, url) = (user.clone(), url.clone());
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
+                block_on(async move {
                     let client = reqwest::Client::new();
                     // (uri, token, expected status, expected X-User-Id)
                     let probes = [
@@ -454,12 +390,17 @@ impl Drop for Sidecar {
     }
 }
 
-fn get(url: &str) -> Option<(u16, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `f` on a fresh single-thread runtime (for plain threads and `#[test]`s).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .ok()?;
-    rt.block_on(async {
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    block_on(async {
         let res = reqwest::Client::new()
             .get(url)
             .header("X-Forwarded-Method", "GET")

@@ -2,29 +2,17 @@
 //! verified and cached before; a bad list is refused and the last good one stays; the
 //! watcher picks up a changed file.
 
+mod support;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::App;
-use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::test::{self, TestRequest};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::config::watch::{reload_revocations, watch};
-use auth_sidecar::http::{AppState, configure_admin, configure_verify};
-use auth_sidecar::keys::jwks::unix_now;
-use auth_sidecar::test_util::{TestKey, hmac_key};
-use jsonwebtoken::Algorithm;
-use serde_json::{Value, json};
-
-fn hs() -> TestKey {
-    hmac_key(Algorithm::HS256, "hs")
-}
-
-fn env(name: &str) -> Option<String> {
-    (name == "HS_SECRET").then(|| String::from_utf8(hs().public).expect("ASCII secret"))
-}
+use auth_sidecar::http::AppState;
+use serde_json::json;
+use support::{app, call, claims, env, forwarded, hs, unix_now};
 
 const CONFIG: &str = r#"
 revocation_file: revoked.yaml
@@ -37,17 +25,17 @@ rules:
 "#;
 
 fn token(sub: &str, jti: &str, iat: i64) -> String {
-    hs().mint(
-        &json!({"iss": "https://idp.test", "aud": "omni2", "sub": sub, "jti": jti,
-                      "iat": iat, "exp": unix_now() + 3600}),
-    )
+    let mut c = claims(sub, "user");
+    c["jti"] = json!(jti);
+    c["iat"] = json!(iat);
+    hs().mint(&c)
 }
 
 struct Setup {
     _dir: tempfile::TempDir,
     config: PathBuf,
     revoked: PathBuf,
-    state: Arc<AppState>,
+    rt: Runtime,
 }
 
 fn setup() -> Setup {
@@ -56,14 +44,12 @@ fn setup() -> Setup {
     let revoked = dir.path().join("revoked.yaml");
     std::fs::write(&config, CONFIG).expect("write config");
     std::fs::write(&revoked, "jti: []\n").expect("write list");
-    let state = Arc::new(AppState::new(
-        Runtime::load(&config, &env).expect("valid config"),
-    ));
+    let rt = Runtime::load(&config, &env).expect("valid config");
     Setup {
         _dir: dir,
         config,
         revoked,
-        state,
+        rt,
     }
 }
 
@@ -73,32 +59,24 @@ fn write(path: &PathBuf, text: &str) {
     std::fs::rename(&aside, path).expect("rename");
 }
 
+/// Status, deny code and challenge for `GET /api/x` with `token`.
 async fn ask(
     app: &impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
     token: &str,
 ) -> (u16, String, Option<String>) {
-    let res = test::call_service(
-        app,
-        TestRequest::get()
-            .uri("/verify")
-            .insert_header(("X-Forwarded-Method", "GET"))
-            .insert_header(("X-Forwarded-Uri", "/api/x"))
-            .insert_header(("Authorization", format!("Bearer {token}")))
-            .to_request(),
-    )
-    .await;
-    let status = res.status().as_u16();
-    let challenge = res
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().expect("ASCII").to_owned());
-    let body =
-        String::from_utf8(res.into_body().try_into_bytes().expect("body").to_vec()).expect("UTF-8");
-    let error = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    (status, error, challenge)
+    let req =
+        forwarded("GET", "/api/x").insert_header(("Authorization", format!("Bearer {token}")));
+    let answer = call(app, req).await;
+    let error = if answer.status == 200 {
+        String::new()
+    } else {
+        answer.error()
+    };
+    let challenge = answer
+        .all("www-authenticate")
+        .first()
+        .map(|c| c.to_string());
+    (answer.status, error, challenge)
 }
 
 fn cache_hits(state: &AppState) -> u64 {
@@ -112,20 +90,14 @@ fn cache_hits(state: &AppState) -> u64 {
 #[actix_web::test]
 async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
     let s = setup();
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(s.state.clone()))
-            .configure(configure_verify)
-            .configure(configure_admin),
-    )
-    .await;
+    let (app, state) = app(s.rt).await;
     let now = unix_now();
     let alice = token("alice", "jti-alice-1", now - 10);
     let bob_old = token("bob", "jti-bob-1", now - 100);
     for t in [&alice, &bob_old, &alice, &bob_old] {
         assert_eq!(ask(&app, t).await.0, 200);
     }
-    let hits = cache_hits(&s.state);
+    let hits = cache_hits(&state);
     assert!(hits >= 2, "both tokens are cached");
 
     write(
@@ -136,7 +108,7 @@ async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
             now - 50
         ),
     );
-    reload_revocations(&s.state).expect("valid list");
+    reload_revocations(&state).expect("valid list");
     let (status, error, challenge) = ask(&app, &alice).await;
     assert_eq!((status, error.as_str()), (401, "revoked"));
     assert!(
@@ -145,7 +117,7 @@ async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
     );
     assert_eq!(ask(&app, &bob_old).await.1, "revoked");
     assert!(
-        cache_hits(&s.state) >= hits + 2,
+        cache_hits(&state) >= hits + 2,
         "answered through the cache, still refused"
     );
     // bob's tokens issued after the cut-off, and other jtis, still pass.
@@ -157,7 +129,7 @@ async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
 
     // A bad list is refused; the last good list stays in force.
     write(&s.revoked, "jti:\n  - {id: x, expires: someday}\n");
-    let problems = reload_revocations(&s.state)
+    let problems = reload_revocations(&state)
         .expect_err("bad list")
         .to_string();
     assert!(
@@ -165,7 +137,7 @@ async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
         "{problems}"
     );
     assert_eq!(ask(&app, &alice).await.1, "revoked");
-    let metrics = s.state.metrics.render(&s.state.active.load().rt);
+    let metrics = state.metrics.render(&state.active.load().rt);
     for line in [
         "auth_sidecar_revocation_reloads_total{result=\"failure\"} 1",
         "auth_sidecar_revocation_reloads_total{result=\"success\"} 1",
@@ -179,13 +151,8 @@ async fn revoked_jti_and_subject_not_before_deny_cached_tokens() {
 #[actix_web::test]
 async fn the_watcher_reloads_a_changed_revocation_file() {
     let s = setup();
-    let watcher = actix_web::rt::spawn(watch(s.state.clone(), s.config.clone(), Box::new(env)));
-    let app = test::init_service(
-        App::new()
-            .app_data(actix_web::web::Data::from(s.state.clone()))
-            .configure(configure_verify),
-    )
-    .await;
+    let (app, state) = app(s.rt).await;
+    let watcher = actix_web::rt::spawn(watch(state, s.config.clone(), Box::new(env)));
     let now = unix_now();
     let carol = token("carol", "jti-carol", now - 10);
     assert_eq!(ask(&app, &carol).await.0, 200);
