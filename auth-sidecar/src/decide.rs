@@ -86,6 +86,8 @@ pub fn decide(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
         ..
     } = &mut decision
         && reason.status() == actix_web::http::StatusCode::UNAUTHORIZED
+        // Logging in again cannot help while the issuer's keys are unavailable: no loop.
+        && *reason != DenyReason::KeysUnavailable
         && let Some(login) = &rt.policy.rules[*index].login
         && prefers_html(&facts.accept)
     {

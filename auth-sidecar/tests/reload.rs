@@ -207,15 +207,16 @@ async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
     // A rule change: same keys object, same cache, no fetch.
     file.write(&with(true, "30s", ""));
     reload(&state, &file.path, &env).expect("valid");
-    let active = state.active.load();
-    assert!(Arc::ptr_eq(
-        &keys_before,
-        active.rt.issuers[1].remote.as_ref().expect("remote")
-    ));
-    assert!(
-        Arc::ptr_eq(&cache_before, &active.rt.cache),
-        "validation unchanged: cache kept"
-    );
+    // (the same remote keys object, the same cache)
+    let kept = || {
+        let active = state.active.load();
+        let keys = active.rt.issuers[1].remote.as_ref().expect("remote");
+        (
+            Arc::ptr_eq(&keys_before, keys),
+            Arc::ptr_eq(&cache_before, &active.rt.cache),
+        )
+    };
+    assert_eq!(kept(), (true, true), "validation unchanged: cache kept");
     assert!(
         call(&app, verify("/api/x", Some(&remote_token)))
             .await
@@ -231,26 +232,12 @@ async fn unchanged_issuers_keep_their_keys_and_cache_across_reloads() {
         "identity:\n  user_id: {header: X-Subject}\n",
     ));
     reload(&state, &file.path, &env).expect("valid");
-    let active = state.active.load();
-    assert!(Arc::ptr_eq(
-        &keys_before,
-        active.rt.issuers[1].remote.as_ref().expect("remote")
-    ));
-    assert!(
-        !Arc::ptr_eq(&cache_before, &active.rt.cache),
-        "validation changed: cache cleared"
-    );
+    assert_eq!(kept(), (true, false), "validation changed: cache cleared");
 
     // The issuer's own settings change: new key set, fetched again on use.
     file.write(&with(true, "31s", ""));
     reload(&state, &file.path, &env).expect("valid");
-    assert!(!Arc::ptr_eq(
-        &keys_before,
-        state.active.load().rt.issuers[1]
-            .remote
-            .as_ref()
-            .expect("remote")
-    ));
+    assert!(!kept().0, "issuer settings changed: new key set");
     assert!(
         call(&app, verify("/api/x", Some(&remote_token)))
             .await
