@@ -4,7 +4,7 @@
 //! The bucket is kept as GCRA (one "theoretical arrival time" per key), which is exactly a
 //! token bucket of `burst` tokens refilled at `requests / per`, in one `u64` per key. Keys
 //! idle long enough to be full again expire, and at most `max_keys` are held: under a flood
-//! of identities the least recently used ones are forgotten (they start full again).
+//! of identities moka evicts some (they start full again).
 //! Time is passed in (`now`), so tests drive it without sleeping.
 
 use std::time::{Duration, Instant};

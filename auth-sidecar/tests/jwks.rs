@@ -355,3 +355,39 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     }
     promtool_check(&metrics);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_hung_fetch_are_released_by_the_timeout() {
+    let iss = "https://hang.idp.test";
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
+        Ok(())
+    );
+
+    // The IdP hangs; 20 requests for a new kid wait on one fetch, which the 300 ms timeout
+    // ends. They all get an answer (a deny), and known keys keep working meanwhile.
+    server.set_mode(Mode::Hang);
+    let now = NOW + 60;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let token = a.mint_as("rotated-in", &claims(iss, &format!("user-{i}"), now));
+        let rt = rt.clone();
+        tasks.spawn(async move { ask(&rt, &token, now).await });
+    }
+    assert_eq!(
+        ask(&rt, &a.mint(&claims(iss, "bob", now)), now).await,
+        Ok(())
+    );
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(result.expect("task"), Err(DenyReason::UnknownKid));
+    }
+    assert_eq!(
+        server.jwks_hits(),
+        2,
+        "one initial fetch, one shared (hung) fetch"
+    );
+    assert_eq!(fetches(iss, "timeout"), 1);
+}
