@@ -135,45 +135,48 @@ impl Drop for Proc {
     }
 }
 
-/// The release build of `bin` from `package`, built once per test run. `cargo build` is a
-/// no-op when it is fresh, so a stale binary is never tested and `cargo test` alone works
+/// The release binaries the tests run: (package, binary).
+const RELEASE_BINARIES: [(&str, &str); 2] =
+    [("auth-sidecar", "auth-sidecar"), ("omni2-core", "omni2")];
+
+/// `target/release/<bin>`, after one `cargo build --release` of every binary the tests run
+/// (one cargo run, so shared dependencies build once and in parallel). `cargo build` is a
+/// no-op when they are fresh, so a stale binary is never tested and `cargo test` alone works
 /// on a fresh checkout.
-fn release_binary(
-    cell: &'static OnceLock<Result<PathBuf, String>>,
-    package: &str,
-    bin: &str,
-) -> PathBuf {
-    cell.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let output = Command::new(cargo)
-            .current_dir(repo_root())
-            .args(["build", "--release", "-p", package, "--bin", bin])
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "cargo build --release -p {package} --bin {bin} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo_root().join("target"), PathBuf::from);
-        Ok(target.join("release").join(bin))
-    })
-    .clone()
-    .unwrap_or_else(|e| panic!("{e}"))
+fn release_binary(bin: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let release = BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(repo_root()).args(["build", "--release"]);
+            for (package, bin) in RELEASE_BINARIES {
+                cmd.args(["-p", package, "--bin", bin]);
+            }
+            let output = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "{cmd:?} failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            Ok(target.join("release"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"));
+    release.join(bin)
 }
 
 /// `target/release/auth-sidecar`, built if missing or stale.
 pub fn sidecar_binary() -> PathBuf {
-    static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    release_binary(&CELL, "auth-sidecar", "auth-sidecar")
+    release_binary("auth-sidecar")
 }
 
 /// `target/release/omni2`, built if missing or stale.
 pub fn omni2_binary() -> PathBuf {
-    static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    release_binary(&CELL, "omni2-core", "omni2")
+    release_binary("omni2")
 }
 
 /// Whether a program is on PATH (gateways are installed by `.ci/run`).
