@@ -2,9 +2,9 @@
 //! Each check also runs on a deliberately broken in-memory copy and must flag it.
 
 use e2e::deploy::{
-    HttpConfig, Shipped, check_auth_response_headers, check_compose_hygiene,
-    check_labels_match_file, check_ports, check_routers_carry_auth, check_static, lint_v2_names,
-    load_schema, load_yaml, schema_errors, services,
+    HttpConfig, Shipped, check_auth_response_headers, check_compose_hygiene, check_dockerfile,
+    check_labels_match_file, check_ports, check_routers_carry_auth, check_static, check_wiring,
+    lint_v2_names, load_schema, load_yaml, schema_errors, services,
 };
 use e2e::process::repo_root;
 use e2e::stack::{compile_shipped_sidecar_config, identity_header_names};
@@ -441,4 +441,80 @@ fn prometheus_config_scrapes_the_sidecar_admin_port_and_omni2() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+#[test]
+fn ports_and_addresses_agree_across_the_stack() {
+    let shipped = Shipped::load();
+    let runtime = compile_shipped_sidecar_config();
+    let admin = runtime
+        .admin_listen
+        .expect("shipped config sets admin_listen");
+    let (port, admin_port) = (runtime.listen.port(), admin.port());
+    let dynamic = shipped.omni2_dynamic();
+    assert_clean(
+        "wiring",
+        &check_wiring(&shipped.compose, dynamic, port, admin_port),
+    );
+
+    let mut broken = dynamic.clone();
+    set(
+        &mut broken,
+        "/http/middlewares/auth/forwardAuth/address",
+        json!("http://auth-sidecar:8701/verify"),
+    );
+    assert_flags(
+        "address",
+        &check_wiring(&shipped.compose, &broken, port, admin_port),
+        "forwardAuth address",
+    );
+
+    let mut broken = shipped.compose.clone();
+    set(
+        &mut broken,
+        "/services/omni2/command/3",
+        json!("0.0.0.0:9000"),
+    );
+    let problems = check_wiring(&broken, dynamic, port, admin_port);
+    assert_flags("listen", &problems, "--listen port");
+    assert_flags("healthcheck", &problems, "omni2 healthcheck");
+
+    assert_flags(
+        "sidecar healthcheck",
+        &check_wiring(&shipped.compose, dynamic, port, admin_port + 1),
+        "admin port",
+    );
+}
+
+#[test]
+fn dockerfiles_are_multi_stage_pinned_non_root_with_healthchecks() {
+    let compose_dir = repo_root().join("compose");
+    for file in ["auth-sidecar.Dockerfile", "omni2.Dockerfile"] {
+        let text = std::fs::read_to_string(compose_dir.join(file)).expect(file);
+        assert_clean(file, &check_dockerfile(&text));
+        // Each builds the binary compose runs.
+        let bin = file.trim_end_matches(".Dockerfile");
+        assert!(
+            text.contains(&format!("--bin {bin}")),
+            "{file} builds {bin}"
+        );
+    }
+    for service in ["auth-sidecar", "omni2"] {
+        let shipped = Shipped::load();
+        let build = &services(&shipped.compose)[service]["build"];
+        assert_eq!(
+            build["dockerfile"],
+            json!(format!("compose/{service}.Dockerfile"))
+        );
+    }
+
+    let good = std::fs::read_to_string(compose_dir.join("omni2.Dockerfile")).unwrap();
+    let root = good.replace("USER 10002:10002", "USER root");
+    assert_flags("root", &check_dockerfile(&root), "non-root");
+    let single = good.replace("FROM rust:1.95-bookworm AS build", "");
+    assert_flags("single stage", &check_dockerfile(&single), "multi-stage");
+    let latest = good.replace("debian:bookworm-slim", "debian:latest");
+    assert_flags("latest", &check_dockerfile(&latest), "not pinned");
+    let no_health = good.replace("HEALTHCHECK ", "# HEALTHCHECK ");
+    assert_flags("healthcheck", &check_dockerfile(&no_health), "HEALTHCHECK");
 }

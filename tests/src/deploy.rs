@@ -468,3 +468,102 @@ pub fn check_compose_hygiene(compose: &Value) -> Vec<String> {
     }
     problems
 }
+
+/// The addresses that tie the stack together agree: forwardAuth calls the sidecar's listen
+/// port, omni2 listens where Traefik sends it, healthchecks probe the right ports.
+pub fn check_wiring(
+    compose: &Value,
+    dynamic: &Value,
+    sidecar_port: u16,
+    sidecar_admin_port: u16,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let file = HttpConfig::from_file(dynamic);
+    let want = format!("http://auth-sidecar:{sidecar_port}/verify");
+    if file.get("middlewares.auth.forwardauth.address") != Some(want.as_str()) {
+        problems.push(format!(
+            "forwardAuth address {:?} != {want:?}",
+            file.get("middlewares.auth.forwardauth.address")
+        ));
+    }
+    let svcs = services(compose);
+    let args: Vec<&str> = svcs
+        .get("omni2")
+        .and_then(|s| s["command"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let listen = args
+        .iter()
+        .position(|a| *a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|l| l.rsplit_once(':'))
+        .map(|(_, port)| port.to_owned());
+    let url = file.get("services.omni2.loadbalancer.servers.0.url");
+    match (&listen, url) {
+        (Some(port), Some(url)) if url == format!("http://omni2:{port}") => {}
+        _ => problems.push(format!(
+            "omni2 --listen port {listen:?} does not match the service url {url:?}"
+        )),
+    }
+    let healthcheck = |name: &str| {
+        svcs.get(name)
+            .map(|s| s["healthcheck"]["test"].to_string())
+            .unwrap_or_default()
+    };
+    if !healthcheck("auth-sidecar").contains(&format!(":{sidecar_admin_port}/")) {
+        problems.push(format!(
+            "auth-sidecar healthcheck does not probe admin port {sidecar_admin_port}"
+        ));
+    }
+    if let Some(port) = &listen
+        && !healthcheck("omni2").contains(&format!(":{port}/health"))
+    {
+        problems.push(format!("omni2 healthcheck does not probe :{port}/health"));
+    }
+    problems
+}
+
+/// A Dockerfile is multi-stage with pinned base images, runs as a non-root user and has a
+/// HEALTHCHECK.
+pub fn check_dockerfile(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    if froms.len() < 2 {
+        problems.push("not multi-stage (fewer than two FROM)".into());
+    }
+    for from in &froms {
+        let image = from.split_whitespace().next().unwrap_or("");
+        match image.rsplit_once(':') {
+            Some((_, tag)) if tag != "latest" && !tag.contains('/') => {}
+            _ => problems.push(format!("base image {image:?} is not pinned")),
+        }
+    }
+    let last_from = lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .unwrap_or(0);
+    let user = lines[last_from..]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .map(str::trim);
+    match user {
+        Some(u) if !["root", "0", "0:0", "root:root"].contains(&u) => {}
+        _ => problems.push(format!("final stage runs as {user:?}, not a non-root user")),
+    }
+    if !lines[last_from..]
+        .iter()
+        .any(|l| l.starts_with("HEALTHCHECK "))
+    {
+        problems.push("no HEALTHCHECK in the final stage".into());
+    }
+    problems
+}
