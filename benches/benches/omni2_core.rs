@@ -13,6 +13,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use omni2_core::breaker::{Breaker, BreakerConfig, CircuitState};
 use omni2_core::cache::{CacheCounters, CacheKey, ToolCache};
+use omni2_core::config::Protocol;
 use omni2_core::coordinator::{ServerStatus, Snapshot};
 use omni2_core::health::HealthState;
 use omni2_core::mcp::{HttpMcpClient, McpClient, ToolResult};
@@ -102,6 +103,7 @@ fn cache_vs_round_trip(c: &mut Criterion) {
         Some(server) => {
             let client = HttpMcpClient::new(
                 &format!("http://127.0.0.1:{}/mcp", server.1),
+                Protocol::Auto,
                 HttpMcpClient::default_http_client(),
             );
             rt.block_on(client.call_tool("add", args()))

@@ -168,6 +168,7 @@ struct RawServer {
     unhealthy_after: Option<i64>,
     healthy_after: Option<i64>,
     trust_annotations: Option<bool>,
+    protocol: Option<String>,
     #[serde(default)]
     breaker: RawBreaker,
     #[serde(default)]
@@ -274,6 +275,16 @@ pub struct ToolPolicy {
     pub ttl: Option<Duration>,
 }
 
+/// How a session with an MCP server starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `server/discover` (stateless revision 2026-07-28), falling back to `initialize`.
+    #[default]
+    Auto,
+    /// `initialize` + `Mcp-Session-Id` only (revisions up to 2025-11-25).
+    Legacy,
+}
+
 /// One MCP server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -297,6 +308,8 @@ pub struct ServerConfig {
     pub healthy_after: u32,
     /// Trust the server's `readOnlyHint` annotations for caching (default false).
     pub trust_annotations: bool,
+    /// Session start (default `auto`).
+    pub protocol: Protocol,
     /// Circuit breaker settings.
     pub breaker: BreakerConfig,
     /// Cache policy per tool name.
@@ -389,6 +402,7 @@ impl ServerConfig {
             unhealthy_after: 3,
             healthy_after: 2,
             trust_annotations: false,
+            protocol: Protocol::Auto,
             breaker: BreakerConfig::default(),
             tools: BTreeMap::new(),
         }
@@ -731,6 +745,17 @@ fn check_server(
     ) as u32;
     s.healthy_after = positive(raw.healthy_after, 2, &format!("{p}.healthy_after"), errors) as u32;
     s.trust_annotations = raw.trust_annotations.unwrap_or(false);
+    s.protocol = match raw.protocol.as_deref() {
+        None | Some("auto") => Protocol::Auto,
+        Some("legacy") => Protocol::Legacy,
+        Some(other) => {
+            errors.push(
+                format!("{p}.protocol"),
+                format!("invalid protocol {other:?}: expected \"auto\" or \"legacy\""),
+            );
+            Protocol::Auto
+        }
+    };
     s.breaker = check_breaker(raw.breaker, &format!("{p}.breaker"), errors);
     s.tools = raw
         .tools

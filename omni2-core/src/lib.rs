@@ -91,7 +91,9 @@ impl Omni2 {
         let clients = config
             .servers
             .iter()
-            .map(|s| Arc::new(HttpMcpClient::new(&s.url, http.clone())) as Arc<dyn McpClient>)
+            .map(|s| {
+                Arc::new(HttpMcpClient::new(&s.url, s.protocol, http.clone())) as Arc<dyn McpClient>
+            })
             .collect();
         Self::with_clients(config, clients)
     }

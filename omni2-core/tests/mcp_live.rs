@@ -211,8 +211,9 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
 
 #[tokio::test]
 async fn kill_opens_the_breaker_and_restart_heals() {
+    // Legacy sessions: after the restart the server has forgotten the session.
     let mut mcp = McpServer::start(&["--json"]);
-    let o = Omni2::start(&config(&[("py", &mcp.url())], ""), None);
+    let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
     let http = reqwest::Client::new();
     wait_state(&http, &o, "py", "healthy", Some("closed")).await;
 
@@ -245,8 +246,9 @@ async fn kill_opens_the_breaker_and_restart_heals() {
 
 #[tokio::test]
 async fn sigstop_makes_probes_time_out_and_sigcont_recovers() {
+    // Legacy lifecycle: the probe is `ping` on an open session.
     let mcp = McpServer::start(&[]);
-    let o = Omni2::start(&config(&[("py", &mcp.url())], ""), None);
+    let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
     let http = reqwest::Client::new();
     wait_state(&http, &o, "py", "healthy", None).await;
     mcp.pause();
@@ -282,6 +284,32 @@ async fn slow_server_is_degraded() {
     assert!(s["latency_ms"].as_f64().is_some_and(|l| l >= 300.0), "{s}");
     call(&http, &o, "py", "slow_down", json!({"milliseconds": 0})).await;
     wait_state(&http, &o, "py", "healthy", None).await;
+}
+
+#[tokio::test]
+async fn legacy_lifecycle_calls_and_caches() {
+    let mcp = McpServer::start(&[]);
+    let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
+    let http = reqwest::Client::new();
+    wait_state(&http, &o, "py", "healthy", Some("closed")).await;
+    let first: Value = call(&http, &o, "py", "counter", json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let second: Value = call(&http, &o, "py", "counter", json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (first["cached"].clone(), second["cached"].clone()),
+        (json!(false), json!(true))
+    );
+    assert!(
+        first.get("resultType").is_none(),
+        "legacy results carry no resultType: {first}"
+    );
 }
 
 #[tokio::test]

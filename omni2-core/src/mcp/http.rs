@@ -27,10 +27,12 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use super::{Error, McpClient, ToolInfo, ToolResult};
+use crate::config::Protocol;
 
 /// One MCP server over streamable HTTP.
 pub struct HttpMcpClient {
     url: String,
+    protocol: Protocol,
     http: reqwest::Client,
     session: Mutex<Option<Arc<Session>>>,
 }
@@ -53,9 +55,10 @@ struct Session {
 
 impl HttpMcpClient {
     /// A client for `url`, sharing `http` (and its connection pool) with other servers.
-    pub fn new(url: &str, http: reqwest::Client) -> Self {
+    pub fn new(url: &str, protocol: Protocol, http: reqwest::Client) -> Self {
         Self {
             url: url.to_owned(),
+            protocol,
             http,
             session: Mutex::new(None),
         }
@@ -87,9 +90,12 @@ impl HttpMcpClient {
             .reinit_on_expired_session(true)
             .max_json_response_size(16 << 20);
         let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
-        let lifecycle = ClientLifecycleMode::Auto {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            legacy_version: Some(ProtocolVersion::V_2025_06_18),
+        let lifecycle = match self.protocol {
+            Protocol::Auto => ClientLifecycleMode::Auto {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                legacy_version: Some(ProtocolVersion::V_2025_06_18),
+            },
+            Protocol::Legacy => ClientLifecycleMode::Initialize,
         };
         let service = ().serve_with_lifecycle(transport, lifecycle).await.map_err(init_error)?;
         // rmcp may serve a stale tools/list when a refetch fails; a health probe must not.

@@ -229,6 +229,14 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// `config(..)` with every server pinned to the legacy lifecycle (initialize, session, ping).
+pub fn legacy_config(servers: &[(&str, &str)], extra: &str) -> String {
+    config(servers, extra).replace(
+        "    probe_interval:",
+        "    protocol: legacy\n    probe_interval:",
+    )
+}
+
 /// Identity headers as the sidecar emits them; signed when `secret` is given.
 pub fn identity(
     id: &str,
