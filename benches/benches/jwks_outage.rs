@@ -2,8 +2,9 @@
 //! decision while the IdP is down and the sidecar serves its last good keys (fetched an hour
 //! earlier, `max_stale` 24 h). Cases: a cached token, a token seen for the first time (ES256
 //! signature check), and a token with an unknown `kid` once the cooldown is running (the
-//! steady state of a random-kid flood). The IdP is a small HTTP server on loopback; "down"
-//! means its port is closed (connection refused).
+//! steady state of a random-kid flood), and the one request per cooldown that pays for a
+//! forced fetch. The IdP is a small HTTP server on loopback; "down" means its port is closed
+//! (connection refused). A hung IdP costs that one request at most `jwks.timeout`.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -29,6 +30,7 @@ const ISS: &str = "https://idp.bench";
 /// An IdP serving one JWKS document until `stop` is set (then its port is closed).
 struct Idp {
     url: String,
+    addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -36,36 +38,37 @@ struct Idp {
 impl Idp {
     fn start(jwks: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Acquire) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        conn.set_nonblocking(false).expect("blocking");
-                        let mut request = [0u8; 4096];
-                        let _ = conn.read(&mut request);
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{jwks}",
-                            jwks.len()
-                        );
-                    }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::Acquire) {
+                    return;
                 }
+                let Ok(mut conn) = conn else { continue };
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{jwks}",
+                    jwks.len()
+                );
             }
         });
         Idp {
-            url,
+            url: format!("http://{addr}/jwks"),
+            addr,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// Closes the port: from now on connections are refused.
     fn go_down(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Wake the blocking accept so the thread sees `stop` and drops the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
         if let Some(t) = self.thread.take() {
             t.join().expect("idp thread");
         }
@@ -104,9 +107,9 @@ impl Signer {
     }
 }
 
-fn runtime(jwks_uri: &str) -> Runtime {
+fn runtime(jwks_uri: &str, max_stale: &str) -> Runtime {
     let yaml = format!(
-        "issuers:\n  - issuer: {ISS}\n    audiences: [omni2]\n    jwks_uri: {jwks_uri}\n    jwks: {{timeout: 1s, max_stale: 24h}}\nrules:\n  - {{name: api, path_prefix: /api, action: authenticated}}\n"
+        "issuers:\n  - issuer: {ISS}\n    audiences: [omni2]\n    jwks_uri: {jwks_uri}\n    jwks: {{timeout: 1s, max_stale: {max_stale}}}\nrules:\n  - {{name: api, path_prefix: /api, action: authenticated}}\n"
     );
     Runtime::from_yaml(&yaml, Path::new("."), &|_: &str| None).expect("bench config is valid")
 }
@@ -131,11 +134,15 @@ fn bench_outage(c: &mut Criterion) {
     let signer = signer();
     let up = Idp::start(signer.jwks.clone());
     let mut down = Idp::start(signer.jwks.clone());
-    let normal = runtime(&up.url);
-    let outage = runtime(&down.url);
-    // Both fetch their keys at NOW; then one IdP goes away.
-    assert!(decide(&tokio, &normal, &signer.mint("k1", "warmup"), NOW));
-    assert!(decide(&tokio, &outage, &signer.mint("k1", "warmup"), NOW));
+    let normal = runtime(&up.url, "24h");
+    let outage = runtime(&down.url, "24h");
+    // For the forced-fetch case the clock runs far ahead: keys stay usable for 10 years.
+    let normal_far = runtime(&up.url, "87600h");
+    let outage_far = runtime(&down.url, "87600h");
+    // All fetch their keys at NOW; then one IdP goes away.
+    for rt in [&normal, &outage, &normal_far, &outage_far] {
+        assert!(decide(&tokio, rt, &signer.mint("k1", "warmup"), NOW));
+    }
     down.go_down();
     // An hour later: the outage runtime serves its last good keys; its first unknown kid
     // tries a fetch (refused) and starts the cooldown, as the normal one's fetch does.
@@ -185,6 +192,28 @@ fn bench_outage(c: &mut Criterion) {
                 j += 1;
                 assert!(!decide(&tokio, rt, &unknown[j % unknown.len()], later));
             })
+        });
+    }
+    // One request per cooldown pays for a forced fetch: a successful one (IdP up) or a
+    // refused connection (IdP down). The clock moves one cooldown per iteration; keys stay
+    // usable (max_stale 10 years).
+    for (name, rt) in [
+        ("idp_up", &normal_far),
+        ("idp_down_last_good_keys", &outage_far),
+    ] {
+        let mut now = NOW;
+        let mut k = 0u64;
+        group.bench_function(format!("{name}/unknown_kid_forced_fetch"), |b| {
+            b.iter_batched(
+                || {
+                    // A kid never seen, so the negative kid cache cannot answer.
+                    k += 1;
+                    now += 30;
+                    (signer.mint(&format!("fresh-{k}"), "x"), now)
+                },
+                |(token, now)| assert!(!decide(&tokio, rt, &token, now)),
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
