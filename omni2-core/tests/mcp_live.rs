@@ -27,6 +27,21 @@ async fn call(
     .expect("request")
 }
 
+/// A tool call that must answer JSON.
+async fn call_value(
+    http: &reqwest::Client,
+    o: &Omni2,
+    server: &str,
+    tool: &str,
+    args: Value,
+) -> Value {
+    call(http, o, server, tool, args)
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn wait_state(
     http: &reqwest::Client,
     o: &Omni2,
@@ -66,36 +81,20 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
     assert_eq!(add["readOnlyHint"], true);
 
     // Not cacheable (no config, annotations untrusted): two upstream calls.
-    let r: Value = call(&http, &o, "py", "add", json!({"a": 2, "b": 3}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let r: Value = call_value(&http, &o, "py", "add", json!({"a": 2, "b": 3})).await;
     assert_eq!(r["cached"], false);
     assert_eq!(r["isError"], false);
     assert_eq!(r["structuredContent"]["result"], 5, "{r}");
 
     // counter is configured cacheable: the second call is a hit and does not increment.
-    let first: Value = call(&http, &o, "py", "counter", json!({}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let second: Value = call(&http, &o, "py", "counter", json!({}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let first: Value = call_value(&http, &o, "py", "counter", json!({})).await;
+    let second: Value = call_value(&http, &o, "py", "counter", json!({})).await;
     assert_eq!(first["cached"], false);
     assert_eq!(second["cached"], true);
     assert_eq!(first["structuredContent"], second["structuredContent"]);
 
     // Argument order does not matter for the key.
-    let a: Value = call(&http, &o, "py", "echo", json!({"text": "hi"}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let a: Value = call_value(&http, &o, "py", "echo", json!({"text": "hi"})).await;
     assert_eq!(a["cached"], false);
     let raw = with(
         http.post(o.url("/api/v1/mcp/servers/py/tools/echo/call")),
@@ -111,11 +110,7 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
 
     // isError results are never cached, even for a cacheable tool.
     for _ in 0..2 {
-        let f: Value = call(&http, &o, "py", "fail", json!({}))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let f: Value = call_value(&http, &o, "py", "fail", json!({})).await;
         assert_eq!(f["isError"], true, "{f}");
         assert_eq!(f["cached"], false);
     }
@@ -154,11 +149,7 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
         .await
         .expect("req");
     assert_eq!(ok.status(), 200);
-    let third: Value = call(&http, &o, "py", "counter", json!({}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let third: Value = call_value(&http, &o, "py", "counter", json!({})).await;
     assert_eq!(third["cached"], false, "invalidated");
     assert_ne!(third["structuredContent"], first["structuredContent"]);
 
@@ -236,11 +227,7 @@ async fn kill_opens_the_breaker_and_restart_heals() {
 
     mcp.restart();
     wait_state(&http, &o, "py", "healthy", Some("closed")).await;
-    let r: Value = call(&http, &o, "py", "add", json!({"a": 1, "b": 1}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let r: Value = call_value(&http, &o, "py", "add", json!({"a": 1, "b": 1})).await;
     assert_eq!(r["structuredContent"]["result"], 2, "{r}");
 }
 
@@ -292,16 +279,8 @@ async fn legacy_lifecycle_calls_and_caches() {
     let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
     let http = reqwest::Client::new();
     wait_state(&http, &o, "py", "healthy", Some("closed")).await;
-    let first: Value = call(&http, &o, "py", "counter", json!({}))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let second: Value = call(&http, &o, "py", "counter", json!({}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let first: Value = call_value(&http, &o, "py", "counter", json!({})).await;
+    let second: Value = call_value(&http, &o, "py", "counter", json!({})).await;
     assert_eq!(
         (first["cached"].clone(), second["cached"].clone()),
         (json!(false), json!(true))
@@ -318,11 +297,7 @@ async fn stateless_server_is_probed_and_called() {
     let o = Omni2::start(&config(&[("st", &mcp.url())], ""), None);
     let http = reqwest::Client::new();
     wait_state(&http, &o, "st", "healthy", Some("closed")).await;
-    let r: Value = call(&http, &o, "st", "add", json!({"a": 20, "b": 22}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let r: Value = call_value(&http, &o, "st", "add", json!({"a": 20, "b": 22})).await;
     assert_eq!(r["structuredContent"]["result"], 42, "{r}");
 }
 
