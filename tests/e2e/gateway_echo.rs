@@ -1,9 +1,11 @@
 //! The release sidecar behind each real gateway, in front of the echo upstream (issue 2):
 //! allow with the sidecar's identity, 401 with `WWW-Authenticate`, 403 on a wrong role, and
-//! a client-sent identity never reaching the upstream.
+//! a client-sent identity never reaching the upstream. Then, with a test config of CIDR
+//! rules, that a client-sent `X-Forwarded-For` cannot choose the IP the sidecar sees.
 
 use e2e::gateway::{Gateway, Kind, Upstream};
 use e2e::http::{EchoUpstream, Request, echoed, send};
+use e2e::process::repo_root;
 use e2e::stack::Sidecar;
 
 async fn echo_matrix(kind: Kind) {
@@ -136,4 +138,75 @@ async fn caddy_relays_sidecar_decisions_to_the_echo_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_relays_sidecar_decisions_to_the_echo_upstream() {
     echo_matrix(Kind::Envoy).await;
+}
+
+/// The real client is 127.0.0.1. A client-sent `X-Forwarded-For` must neither open a rule
+/// for 10.0.0.0/8 nor change any decision: nginx and Caddy overwrite the header with the
+/// peer; Envoy (`use_remote_address`) appends the peer, and the sidecar takes the right-most
+/// untrusted entry. For a loopback peer Envoy appends its own host address instead of
+/// 127.0.0.1, so behind Envoy the loopback rule denies too, with or without spoofing.
+async fn xff_matrix(kind: Kind) {
+    assert!(
+        kind.installed(),
+        "{} is not installed; .ci/run installs it",
+        kind.name()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = repo_root().join("tests/fixtures/sidecar-cidr.yaml");
+    let sidecar = Sidecar::start_with(dir.path(), &config).await;
+    let echo = EchoUpstream::start().await;
+    let identity = sidecar.identity_headers();
+    let upstream = Upstream::Tcp(echo.addr);
+    let gw = Gateway::start(kind, dir.path(), sidecar.addr, &upstream, &identity).await;
+    let to = gw.target();
+    let user = sidecar.token("alice", "user");
+    let ctx = |what: &str| format!("{} {what}\n--- gateway log:\n{}", kind.name(), gw.log());
+    let loopback_status = if kind == Kind::Envoy { 403 } else { 200 };
+
+    for spoofed in [
+        None,
+        Some("10.0.0.1"),
+        Some("10.0.0.1, 10.1.1.1"),
+        Some("127.0.0.1"),
+    ] {
+        let request = |path: &str| {
+            let r = Request::get(path).bearer(&user);
+            match spoofed {
+                Some(xff) => r.header("X-Forwarded-For", xff),
+                None => r,
+            }
+        };
+        let r = send(&to, &request("/from-ten/x")).await.unwrap();
+        assert_eq!(
+            r.status,
+            403,
+            "{}",
+            ctx(&format!("/from-ten, XFF {spoofed:?}"))
+        );
+        if kind.relays_deny_body() {
+            assert_eq!(r.json()["error"], "ip_denied", "{}", ctx("deny reason"));
+        }
+        let r = send(&to, &request("/from-loopback/x")).await.unwrap();
+        assert_eq!(
+            r.status,
+            loopback_status,
+            "{}",
+            ctx(&format!("/from-loopback, XFF {spoofed:?}: {}", r.text()))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_client_forwarded_for_cannot_choose_the_ip() {
+    xff_matrix(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_client_forwarded_for_cannot_choose_the_ip() {
+    xff_matrix(Kind::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_client_forwarded_for_cannot_choose_the_ip() {
+    xff_matrix(Kind::Envoy).await;
 }

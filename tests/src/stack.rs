@@ -35,13 +35,17 @@ fn sidecar_env(listen: SocketAddr, admin: SocketAddr) -> Vec<(&'static str, Stri
 /// Compiles the shipped sidecar config with the sidecar's own code (test secrets, default
 /// addresses), e.g. to read the identity header names it emits.
 pub fn compile_shipped_sidecar_config() -> Runtime {
+    compile_sidecar_config(&shipped_sidecar_config())
+}
+
+/// Compiles a sidecar config with the test secrets and (unless set) loopback addresses.
+pub fn compile_sidecar_config(path: &Path) -> Runtime {
     let env = |name: &str| match name {
         "OMNI2_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
         "OMNI2_IDENTITY_SECRET" => Some(IDENTITY_SECRET.to_owned()),
         _ => None,
     };
-    Runtime::load(&shipped_sidecar_config(), &env)
-        .unwrap_or_else(|problems| panic!("shipped sidecar config: {problems}"))
+    Runtime::load(path, &env).unwrap_or_else(|problems| panic!("{}: {problems}", path.display()))
 }
 
 fn now() -> i64 {
@@ -61,15 +65,20 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Starts the sidecar and waits for `/readyz`.
+    /// Starts the sidecar with the shipped config and waits for `/readyz`.
     pub async fn start(dir: &Path) -> Sidecar {
+        Sidecar::start_with(dir, &shipped_sidecar_config()).await
+    }
+
+    /// Starts the sidecar with `config` (which reads the same variables as the shipped one).
+    pub async fn start_with(dir: &Path, config: &Path) -> Sidecar {
         let binary = tokio::task::spawn_blocking(sidecar_binary)
             .await
             .expect("build task");
         let (addr, admin) = (free_addr(), free_addr());
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--workers", "1", "--config"])
-            .arg(shipped_sidecar_config())
+            .arg(config)
             .envs(sidecar_env(addr, admin));
         let mut proc = Proc::spawn("auth-sidecar", cmd, dir.join("auth-sidecar.log"));
         eventually("auth-sidecar /readyz", Duration::from_secs(20), || {
@@ -87,7 +96,7 @@ impl Sidecar {
         Sidecar {
             addr,
             admin,
-            runtime: compile_shipped_sidecar_config(),
+            runtime: compile_sidecar_config(config),
             proc,
         }
     }
