@@ -29,7 +29,17 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 pub fn reload(state: &AppState, path: &Path, env: &dyn Env) -> Result<(), Problems> {
     match Runtime::load(path, env) {
         Ok(mut rt) => {
-            rt.adopt(&state.active.load().rt);
+            let old = state.active.load();
+            // Sockets and workers are set up once at start.
+            if (rt.listen, rt.admin_listen, rt.workers)
+                != (old.rt.listen, old.rt.admin_listen, old.rt.workers)
+            {
+                tracing::warn!(
+                    "listen, admin_listen and workers take effect only after a restart."
+                );
+            }
+            rt.adopt(&old.rt);
+            drop(old);
             for w in &rt.warnings {
                 tracing::warn!(warning = %w, "Configuration warning.");
             }
