@@ -56,6 +56,17 @@ async fn ask(rt: &Runtime, token: &str, now: i64) -> Result<(), DenyReason> {
     }
 }
 
+/// A JWKS server publishing key `a`, and a runtime for `iss` that fetched it at `NOW`.
+async fn serving(iss: &str) -> (EcKey, JwksServer, Arc<Runtime>) {
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
+    let first = ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await;
+    assert_eq!(first, Ok(()), "first use fetches the keys");
+    assert_eq!(server.jwks_hits(), 1);
+    (a, server, rt)
+}
+
 fn fetches(issuer: &str, result: &str) -> u64 {
     jwks_metrics()
         .fetches
@@ -172,13 +183,7 @@ async fn outages_are_served_from_last_good_keys_until_max_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_kid_flood_costs_at_most_one_fetch_per_cooldown() {
     let iss = "https://flood.idp.test";
-    let a = EcKey::generate("a");
-    let server = JwksServer::start(&[&a]);
-    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
-    assert_eq!(
-        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
-        Ok(())
-    );
+    let (a, server, rt) = serving(iss).await;
     assert_eq!(server.jwks_hits(), 1);
 
     // 10,000 requests with random kids over 90 s (three cooldowns), all in flight at once.
@@ -217,13 +222,8 @@ async fn a_random_kid_flood_costs_at_most_one_fetch_per_cooldown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_unknown_kid_requests_share_one_fetch() {
     let iss = "https://shared.idp.test";
-    let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
-    let server = JwksServer::start(&[&a]);
-    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
-    assert_eq!(
-        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
-        Ok(())
-    );
+    let (a, server, rt) = serving(iss).await;
+    let b = EcKey::generate("b");
 
     // b is published; the server answers slowly, so all 50 requests overlap one fetch.
     server.set_keys(&[&a, &b]);
@@ -359,13 +359,7 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_hung_fetch_are_released_by_the_timeout() {
     let iss = "https://hang.idp.test";
-    let a = EcKey::generate("a");
-    let server = JwksServer::start(&[&a]);
-    let rt = Arc::new(config(iss, &format!("jwks_uri: {}", server.jwks_uri()), ""));
-    assert_eq!(
-        ask(&rt, &a.mint(&claims(iss, "alice", NOW)), NOW).await,
-        Ok(())
-    );
+    let (a, server, rt) = serving(iss).await;
 
     // The IdP hangs; 20 requests for a new kid wait on one fetch, which the 300 ms timeout
     // ends. They all get an answer (a deny), and known keys keep working meanwhile.
