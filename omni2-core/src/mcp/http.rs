@@ -33,6 +33,8 @@ use crate::config::Protocol;
 pub struct HttpMcpClient {
     url: String,
     protocol: Protocol,
+    /// `auto` found a server whose discovery lists only `initialize` versions.
+    is_legacy_only: AtomicBool,
     http: reqwest::Client,
     session: Mutex<Option<Arc<Session>>>,
 }
@@ -59,6 +61,7 @@ impl HttpMcpClient {
         Self {
             url: url.to_owned(),
             protocol,
+            is_legacy_only: AtomicBool::new(false),
             http,
             session: Mutex::new(None),
         }
@@ -86,18 +89,32 @@ impl HttpMcpClient {
             return Ok(s.clone());
         }
         *slot = None;
-        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
-            .reinit_on_expired_session(true)
-            .max_json_response_size(16 << 20);
-        let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
-        let lifecycle = match self.protocol {
-            Protocol::Auto => ClientLifecycleMode::Auto {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-                legacy_version: Some(ProtocolVersion::V_2025_06_18),
-            },
-            Protocol::Legacy => ClientLifecycleMode::Initialize,
+        let auto = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(ProtocolVersion::V_2025_06_18),
         };
-        let service = ().serve_with_lifecycle(transport, lifecycle).await.map_err(init_error)?;
+        let service = match self.protocol {
+            Protocol::Legacy => self.connect(ClientLifecycleMode::Initialize).await,
+            Protocol::Auto if self.is_legacy_only.load(Ordering::Relaxed) => {
+                self.connect(ClientLifecycleMode::Initialize).await
+            }
+            Protocol::Auto => match self.connect(auto).await {
+                // The server answers `server/discover` but lists only versions that use
+                // `initialize` (rmcp does not fall back in that case): fall back ourselves,
+                // and remember it for later sessions.
+                Err(ClientInitializeError::NoCompatibleProtocolVersion {
+                    server_supported,
+                    ..
+                }) if !server_supported.is_empty()
+                    && server_supported.iter().all(ProtocolVersion::has_initialize) =>
+                {
+                    self.is_legacy_only.store(true, Ordering::Relaxed);
+                    self.connect(ClientLifecycleMode::Initialize).await
+                }
+                other => other,
+            },
+        }
+        .map_err(init_error)?;
         // rmcp may serve a stale tools/list when a refetch fails; a health probe must not.
         service
             .peer()
@@ -115,6 +132,17 @@ impl HttpMcpClient {
         });
         *slot = Some(session.clone());
         Ok(session)
+    }
+
+    async fn connect(
+        &self,
+        lifecycle: ClientLifecycleMode,
+    ) -> Result<RunningService<RoleClient, ()>, ClientInitializeError> {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
+            .reinit_on_expired_session(true)
+            .max_json_response_size(16 << 20);
+        let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
+        ().serve_with_lifecycle(transport, lifecycle).await
     }
 
     async fn forget(&self, dead: &Arc<Session>) {
