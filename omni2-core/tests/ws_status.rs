@@ -261,3 +261,41 @@ async fn a_client_that_does_not_read_does_not_delay_one_that_does() {
     // The reader is still fine.
     until(&mut reader, &mut seq, |_| true).await;
 }
+
+#[tokio::test]
+async fn heartbeat_keeps_readers_and_closes_silent_clients() {
+    let extra = "websocket: {heartbeat_interval: 100ms, client_timeout: 400ms}\n";
+    let o = Omni2::start(&config(&[], extra), None);
+    let mut reader = connect(&o, &user()).await;
+    let mut silent = connect(&o, &user()).await;
+    // The reader polls its socket, so tungstenite answers every server ping with a pong.
+    let mut pings = 0;
+    let read_for = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(m) = tokio::time::timeout_at(read_for, reader.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(f))) => panic!("reader closed: {f:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("reader ended: {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "server pings every heartbeat_interval: {pings}");
+    // The silent one never polled, so never answered: it was closed for idling. Read its
+    // raw bytes (tungstenite would try to answer the queued pings first and hit the closed
+    // socket) and look for the close frame: FIN+close opcode, length, 1000, reason.
+    use tokio::io::AsyncReadExt;
+    let MaybeTlsStream::Plain(tcp) = silent.get_mut() else {
+        panic!("plain TCP")
+    };
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let mut frame = vec![0x88, 14, 0x03, 0xE8];
+    frame.extend_from_slice(b"idle timeout");
+    assert!(
+        raw.windows(frame.len()).any(|w| w == frame.as_slice()),
+        "no 1000 \"idle timeout\" close frame in {raw:?}"
+    );
+}
