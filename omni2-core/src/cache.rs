@@ -268,16 +268,17 @@ mod tests {
     use serde_json::json;
     use std::sync::atomic::AtomicUsize;
 
-    fn cache() -> ToolCache {
+    fn cache_counters_for_test() -> CacheCounters {
         let c = |n: &str| IntCounter::new(n, "test").expect("counter");
-        ToolCache::new(
-            1 << 20,
-            CacheCounters {
-                hits: c("h"),
-                misses: c("m"),
-                evictions: c("e"),
-            },
-        )
+        CacheCounters {
+            hits: c("h"),
+            misses: c("m"),
+            evictions: c("e"),
+        }
+    }
+
+    fn cache() -> ToolCache {
+        ToolCache::new(1 << 20, cache_counters_for_test())
     }
 
     fn args(v: Value) -> Map<String, Value> {
@@ -364,6 +365,37 @@ mod tests {
         assert!(!hit, "invalidated");
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn bounded_by_bytes_with_per_entry_ttl() {
+        // ~1 KiB per entry, 8 KiB bound: filling 64 entries must evict most of them.
+        let c = ToolCache::new(8 << 10, cache_counters_for_test());
+        let big = "x".repeat(1000);
+        for i in 0..64 {
+            let key = CacheKey::new("s", "t", &args(json!({ "i": i })));
+            let body = json!({ "pad": big });
+            c.get_or_call(key, Duration::from_secs(60), async move { ok(body) })
+                .await
+                .expect("ok");
+        }
+        c.run_pending_tasks().await;
+        let s = c.stats();
+        assert!(s.bytes <= 8 << 10, "{s:?}");
+        assert!(s.entries < 64 && s.evictions > 0, "{s:?}");
+        assert_eq!(c.counters.evictions.get(), s.evictions);
+
+        // The TTL moka applies is the one stored with the entry (per tool).
+        let value = Arc::new(CachedResult {
+            json: String::new(),
+            ttl: Duration::from_millis(1500),
+        });
+        let ttl = PerEntryTtl.expire_after_create(
+            &CacheKey::new("s", "t", &Map::new()),
+            &value,
+            Instant::now(),
+        );
+        assert_eq!(ttl, Some(Duration::from_millis(1500)));
     }
 
     #[tokio::test(start_paused = true)]
