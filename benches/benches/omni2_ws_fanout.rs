@@ -112,7 +112,10 @@ fn main() {
         ),
     )
     .expect("config");
-    let pin = Command::new("taskset").arg("--version").output().is_ok();
+    // OMNI2_FANOUT_WORKERS (default 1) and OMNI2_FANOUT_PIN=0 are for comparisons only.
+    let workers = std::env::var("OMNI2_FANOUT_WORKERS").unwrap_or_else(|_| "1".to_owned());
+    let pin = std::env::var("OMNI2_FANOUT_PIN").as_deref() != Ok("0")
+        && Command::new("taskset").arg("--version").output().is_ok();
     let mut cmd = if pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(&bin);
@@ -123,7 +126,7 @@ fn main() {
     let mut omni2 = cmd
         .arg("--config")
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--listen", "127.0.0.1:0", "--workers", &workers])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -194,7 +197,7 @@ fn main() {
         let mut lat: Vec<Duration> = arrivals.iter().map(|t| *t - first).collect();
         lat.sort();
         println!(
-            "omni2_ws_fanout clients={clients} pinned_cpu0={pin} connect_all={:.2?} \
+            "omni2_ws_fanout clients={clients} workers={workers} pinned_cpu0={pin} connect_all={:.2?} \
              spread_p50={:.2?} spread_p99={:.2?} spread_max={:.2?} rss_idle={rss_idle:.1}MiB rss_connected={rss_connected:.1}MiB rss_after={:.1}MiB",
             connect_time,
             percentile(&lat, 0.50),
