@@ -6,6 +6,12 @@
 //! signatures and malformed tokens live `negative_ttl`, so a flood of one forged token
 //! costs one verification. Each entry weighs at least `max_bytes / max_entries`, so both
 //! bounds hold with one weigher.
+//!
+//! Entries are keyed by a 128-bit keyed hash of the token (two randomly seeded ahash states)
+//! and hold the token itself, which a lookup compares before answering: a hash collision can
+//! only cost a miss, never another token's identity. Short keys matter because moka's table
+//! re-hashes every key when it cleans up after evictions; with the ~300-byte tokens
+//! themselves as keys, that re-hashing was 11% of a fresh-token request's CPU.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,18 +42,25 @@ pub struct Authenticated {
     pub issued_at: Option<i64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Entry {
     Valid(Arc<Authenticated>, Duration),
     Invalid(DenyReason, Duration),
 }
 
+/// What one key holds: the token it was made from, and the verdict.
+#[derive(Debug)]
+struct Slot {
+    token: Box<str>,
+    entry: Entry,
+}
+
 struct PerEntryTtl;
 
-impl Expiry<Box<str>, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &Box<str>, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Entry::Valid(_, ttl) | Entry::Invalid(_, ttl) => *ttl,
+impl Expiry<u128, Arc<Slot>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &u128, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
+        Some(match slot.entry {
+            Entry::Valid(_, ttl) | Entry::Invalid(_, ttl) => ttl,
         })
     }
 }
@@ -81,7 +94,10 @@ pub enum Lookup {
 }
 
 pub struct TokenCache {
-    cache: Cache<Box<str>, Entry>,
+    /// Values are `Arc`s because moka clones a value on every hit.
+    cache: Cache<u128, Arc<Slot>, ahash::RandomState>,
+    /// The two halves of the key; random per cache, so keys cannot be predicted.
+    key_hashers: [ahash::RandomState; 2],
     settings: CacheSettings,
 }
 
@@ -105,14 +121,10 @@ fn is_cacheable_failure(reason: DenyReason) -> bool {
 impl TokenCache {
     pub fn new(settings: CacheSettings) -> Self {
         let min_weight = (settings.max_bytes / settings.max_entries.max(1)).max(1);
-        #[expect(
-            clippy::borrowed_box,
-            reason = "moka's weigher takes &K, and K is Box<str>"
-        )]
         let cache = Cache::builder()
             .max_capacity(settings.max_bytes)
-            .weigher(move |token: &Box<str>, entry: &Entry| {
-                let payload = match entry {
+            .weigher(move |_: &u128, slot: &Arc<Slot>| {
+                let payload = match &slot.entry {
                     Entry::Valid(a, _) => {
                         a.headers
                             .iter()
@@ -123,24 +135,46 @@ impl TokenCache {
                     }
                     Entry::Invalid(..) => 16,
                 };
-                let weight = (token.len() + payload) as u64;
+                let weight = (slot.token.len() + payload) as u64;
                 weight.max(min_weight).min(u64::from(u32::MAX)) as u32
             })
             .expire_after(PerEntryTtl)
-            .build();
-        TokenCache { cache, settings }
+            .build_with_hasher(ahash::RandomState::new());
+        TokenCache {
+            cache,
+            key_hashers: [ahash::RandomState::new(), ahash::RandomState::new()],
+            settings,
+        }
+    }
+
+    fn key(&self, token: &str) -> u128 {
+        let [a, b] = &self.key_hashers;
+        (u128::from(a.hash_one(token)) << 64) | u128::from(b.hash_one(token))
     }
 
     pub fn get(&self, token: &str, now: i64) -> Lookup {
-        match self.cache.get(token) {
-            // The TTL already ends at expiry; re-check so a clock jump never extends it.
-            Some(Entry::Valid(a, _)) => match a.valid_until {
-                Some((until, reason)) if now >= until => Lookup::Invalid(reason),
-                _ => Lookup::Valid(a),
-            },
-            Some(Entry::Invalid(reason, _)) => Lookup::Invalid(reason),
-            None => Lookup::Miss,
+        let Some(slot) = self.cache.get(&self.key(token)) else {
+            return Lookup::Miss;
+        };
+        if *slot.token != *token {
+            return Lookup::Miss;
         }
+        match &slot.entry {
+            // The TTL already ends at expiry; re-check so a clock jump never extends it.
+            Entry::Valid(a, _) => match a.valid_until {
+                Some((until, reason)) if now >= until => Lookup::Invalid(reason),
+                _ => Lookup::Valid(a.clone()),
+            },
+            Entry::Invalid(reason, _) => Lookup::Invalid(*reason),
+        }
+    }
+
+    fn insert(&self, token: &str, entry: Entry) {
+        let slot = Slot {
+            token: token.into(),
+            entry,
+        };
+        self.cache.insert(self.key(token), Arc::new(slot));
     }
 
     pub fn insert_valid(&self, token: &str, value: Arc<Authenticated>, now: i64) {
@@ -152,15 +186,12 @@ impl TokenCache {
             }
             ttl = ttl.min(Duration::from_secs(left as u64));
         }
-        self.cache.insert(token.into(), Entry::Valid(value, ttl));
+        self.insert(token, Entry::Valid(value, ttl));
     }
 
     pub fn insert_invalid(&self, token: &str, reason: DenyReason) {
         if is_cacheable_failure(reason) && !self.settings.negative_ttl.is_zero() {
-            self.cache.insert(
-                token.into(),
-                Entry::Invalid(reason, self.settings.negative_ttl),
-            );
+            self.insert(token, Entry::Invalid(reason, self.settings.negative_ttl));
         }
     }
 
@@ -220,6 +251,17 @@ mod tests {
         assert!(matches!(cache.get("kid", 0), Lookup::Miss));
         cache.clear();
         assert!(matches!(cache.get("forged", 0), Lookup::Miss));
+    }
+
+    #[test]
+    fn a_key_collision_is_a_miss_never_another_identity() {
+        let cache = TokenCache::new(CacheSettings::default());
+        cache.insert_valid("alice-token", auth(None), 0);
+        // Force a collision: store alice's verdict under bob's key.
+        let alice = cache.cache.get(&cache.key("alice-token")).expect("cached");
+        cache.cache.insert(cache.key("bob-token"), alice);
+        assert!(matches!(cache.get("bob-token", 0), Lookup::Miss));
+        assert!(matches!(cache.get("alice-token", 0), Lookup::Valid(_)));
     }
 
     #[test]

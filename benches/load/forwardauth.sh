@@ -6,7 +6,8 @@
 #
 # Servers run pinned to CPU 0 (one nginx worker, one sidecar worker); wrk runs pinned to
 # CPU 1 with one thread and 64 connections. Three targets in the same run:
-#   nginx     `return 200` with two headers: the floor for "an HTTP 200 with headers"
+#   nginx     `return 200` with two headers, sent the same request bytes: the floor for
+#             "parse this request, answer 200 with headers"
 #   cached    the sidecar, one repeated token: a verification-cache hit per request
 #   uncached  the sidecar, a fresh token per request (a wrk Lua script rotates through
 #             pre-minted HS256 tokens, each with its own sub and jti): full validation every
@@ -104,7 +105,7 @@ wrk.headers["X-Forwarded-For"] = "203.0.113.9"'
 printf '%s\nwrk.headers["Authorization"] = "Bearer %s"\n' "$HEADERS" "$TOKEN" >"$WORK/cached.lua"
 
 # Fresh tokens: more than the uncached run can use (checked below from the cache counters).
-FRESH=${FRESH:-400000}
+FRESH=${FRESH:-800000}
 python3 - "$WORK/tokens.txt" "$FRESH" <<'PY'
 import base64, hashlib, hmac, json, os, sys, time
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
@@ -159,7 +160,8 @@ to_us() { # wrk latency (e.g. 1.23ms, 850.00us, 1.01s) -> microseconds
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 echo "== forwardAuth load: wrk -t1 -c$CONNS -d$DURATION; servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU"
-run nginx "http://127.0.0.1:$NGINX_PORT/" "$NGINX_WORKER"
+# The same request bytes to every target: nginx gets (and ignores) the sidecar's headers.
+run nginx "http://127.0.0.1:$NGINX_PORT/verify" "$NGINX_WORKER" "$WORK/cached.lua"
 start_sidecar "$WORK/sidecar.yaml"
 echo "sidecar: start to ready ${READY_MS} ms, idle RSS $((IDLE_RSS_KB / 1024)) MiB (${IDLE_RSS_KB} KiB)"
 run cached "http://127.0.0.1:$SIDECAR_PORT/verify" "$SIDECAR_PID" "$WORK/cached.lua"
