@@ -1,4 +1,4 @@
-//! Configuration: YAML text → `${ENV}` interpolation → [`RawConfig`] → checked [`Config`].
+//! Configuration: YAML text → `${ENV}` interpolation → `RawConfig` → checked [`Config`].
 //!
 //! Every problem is collected before failing, each as `path: message` quoting the value
 //! (`servers[1].probe_timeout: invalid duration "5 sec": ...`). Unknown keys are errors: a

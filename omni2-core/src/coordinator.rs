@@ -510,7 +510,10 @@ impl Coordinator {
                 let started = Instant::now();
                 let result = match timeout(limit, client.probe()).await {
                     Ok(r) => r,
-                    Err(_) => Err(mcp::Error::timeout(limit)),
+                    Err(_) => {
+                        client.reset().await;
+                        Err(mcp::Error::timeout(limit))
+                    }
                 };
                 let elapsed = started.elapsed();
                 let tools = if result.is_ok() && want_tools {

@@ -116,4 +116,10 @@ pub trait McpClient: Send + Sync + 'static {
         tool: &'a str,
         arguments: Map<String, Value>,
     ) -> BoxFuture<'a, Result<ToolResult, Error>>;
+    /// Drops the current session so the next operation starts a fresh one (the coordinator
+    /// calls it after a probe timed out: a session the server silently stopped answering
+    /// must not stay in use forever). Calls in flight keep their session until they end.
+    fn reset(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }

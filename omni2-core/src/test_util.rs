@@ -32,6 +32,8 @@ pub struct FakeMcp {
     pub calls: AtomicUsize,
     /// Probes so far.
     pub probes: AtomicUsize,
+    /// `reset` calls so far.
+    pub resets: AtomicUsize,
 }
 
 impl Default for FakeMcp {
@@ -48,6 +50,7 @@ impl FakeMcp {
             tools: Mutex::new(vec![tool("add", Some(true)), tool("echo", None)]),
             calls: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
+            resets: AtomicUsize::new(0),
         }
     }
 
@@ -92,6 +95,11 @@ impl McpClient for FakeMcp {
             self.behave().await
         }
         .boxed()
+    }
+
+    fn reset(&self) -> BoxFuture<'_, ()> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(()))
     }
 
     fn list_tools(&self) -> BoxFuture<'_, Result<Vec<ToolInfo>, Error>> {

@@ -3,9 +3,14 @@
 //! `ping`, and a server that forgets the session (404) being re-initialised once.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -98,10 +103,33 @@ impl ServerHandler for Calc {
 
 type Service = StreamableHttpService<Calc, LocalSessionManager>;
 
+/// Session ids seen, and the ones to refuse with 400 (a server that answers 400, not 404,
+/// for a session it no longer knows).
+#[derive(Default)]
+struct Sessions {
+    seen: HashSet<String>,
+    refused: HashSet<String>,
+    /// Answer with the request's id (correlated) instead of `null`.
+    echo_id: bool,
+}
+
+/// 400 with a JSON-RPC "invalid request" error for the request `id` (`null` like the Python
+/// SDK, or the request's own id).
+fn bad_request(id: Value) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let body = json!({"jsonrpc": "2.0", "id": id,
+        "error": {"code": -32600, "message": "Bad Request: unknown session"}});
+    hyper::Response::builder()
+        .status(400)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .expect("response")
+}
+
 /// An rmcp server on 127.0.0.1:0 whose session store can be swapped (a "restart").
 struct RmcpServer {
     url: String,
     current: Arc<Mutex<Service>>,
+    sessions: Arc<Mutex<Sessions>>,
     legacy: bool,
     handler: Calc,
     task: tokio::task::JoinHandle<()>,
@@ -129,18 +157,42 @@ impl RmcpServer {
             .expect("bind");
         let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
         let current = Arc::new(Mutex::new(service(handler.clone(), legacy)));
+        let sessions = Arc::new(Mutex::new(Sessions::default()));
         let shared = current.clone();
+        let tracked = sessions.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let shared = shared.clone();
+                let (shared, tracked) = (shared.clone(), tracked.clone());
                 tokio::spawn(async move {
                     // Look the service up per request so a swap affects pooled connections.
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let mut svc = shared.lock().expect("lock").clone();
+                        let session = req
+                            .headers()
+                            .get("mcp-session-id")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let refuse = session.is_some_and(|id| {
+                            let mut t = tracked.lock().expect("lock");
+                            t.seen.insert(id.clone());
+                            t.refused.contains(&id)
+                        });
+                        let echo_id = tracked.lock().expect("lock").echo_id;
                         async move {
+                            if refuse {
+                                let id = if echo_id {
+                                    let body = req.into_body().collect().await.expect("body");
+                                    let v: Value = serde_json::from_slice(&body.to_bytes())
+                                        .unwrap_or_default();
+                                    v["id"].clone()
+                                } else {
+                                    Value::Null
+                                };
+                                return Ok::<_, Infallible>(bad_request(id));
+                            }
                             let resp = tower_service::Service::call(&mut svc, req).await;
                             Ok::<_, Infallible>(resp.unwrap_or_else(|e| match e {}))
                         }
@@ -154,6 +206,7 @@ impl RmcpServer {
         Self {
             url,
             current,
+            sessions,
             legacy,
             handler,
             task,
@@ -163,6 +216,13 @@ impl RmcpServer {
     /// Forgets every session, as a restarted server would.
     fn forget_sessions(&self) {
         *self.current.lock().expect("lock") = service(self.handler.clone(), self.legacy);
+    }
+
+    /// Answers 400 from now on to every session seen so far.
+    fn refuse_known_sessions(&self, echo_id: bool) {
+        let mut t = self.sessions.lock().expect("lock");
+        t.refused = t.seen.clone();
+        t.echo_id = echo_id;
     }
 }
 
@@ -250,6 +310,65 @@ async fn a_forgotten_session_is_reinitialised_once() {
         .expect("after re-init");
     assert_eq!(r.body["structuredContent"]["result"], 3);
     client.probe().await.expect("probe on the new session");
+}
+
+#[tokio::test]
+async fn a_400_on_a_known_session_recovers_through_reset() {
+    // Like the Python SDK, the server answers 400 with `"id": null`, which rmcp cannot match
+    // to the request: the call waits until the caller's timeout. The coordinator then resets
+    // the client (as after any probe timeout) and the next session works.
+    let server = RmcpServer::start(true).await;
+    let client = HttpMcpClient::new(
+        &server.url,
+        Protocol::Legacy,
+        HttpMcpClient::default_http_client(),
+    );
+    client.probe().await.expect("probe");
+    server.forget_sessions();
+    server.refuse_known_sessions(false);
+    let stuck = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        client.call_tool("add", args(json!({"a": 2, "b": 2}))),
+    )
+    .await;
+    assert!(
+        stuck.is_err(),
+        "an uncorrelated 400 leaves the request unanswered"
+    );
+    client.reset().await;
+    let r = client
+        .call_tool("add", args(json!({"a": 2, "b": 2})))
+        .await
+        .expect("after reset");
+    assert_eq!(r.body["structuredContent"]["result"], 4);
+    assert_eq!(
+        server.handler.calls.load(Ordering::SeqCst),
+        1,
+        "the refused call never ran"
+    );
+}
+
+#[tokio::test]
+async fn a_correlated_400_on_a_known_session_is_reinitialised_once() {
+    let server = RmcpServer::start(true).await;
+    let client = HttpMcpClient::new(
+        &server.url,
+        Protocol::Legacy,
+        HttpMcpClient::default_http_client(),
+    );
+    client.probe().await.expect("probe");
+    server.forget_sessions();
+    server.refuse_known_sessions(true);
+    let r = client
+        .call_tool("add", args(json!({"a": 3, "b": 4})))
+        .await
+        .expect("after re-init");
+    assert_eq!(r.body["structuredContent"]["result"], 7);
+    assert_eq!(
+        server.handler.calls.load(Ordering::SeqCst),
+        1,
+        "the refused call never ran"
+    );
 }
 
 #[tokio::test]

@@ -112,6 +112,10 @@ async fn slow_answers_are_degraded_and_hangs_time_out() {
             .is_some_and(|e| e.contains("timed out")),
         "{s:?}"
     );
+    assert!(
+        h.fakes[0].resets.load(Ordering::SeqCst) >= 2,
+        "a timed-out probe drops the session"
+    );
 }
 
 #[tokio::test(start_paused = true)]

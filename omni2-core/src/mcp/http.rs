@@ -21,7 +21,9 @@ use rmcp::service::{
     RunningService,
 };
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::{Peer, ServiceError};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -160,7 +162,13 @@ impl HttpMcpClient {
         let session = self.session().await?;
         match op(session.service.peer(), &session).await {
             Ok(v) => Ok(v),
-            Err(ServiceError::TransportClosed) => {
+            // Closed transport, or the server no longer knows the session (404 after rmcp's
+            // own re-initialisation failed, or 400 "invalid request" on a known session): a
+            // fresh session and one retry. The server refused the request, so it never ran.
+            Err(e)
+                if matches!(e, ServiceError::TransportClosed)
+                    || is_session_rejected(&e, &session) =>
+            {
                 self.forget(&session).await;
                 let session = self.session().await?;
                 let result = op(session.service.peer(), &session).await;
@@ -197,6 +205,28 @@ fn service_error(e: ServiceError) -> Error {
         ServiceError::Timeout { timeout } => Error::timeout(timeout),
         ServiceError::Cancelled { .. } => Error::internal("request cancelled"),
         other => Error::transport(other),
+    }
+}
+
+fn is_session_rejected(e: &ServiceError, session: &Session) -> bool {
+    if session.is_stateless {
+        return false;
+    }
+    match e {
+        ServiceError::McpError(data) => data.code == ErrorCode::INVALID_REQUEST,
+        ServiceError::TransportSend(err) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            while let Some(current) = source {
+                if let Some(StreamableHttpError::<reqwest::Error>::SessionExpired) =
+                    current.downcast_ref()
+                {
+                    return true;
+                }
+                source = current.source();
+            }
+            false
+        }
+        _ => false,
     }
 }
 
@@ -240,6 +270,14 @@ impl McpClient for HttpMcpClient {
             }
             .boxed()
         })
+        .boxed()
+    }
+
+    fn reset(&self) -> BoxFuture<'_, ()> {
+        async move {
+            // In-flight calls hold their own `Arc<Session>`; only new ones get a new session.
+            self.session.lock().await.take();
+        }
         .boxed()
     }
 
