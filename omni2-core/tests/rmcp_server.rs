@@ -293,8 +293,9 @@ async fn auto_falls_back_to_initialize_on_a_legacy_only_server() {
     assert_eq!(pings, 1);
 }
 
-#[tokio::test]
-async fn a_forgotten_session_is_reinitialised_once() {
+/// A legacy session the server has since forgotten; `refuse` makes it answer that session
+/// with 400 (`Some(true)`: with the request's id, `Some(false)`: with `null`) instead of 404.
+async fn stale_legacy_session(refuse: Option<bool>) -> (RmcpServer, HttpMcpClient) {
     let server = RmcpServer::start(true).await;
     let client = HttpMcpClient::new(
         &server.url,
@@ -303,6 +304,15 @@ async fn a_forgotten_session_is_reinitialised_once() {
     );
     client.probe().await.expect("probe");
     server.forget_sessions();
+    if let Some(echo_id) = refuse {
+        server.refuse_known_sessions(echo_id);
+    }
+    (server, client)
+}
+
+#[tokio::test]
+async fn a_forgotten_session_is_reinitialised_once() {
+    let (_server, client) = stale_legacy_session(None).await;
     // The next request carries the old Mcp-Session-Id: 404, then one re-initialisation.
     let r = client
         .call_tool("add", args(json!({"a": 1, "b": 2})))
@@ -317,15 +327,7 @@ async fn a_400_on_a_known_session_recovers_through_reset() {
     // Like the Python SDK, the server answers 400 with `"id": null`, which rmcp cannot match
     // to the request: the call waits until the caller's timeout. The coordinator then resets
     // the client (as after any probe timeout) and the next session works.
-    let server = RmcpServer::start(true).await;
-    let client = HttpMcpClient::new(
-        &server.url,
-        Protocol::Legacy,
-        HttpMcpClient::default_http_client(),
-    );
-    client.probe().await.expect("probe");
-    server.forget_sessions();
-    server.refuse_known_sessions(false);
+    let (server, client) = stale_legacy_session(Some(false)).await;
     let stuck = tokio::time::timeout(
         std::time::Duration::from_millis(500),
         client.call_tool("add", args(json!({"a": 2, "b": 2}))),
@@ -350,15 +352,7 @@ async fn a_400_on_a_known_session_recovers_through_reset() {
 
 #[tokio::test]
 async fn a_correlated_400_on_a_known_session_is_reinitialised_once() {
-    let server = RmcpServer::start(true).await;
-    let client = HttpMcpClient::new(
-        &server.url,
-        Protocol::Legacy,
-        HttpMcpClient::default_http_client(),
-    );
-    client.probe().await.expect("probe");
-    server.forget_sessions();
-    server.refuse_known_sessions(true);
+    let (server, client) = stale_legacy_session(Some(true)).await;
     let r = client
         .call_tool("add", args(json!({"a": 3, "b": 4})))
         .await
