@@ -210,10 +210,10 @@ fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(
     Ok((status, raw))
 }
 
-#[test]
-fn serve_on_the_embedded_config_follows_the_readme() {
-    let port = free_port();
-    let mut child = Command::new(BIN)
+/// Starts `serve` on the embedded config with one worker; `log` is `RUST_LOG`. Stdout is
+/// piped for the quick-start line, stderr for the logs.
+fn spawn_embedded(port: u16, log: &str) -> Child {
+    Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -222,11 +222,17 @@ fn serve_on_the_embedded_config_follows_the_readme() {
             "1",
         ])
         .env("AUTH_SIDECAR_DEV_SECRET", DEV_SECRET)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn auth-sidecar");
+        .expect("spawn auth-sidecar")
+}
+
+#[test]
+fn serve_on_the_embedded_config_follows_the_readme() {
+    let port = free_port();
+    let mut child = spawn_embedded(port, "warn");
     let out = child.stdout.take().expect("stdout");
     let sidecar = Sidecar(child);
 
@@ -241,11 +247,7 @@ fn serve_on_the_embedded_config_follows_the_readme() {
         }
     };
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while request(port, "/healthz", &[]).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_up(port);
     let fwd = |uri: &'static str| [("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", uri)];
     let auth = format!("Bearer {token}");
     let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
@@ -299,24 +301,6 @@ fn a_bad_config_stops_serve_with_the_problem_list() {
     assert!(err.contains("rules"), "{err}");
 }
 
-/// Starts the sidecar on the embedded config with `RUST_LOG=debug`, stderr captured.
-fn spawn_debug(port: u16) -> Child {
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--workers",
-            "1",
-        ])
-        .env("AUTH_SIDECAR_DEV_SECRET", DEV_SECRET)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn auth-sidecar")
-}
-
 fn wait_up(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while request(port, "/healthz", &[]).is_err() {
@@ -328,7 +312,7 @@ fn wait_up(port: u16) {
 #[test]
 fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
     let port = free_port();
-    let mut child = spawn_debug(port);
+    let mut child = spawn_embedded(port, "debug");
     wait_up(port);
     let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
     let token = stdout(&minted).trim().to_owned();
