@@ -351,25 +351,27 @@ impl Config {
         };
         interpolate(&mut value, "", env, &mut errors);
         let mut unknown = Vec::new();
-        let raw: Result<RawConfig, _> = serde_ignored::deserialize(value, |path| {
-            unknown.push(path.to_string());
-        });
+        let mut cleared = Vec::new();
+        let raw =
+            deserialize_collecting(value, &mut errors, &mut cleared, |path| unknown.push(path));
         for path in unknown {
             errors.push(bracket_indices(&path), "unknown key");
         }
-        match raw {
-            Ok(raw) => {
-                let config = check(raw, &mut errors);
-                if errors.0.is_empty() {
-                    Ok(config)
-                } else {
-                    Err(errors)
-                }
-            }
-            Err(e) => {
-                errors.push("", format!("{e}"));
-                Err(errors)
-            }
+        let Some(raw) = raw else {
+            return Err(errors);
+        };
+        let before_check = errors.0.len();
+        let config = check(raw, &mut errors);
+        // A value taken out for its type error is not also "missing" below it.
+        let mut index = 0;
+        errors.0.retain(|p| {
+            index += 1;
+            index <= before_check || !cleared.iter().any(|c| is_under(&p.path, c))
+        });
+        if errors.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
         }
     }
 
@@ -407,6 +409,77 @@ impl ServerConfig {
             tools: BTreeMap::new(),
         }
     }
+}
+
+/// Deserializes `value`, reporting every type error rather than the first: serde stops at
+/// the first one, so each is recorded with its path, the offending value is taken out (set to
+/// null, i.e. "not given"), and deserialization runs again. The cleared paths are left in
+/// `seen`; unknown keys go to `unknown`.
+fn deserialize_collecting(
+    mut value: Value,
+    errors: &mut Error,
+    seen: &mut Vec<String>,
+    mut unknown: impl FnMut(String),
+) -> Option<RawConfig> {
+    loop {
+        let mut ignored = Vec::new();
+        let attempt: Result<RawConfig, _> =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                value.clone(),
+                &mut |path: serde_ignored::Path<'_>| ignored.push(path.to_string()),
+            ));
+        match attempt {
+            Ok(raw) => {
+                ignored.into_iter().for_each(&mut unknown);
+                return Some(raw);
+            }
+            Err(e) => {
+                let path = e.path().clone();
+                let shown = path.to_string();
+                // A value that is still wrong once removed (e.g. a required list item) ends
+                // the search; what was found so far is reported.
+                if seen.contains(&shown) {
+                    return None;
+                }
+                let at = if shown == "." { "" } else { shown.as_str() };
+                errors.push(at, e.inner().to_string());
+                if seen.len() >= 100 || !clear_at(&mut value, &path) {
+                    return None;
+                }
+                seen.push(shown);
+            }
+        }
+    }
+}
+
+/// Whether `path` is `parent` or lies below it (`parent.x`, `parent[0]`).
+fn is_under(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Sets the node at `path` to null; false when the path does not lead to a node.
+fn clear_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let mut node = value;
+    for segment in path.iter() {
+        node = match (segment, node) {
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(item) => item,
+                None => return false,
+            },
+            (Segment::Map { key }, Value::Mapping(map)) => match map.get_mut(key.as_str()) {
+                Some(item) => item,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    if node.is_null() {
+        return false;
+    }
+    *node = Value::Null;
+    true
 }
 
 /// `servers.0.breaker.x` (serde_ignored's form) → `servers[0].breaker.x`.
@@ -903,6 +976,33 @@ servers:
             assert!(e.has(path), "missing {path} in {e}");
         }
         assert!(e.to_string().contains("\"5 parsecs\""), "{e}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_just_the_first() {
+        let text = r#"
+probes: {max_concurrent: many}
+websocket: {max_connections: [1, 2], queue: 8}
+servers:
+  - name: a
+    url: http://127.0.0.1:1/mcp
+    enabled: "sometimes"
+    breaker: {window: ten}
+"#;
+        let e = Config::from_yaml(text, &env(&[])).expect_err("invalid");
+        for path in [
+            "probes.max_concurrent",
+            "websocket.max_connections",
+            "servers[0].enabled",
+            "servers[0].breaker.window",
+        ] {
+            assert!(e.has(path), "missing {path} in {e}");
+        }
+        assert!(e.to_string().contains("many"), "the value is named: {e}");
+        // A list item that cannot be taken out is reported once, and the search stops.
+        let e = Config::from_yaml("servers: [5]\n", &env(&[])).expect_err("invalid");
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.has("servers[0]"), "{e}");
     }
 
     #[test]
