@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -15,6 +15,7 @@ use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::Decision;
 use auth_sidecar::facts::{RequestFacts, Single};
 use auth_sidecar::http::{AppState, serve};
+use auth_sidecar::keys::jwks::unix_now;
 use auth_sidecar::mint::{MintRequest, mint};
 
 #[derive(Parser)]
@@ -92,12 +93,6 @@ struct MintArgs {
     /// Config to take the key from (default: the embedded development config).
     #[arg(long, short)]
     config: Option<PathBuf>,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn init_logging(json: bool) {
@@ -233,7 +228,7 @@ fn print_quickstart(rt: &Runtime, addr: SocketAddr) {
         ttl: Duration::from_secs(3600),
         ..Default::default()
     };
-    if let Ok(token) = mint(rt, &request, now()) {
+    if let Ok(token) = mint(rt, &request, unix_now()) {
         println!(
             "auth-sidecar development mode. Try (admin token, valid 1h):\n\n  curl -i http://{addr}/verify -H 'X-Forwarded-Method: GET' -H 'X-Forwarded-Uri: /api/v1/mcp/servers' -H 'Authorization: Bearer {token}'\n"
         );
@@ -255,7 +250,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(decide_with_keys(&facts, &rt, now()));
+        .block_on(decide_with_keys(&facts, &rt, unix_now()));
     let rule = outcome
         .decision
         .rule()
@@ -296,7 +291,7 @@ fn run_mint(args: MintArgs) -> anyhow::Result<()> {
         email: args.email,
         ttl: args.ttl,
     };
-    let token = mint(&rt, &request, now()).map_err(anyhow::Error::msg)?;
+    let token = mint(&rt, &request, unix_now()).map_err(anyhow::Error::msg)?;
     println!("{token}");
     Ok(())
 }

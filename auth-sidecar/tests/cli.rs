@@ -98,6 +98,17 @@ rules:
     );
 }
 
+/// `explain` for a GET of `uri`, with an optional bearer token.
+fn explain(config: &str, uri: &str, token: Option<&str>) -> Output {
+    let mut args = vec![
+        "explain", "--config", config, "--method", "GET", "--uri", uri,
+    ];
+    if let Some(token) = token {
+        args.extend(["--token", token]);
+    }
+    run(&args)
+}
+
 #[test]
 fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -109,17 +120,7 @@ fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     let token = stdout(&minted).trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "{token}");
 
-    let allow = run(&[
-        "explain",
-        "--config",
-        &config,
-        "--method",
-        "GET",
-        "--uri",
-        "/api/v1/things",
-        "--token",
-        &token,
-    ]);
+    let allow = explain(&config, "/api/v1/things", Some(&token));
     let text = stdout(&allow);
     assert!(allow.status.success(), "{allow:?}");
     for expected in [
@@ -137,17 +138,7 @@ fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     }
     assert!(!text.contains(&token), "explain must not print the token");
 
-    let deny = run(&[
-        "explain",
-        "--config",
-        &config,
-        "--method",
-        "GET",
-        "--uri",
-        "/api/v1/admin/x",
-        "--token",
-        &token,
-    ]);
+    let deny = explain(&config, "/api/v1/admin/x", Some(&token));
     let text = stdout(&deny);
     for expected in [
         "rule:     admin",
@@ -156,15 +147,7 @@ fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    let none = run(&[
-        "explain",
-        "--config",
-        &config,
-        "--method",
-        "GET",
-        "--uri",
-        "/elsewhere",
-    ]);
+    let none = explain(&config, "/elsewhere", None);
     assert!(
         stdout(&none).contains("reason:   no_rule"),
         "{}",
@@ -237,11 +220,9 @@ fn serve_on_the_embedded_config_follows_the_readme() {
     let sidecar = Sidecar(child);
 
     // The quick-start line carries a ready-made admin token.
-    let mut first = String::new();
     let mut lines = BufReader::new(out).lines();
     let token = loop {
         let line = lines.next().expect("quick-start printed").expect("utf-8");
-        first.push_str(&line);
         if let Some(i) = line.find("Bearer ") {
             break line[i + 7..].trim_end_matches('\'').to_owned();
         }

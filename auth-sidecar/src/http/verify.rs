@@ -2,7 +2,7 @@
 //! token needs ones we lack (async, bounded) → decide (pure) → rate limit → count and log →
 //! respond. The request line, `Host` and body of the auth request are never used.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::AppState;
 use crate::decide::{decide_with_keys, rate_limit};
 use crate::facts::{RequestFacts, Single};
+use crate::keys::jwks::unix_now;
 use crate::token::redact_uri;
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -50,12 +51,6 @@ pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
         has_preflight_method: h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
         accept: all(h, &header::ACCEPT),
     }
-}
-
-pub(super) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::App;
 use actix_web::body::MessageBody;
@@ -13,6 +12,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test::{self, TestRequest};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::http::{AppState, configure_admin, configure_verify};
+pub use auth_sidecar::keys::jwks::unix_now;
 use auth_sidecar::test_util::{TestKey, hmac_key};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -27,13 +27,6 @@ pub fn hs() -> TestKey {
 /// Resolves `secret_env` references for test configs.
 pub fn env(name: &str) -> Option<String> {
     (name == "HS_SECRET").then(|| String::from_utf8(hs().public).expect("ASCII secret"))
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
 }
 
 /// Claims that the test issuer's rules accept, valid for ten minutes from now.
