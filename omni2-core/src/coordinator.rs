@@ -6,11 +6,18 @@
 //! and an [`Event`] (tokio `broadcast`) per change. Tool calls share the breakers through
 //! [`Registry`]; their transitions reach the task as commands so that it stays the only
 //! writer of the published state.
+//!
+//! A server that says its tool list changed ([`McpClient::tool_list_changes`]) gets its next
+//! probe, with `tools/list`, brought forward: at once, then at most once per
+//! [`TOOLS_CHANGED_MIN_GAP`], within the probe cap, and only while its breaker is closed. The
+//! periodic refresh stays as a safety net for lost notifications.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream, SelectAll};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -25,6 +32,10 @@ use crate::metrics::Metrics;
 
 /// Probes between two `tools/list` refreshes of a healthy server.
 const TOOLS_REFRESH_EVERY: u32 = 10;
+
+/// Least time between two refreshes brought forward by tool-list change signals, so that a
+/// server announcing changes in a loop costs at most one extra probe per this period.
+pub const TOOLS_CHANGED_MIN_GAP: Duration = Duration::from_secs(1);
 
 /// One configured server and what calls share with the coordinator.
 pub struct ServerEntry {
@@ -366,6 +377,9 @@ pub fn build(
                 is_probing: false,
                 probes_since_tools: 0,
                 has_tools: false,
+                tool_signals: 0,
+                tool_signals_seen: 0,
+                last_signalled_refresh: None,
             }
         })
         .collect();
@@ -406,6 +420,19 @@ struct ServerState {
     is_probing: bool,
     probes_since_tools: u32,
     has_tools: bool,
+    /// Tool-list change signals received so far.
+    tool_signals: u64,
+    /// `tool_signals` when the last successful `tools/list` started: the list is stale while
+    /// they differ.
+    tool_signals_seen: u64,
+    /// When a probe last started early because of a change signal.
+    last_signalled_refresh: Option<Instant>,
+}
+
+impl ServerState {
+    fn is_tools_stale(&self) -> bool {
+        self.tool_signals != self.tool_signals_seen
+    }
 }
 
 struct ProbeOutcome {
@@ -413,6 +440,34 @@ struct ProbeOutcome {
     elapsed: Duration,
     result: Result<(), mcp::Error>,
     tools: Option<Result<Vec<ToolInfo>, mcp::Error>>,
+    /// `tool_signals` when the probe started.
+    tool_signals: u64,
+    /// It was brought forward to refresh a tool list said to have changed.
+    is_signalled: bool,
+}
+
+/// Every enabled server's tool-list change signal, as a stream of server indexes. A watch
+/// keeps only its latest change, so a burst while the coordinator is busy yields one item.
+fn tool_list_signals(registry: &Registry) -> SelectAll<BoxStream<'static, usize>> {
+    stream::select_all(
+        registry
+            .servers()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let changes = entry
+                    .client
+                    .tool_list_changes()
+                    .filter(|_| entry.config.enabled)?;
+                Some(
+                    stream::unfold(changes, move |mut changes| async move {
+                        changes.changed().await.ok()?;
+                        Some((index, changes))
+                    })
+                    .boxed(),
+                )
+            }),
+    )
 }
 
 /// The task that owns per-server state. Run it with [`Coordinator::run`].
@@ -447,6 +502,7 @@ impl Coordinator {
         let mut probes: JoinSet<ProbeOutcome> = JoinSet::new();
         let far = Duration::from_secs(365 * 24 * 3600);
         let mut next_stats = self.cache.as_ref().map(|(_, p)| Instant::now() + *p);
+        let mut tool_signals = tool_list_signals(&self.registry);
         loop {
             self.start_due_probes(&mut probes);
             let next_probe = self
@@ -477,6 +533,9 @@ impl Coordinator {
                 Some(command) = self.commands.recv() => match command {
                     Command::Circuit(index, t) => self.apply_transition(index, t),
                 },
+                Some(index) = tool_signals.next(), if !tool_signals.is_empty() => {
+                    self.on_tool_list_changed(index);
+                }
                 _ = sleep_until(wake) => {}
                 _ = sleep_until(stats_at), if next_stats.is_some() => {
                     if let Some((cache, period)) = &self.cache {
@@ -501,9 +560,17 @@ impl Coordinator {
                 continue;
             }
             state.is_probing = true;
+            // Signalled changes wait for a closed breaker (see `schedule_signalled_refresh`).
+            let is_signalled =
+                state.is_tools_stale() && state.status.circuit == CircuitState::Closed;
+            if is_signalled {
+                state.last_signalled_refresh = Some(now);
+            }
             let want_tools = !state.has_tools
                 || !state.status.state.is_up()
-                || state.probes_since_tools + 1 >= TOOLS_REFRESH_EVERY;
+                || state.probes_since_tools + 1 >= TOOLS_REFRESH_EVERY
+                || is_signalled;
+            let tool_signals = state.tool_signals;
             let client = entry.client.clone();
             let limit = entry.config.probe_timeout;
             probes.spawn(async move {
@@ -529,6 +596,8 @@ impl Coordinator {
                     elapsed,
                     result,
                     tools,
+                    tool_signals,
+                    is_signalled,
                 }
             });
         }
@@ -577,6 +646,7 @@ impl Coordinator {
             Some(Ok(tools)) => {
                 state.probes_since_tools = 0;
                 state.has_tools = true;
+                state.tool_signals_seen = outcome.tool_signals;
                 if *status.tools != tools {
                     status.tool_count = tools.len();
                     status.tools = Arc::new(tools);
@@ -630,7 +700,44 @@ impl Coordinator {
         if is_news {
             self.emit_status(&status);
         }
+        // Still stale: a change signalled while this probe ran may postdate its `tools/list`,
+        // or the breaker closed meanwhile. A signalled refresh that failed is not retried at
+        // once: the probe schedule retries it.
+        let is_failed_attempt =
+            outcome.is_signalled && self.states[index].tool_signals == outcome.tool_signals;
+        if !is_failed_attempt {
+            self.schedule_signalled_refresh(index);
+        }
         self.publish();
+    }
+
+    /// The server says its tool list changed: refresh it soon.
+    fn on_tool_list_changed(&mut self, index: usize) {
+        tracing::debug!(
+            server = %self.registry.get(index).config.name,
+            "Tool list changed; refreshing it."
+        );
+        self.states[index].tool_signals += 1;
+        self.schedule_signalled_refresh(index);
+    }
+
+    /// Brings the next probe of a server with a stale tool list forward: to now, or to
+    /// [`TOOLS_CHANGED_MIN_GAP`] after the previous signalled refresh. Not while a probe runs
+    /// (its end reschedules), nor while the breaker is not closed: a failing server is left
+    /// alone, and its tools are refreshed once the breaker closes.
+    fn schedule_signalled_refresh(&mut self, index: usize) {
+        let state = &mut self.states[index];
+        if state.is_probing
+            || !state.is_tools_stale()
+            || state.status.circuit != CircuitState::Closed
+        {
+            return;
+        }
+        let now = Instant::now();
+        let earliest = state
+            .last_signalled_refresh
+            .map_or(now, |last| (last + TOOLS_CHANGED_MIN_GAP).max(now));
+        state.next_probe = state.next_probe.min(earliest);
     }
 
     fn emit_status(&self, status: &Arc<ServerStatus>) {
@@ -676,6 +783,9 @@ impl Coordinator {
         status.circuit = t.to;
         let status = Arc::new(status);
         self.states[index].status = status.clone();
+        if t.to == CircuitState::Closed {
+            self.schedule_signalled_refresh(index);
+        }
         #[derive(Serialize)]
         struct Body<'a> {
             server: &'a str,

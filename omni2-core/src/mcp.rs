@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::watch;
 
 pub use http::HttpMcpClient;
 
@@ -121,5 +122,12 @@ pub trait McpClient: Send + Sync + 'static {
     /// must not stay in use forever). Calls in flight keep their session until they end.
     fn reset(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
+    }
+    /// A signal raised whenever the server may have changed its tool list (it sent
+    /// `notifications/tools/list_changed`, or a new session may have missed one); bursts
+    /// coalesce into one change. `None` for clients that never hear of changes: their tool
+    /// lists are refreshed on the probe schedule only.
+    fn tool_list_changes(&self) -> Option<watch::Receiver<()>> {
+        None
     }
 }

@@ -380,3 +380,73 @@ async fn listens_on_a_unix_socket() {
         .expect("req over the socket");
     assert_eq!(r.status(), 200);
 }
+
+/// A tool added at runtime shows in omni2's status once the server announces it
+/// (`notifications/tools/list_changed`). Probes are an hour apart, so only the announcement
+/// can explain the refresh.
+async fn announced_tool_appears(
+    server_args: &[&str],
+    yaml: fn(&[(&str, &str)], &str) -> String,
+    on_request_stream: bool,
+) {
+    let mcp = McpServer::start(server_args);
+    let slow_probes =
+        yaml(&[("py", &mcp.url())], "").replace("probe_interval: 200ms", "probe_interval: 1h");
+    let o = Omni2::start(&slow_probes, None);
+    let http = reqwest::Client::new();
+    let before = wait_state(&http, &o, "py", "healthy", Some("closed")).await;
+    let has_tool = |s: &Value, name: &str| {
+        s["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == name))
+    };
+    assert!(!has_tool(&before, "late"), "{before}");
+    let tool_count = before["tool_count"].as_u64().expect("tool_count");
+
+    let added: Value = call_value(
+        &http,
+        &o,
+        "py",
+        "add_tool_later",
+        json!({"name": "late", "on_request_stream": on_request_stream}),
+    )
+    .await;
+    assert_eq!(added["isError"], false, "{added}");
+    let after = eventually(WAIT, "the announced tool in the status", || async {
+        let s = server_status(&http, &o, "py").await;
+        has_tool(&s, "late").then_some(s)
+    })
+    .await;
+    assert_eq!(after["tool_count"], tool_count + 1, "{after}");
+    let late: Value = call_value(&http, &o, "py", "late", json!({})).await;
+    assert_eq!(late["isError"], false, "{late}");
+}
+
+#[tokio::test]
+async fn announced_tool_list_change_over_a_listen_stream() {
+    // Revision 2026-07-28: the change rides a `subscriptions/listen` stream.
+    announced_tool_appears(&[], config, false).await;
+}
+
+#[tokio::test]
+async fn announced_tool_list_change_over_a_listen_stream_json() {
+    announced_tool_appears(&["--json"], config, false).await;
+}
+
+#[tokio::test]
+async fn announced_tool_list_change_over_the_session_stream() {
+    // Earlier revisions: the change rides the session's standalone GET stream.
+    announced_tool_appears(&[], legacy_config, false).await;
+}
+
+#[tokio::test]
+async fn announced_tool_list_change_over_the_session_stream_json() {
+    announced_tool_appears(&["--json"], legacy_config, false).await;
+}
+
+#[tokio::test]
+async fn announced_tool_list_change_over_the_call_response_without_session() {
+    // Earlier revisions without sessions have no standalone stream: the change rides the
+    // SSE response of the call that made it.
+    announced_tool_appears(&["--stateless"], legacy_config, true).await;
+}

@@ -1,12 +1,62 @@
 //! Coordinator under paused tokio time with fake MCP servers.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
 
 use super::*;
 use crate::test_util::{Behaviour, FakeMcp, server_config, tool};
 
+/// A [`FakeMcp`] that can announce tool-list changes and counts `tools/list` calls.
+struct Announcing {
+    fake: Arc<FakeMcp>,
+    tools_changed: watch::Sender<()>,
+    lists: AtomicUsize,
+}
+
+impl Announcing {
+    /// The server says its tool list changed.
+    fn announce(&self) {
+        self.tools_changed.send_replace(());
+    }
+
+    fn lists(&self) -> usize {
+        self.lists.load(Ordering::SeqCst)
+    }
+}
+
+impl McpClient for Announcing {
+    fn probe(&self) -> BoxFuture<'_, Result<(), mcp::Error>> {
+        self.fake.probe()
+    }
+
+    fn list_tools(&self) -> BoxFuture<'_, Result<Vec<ToolInfo>, mcp::Error>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.fake.list_tools()
+    }
+
+    fn call_tool<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<mcp::ToolResult, mcp::Error>> {
+        self.fake.call_tool(tool, arguments)
+    }
+
+    fn reset(&self) -> BoxFuture<'_, ()> {
+        self.fake.reset().boxed()
+    }
+
+    fn tool_list_changes(&self) -> Option<watch::Receiver<()>> {
+        Some(self.tools_changed.subscribe())
+    }
+}
+
 struct Harness {
     fakes: Vec<Arc<FakeMcp>>,
+    clients: Vec<Arc<Announcing>>,
     registry: Arc<Registry>,
     published: Published,
     events: broadcast::Receiver<Arc<Event>>,
@@ -15,10 +65,20 @@ struct Harness {
 
 fn start(names: &[&str], max_concurrent: usize) -> Harness {
     let fakes: Vec<Arc<FakeMcp>> = names.iter().map(|_| Arc::new(FakeMcp::new())).collect();
+    let clients: Vec<Arc<Announcing>> = fakes
+        .iter()
+        .map(|fake| {
+            Arc::new(Announcing {
+                fake: fake.clone(),
+                tools_changed: watch::Sender::new(()),
+                lists: AtomicUsize::new(0),
+            })
+        })
+        .collect();
     let servers = names
         .iter()
-        .zip(&fakes)
-        .map(|(n, f)| (server_config(n), f.clone() as Arc<dyn McpClient>))
+        .zip(&clients)
+        .map(|(n, c)| (server_config(n), c.clone() as Arc<dyn McpClient>))
         .collect();
     let (registry, published, coordinator) = build(servers, max_concurrent, 64, Metrics::new());
     let events = published.events.subscribe();
@@ -26,6 +86,7 @@ fn start(names: &[&str], max_concurrent: usize) -> Harness {
     tokio::spawn(coordinator.run(stop_rx));
     Harness {
         fakes,
+        clients,
         registry,
         published,
         events,
@@ -182,5 +243,88 @@ async fn abandoned_half_open_trial_is_released() {
     assert!(
         h.registry.admit(0).is_ok(),
         "the abandoned trial slot is free again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn announced_tool_list_change_is_refreshed_before_the_periodic_refresh() {
+    let mut h = start(&["a"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.clients[0].lists(), 1, "first probe lists tools");
+    h.drain();
+
+    h.fakes[0].set_tools(vec![tool("add", Some(true)), tool("new", None)]);
+    // Two probes in, far from the periodic refresh (every TOOLS_REFRESH_EVERY probes).
+    h.advance(Duration::from_millis(2000)).await;
+    assert_eq!(h.clients[0].lists(), 1, "no periodic refresh yet");
+    h.clients[0].announce();
+    h.advance(Duration::from_millis(50)).await;
+
+    assert_eq!(h.clients[0].lists(), 2);
+    let s = h.published.snapshot.borrow().servers[0].clone();
+    assert_eq!(s.tool_count, 2);
+    let events = h.drain();
+    assert!(
+        events
+            .iter()
+            .any(|(k, j)| *k == EventKind::ToolsChanged && j.contains("\"new\"")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn announcement_bursts_are_coalesced_and_rate_limited() {
+    let h = start(&["a"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.clients[0].lists(), 1);
+
+    for _ in 0..20 {
+        h.clients[0].announce();
+        tokio::task::yield_now().await;
+    }
+    h.advance(Duration::from_millis(50)).await;
+    assert_eq!(h.clients[0].lists(), 2, "a burst is one refresh");
+
+    // Right after a signalled refresh, the next one waits for TOOLS_CHANGED_MIN_GAP.
+    h.clients[0].announce();
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.clients[0].lists(), 2, "not yet");
+    h.advance(TOOLS_CHANGED_MIN_GAP).await;
+    assert_eq!(h.clients[0].lists(), 3, "then once");
+    h.advance(TOOLS_CHANGED_MIN_GAP * 2).await;
+    assert_eq!(h.clients[0].lists(), 3, "and no more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn announcement_waits_while_the_breaker_is_open() {
+    let mut h = start(&["a"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    // Calls open the breaker (threshold 2, open 3 s); probes keep succeeding.
+    for _ in 0..2 {
+        h.registry.admit(0).expect("closed").finish(false);
+    }
+    h.advance(Duration::from_millis(50)).await;
+    assert_eq!(h.state(0).1, CircuitState::Open);
+    h.drain();
+
+    h.fakes[0].set_tools(vec![tool("later", None)]);
+    h.clients[0].announce();
+    h.advance(Duration::from_millis(2000)).await;
+    assert_eq!(h.state(0).1, CircuitState::Open);
+    assert_eq!(
+        h.clients[0].lists(),
+        1,
+        "no tools/list while the breaker is open"
+    );
+
+    // The first probe after the open period (at 4 s) closes the breaker, then the tools
+    // refresh at once.
+    h.advance(Duration::from_millis(2000)).await;
+    assert_eq!(h.state(0).1, CircuitState::Closed);
+    assert_eq!(h.clients[0].lists(), 2);
+    assert!(
+        h.drain()
+            .iter()
+            .any(|(k, j)| *k == EventKind::ToolsChanged && j.contains("\"later\""))
     );
 }

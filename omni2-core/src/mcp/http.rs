@@ -6,6 +6,12 @@
 //! server forgets the session (404). We keep one session per server, open it lazily, and drop
 //! it on transport errors so the next call starts a fresh one; a call that failed because the
 //! transport was already closed is retried once on the new session.
+//!
+//! `notifications/tools/list_changed` raises [`McpClient::tool_list_changes`]. Servers on
+//! earlier revisions send it unasked (on the session's standalone GET stream or a response
+//! stream), and rmcp hands it to our [`ClientHandler`]; on the stateless revision a server
+//! sends it only on a `subscriptions/listen` stream, which each session keeps open while the
+//! server advertises `tools.listChanged`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,19 +20,21 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequestParams, ClientRequest, ErrorCode, PingRequest, ProtocolVersion, ServerResult,
+    CallToolRequestParams, ClientRequest, ErrorCode, PingRequest, ProtocolVersion,
+    ServerNotification, ServerResult, SubscriptionFilter,
 };
 use rmcp::service::{
-    ClientCacheConfig, ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RoleClient,
-    RunningService,
+    ClientCacheConfig, ClientInitializeError, ClientLifecycleMode, ClientServiceExt,
+    NotificationContext, RoleClient, RunningService,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
-use rmcp::{Peer, ServiceError};
+use rmcp::{ClientHandler, Peer, ServiceError};
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
+use tokio::task::AbortHandle;
 
 use super::{Error, McpClient, ToolInfo, ToolResult};
 use crate::config::Protocol;
@@ -39,6 +47,10 @@ pub struct HttpMcpClient {
     is_legacy_only: AtomicBool,
     http: reqwest::Client,
     session: Mutex<Option<Arc<Session>>>,
+    /// Raised when the server may have changed its tool list (see the module docs).
+    tools_changed: watch::Sender<()>,
+    /// A session was opened before: a new one may have missed change notifications.
+    has_had_session: AtomicBool,
 }
 
 impl std::fmt::Debug for HttpMcpClient {
@@ -50,11 +62,71 @@ impl std::fmt::Debug for HttpMcpClient {
 }
 
 struct Session {
-    service: RunningService<RoleClient, ()>,
+    service: RunningService<RoleClient, ToolListWatcher>,
     /// The stateless revision (no `initialize`, no `ping`).
     is_stateless: bool,
     /// The server answered `ping` with "method not found".
     has_no_ping: AtomicBool,
+    /// The `subscriptions/listen` task (stateless revision), stopped with the session.
+    listener: Option<AbortHandle>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+/// rmcp's notification handler for our sessions: it passes on tool-list changes.
+struct ToolListWatcher {
+    tools_changed: watch::Sender<()>,
+}
+
+impl ClientHandler for ToolListWatcher {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        tracing::debug!("MCP server says its tool list changed.");
+        self.tools_changed.send_replace(());
+    }
+}
+
+/// Wait before listening again after a `subscriptions/listen` stream ended or failed.
+const RELISTEN_DELAY: Duration = Duration::from_secs(1);
+
+/// Keeps a `subscriptions/listen` stream for tool-list changes open on a stateless-revision
+/// session, raising `tools_changed` for each change. Streams do not resume: after one ends,
+/// listen again and raise the signal once, since changes may have been missed meanwhile.
+async fn listen_for_tool_changes(peer: Peer<RoleClient>, tools_changed: watch::Sender<()>) {
+    let filter = SubscriptionFilter::builder().tools_list_changed().build();
+    let mut has_listened = false;
+    while !peer.is_transport_closed() {
+        match peer.listen(filter.clone()).await {
+            Ok(mut subscription) => {
+                if has_listened {
+                    tools_changed.send_replace(());
+                }
+                has_listened = true;
+                loop {
+                    match subscription.next().await {
+                        Ok(Some(ServerNotification::ToolListChangedNotification(_))) => {
+                            tracing::debug!("MCP server says its tool list changed.");
+                            tools_changed.send_replace(());
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "Tool-list subscription failed.");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if is_method_not_found(&e) => return,
+            Err(e) => tracing::debug!(error = %e, "Could not listen for tool-list changes."),
+        }
+        tokio::time::sleep(RELISTEN_DELAY).await;
+    }
 }
 
 impl HttpMcpClient {
@@ -66,6 +138,8 @@ impl HttpMcpClient {
             is_legacy_only: AtomicBool::new(false),
             http,
             session: Mutex::new(None),
+            tools_changed: watch::Sender::new(()),
+            has_had_session: AtomicBool::new(false),
         }
     }
 
@@ -127,10 +201,24 @@ impl HttpMcpClient {
             .peer_info()
             .is_some_and(|info| !info.protocol_version.has_initialize());
         tracing::debug!(url = %self.url, is_stateless, "MCP session opened.");
+        let announces_changes = service
+            .peer()
+            .peer_info()
+            .and_then(|info| info.capabilities.tools.as_ref()?.list_changed)
+            == Some(true);
+        let listener = (is_stateless && announces_changes).then(|| {
+            let peer = service.peer().clone();
+            tokio::spawn(listen_for_tool_changes(peer, self.tools_changed.clone())).abort_handle()
+        });
+        if self.has_had_session.swap(true, Ordering::Relaxed) {
+            // Changes announced while no session was open were lost.
+            self.tools_changed.send_replace(());
+        }
         let session = Arc::new(Session {
             service,
             is_stateless,
             has_no_ping: AtomicBool::new(false),
+            listener,
         });
         *slot = Some(session.clone());
         Ok(session)
@@ -139,12 +227,15 @@ impl HttpMcpClient {
     async fn connect(
         &self,
         lifecycle: ClientLifecycleMode,
-    ) -> Result<RunningService<RoleClient, ()>, ClientInitializeError> {
+    ) -> Result<RunningService<RoleClient, ToolListWatcher>, ClientInitializeError> {
         let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str())
             .reinit_on_expired_session(true)
             .max_json_response_size(16 << 20);
         let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
-        ().serve_with_lifecycle(transport, lifecycle).await
+        let watcher = ToolListWatcher {
+            tools_changed: self.tools_changed.clone(),
+        };
+        watcher.serve_with_lifecycle(transport, lifecycle).await
     }
 
     async fn forget(&self, dead: &Arc<Session>) {
@@ -283,6 +374,10 @@ impl McpClient for HttpMcpClient {
 
     fn list_tools(&self) -> BoxFuture<'_, Result<Vec<ToolInfo>, Error>> {
         self.with_session(|peer, _| list_all(peer).boxed()).boxed()
+    }
+
+    fn tool_list_changes(&self) -> Option<watch::Receiver<()>> {
+        Some(self.tools_changed.subscribe())
     }
 
     fn call_tool<'a>(
