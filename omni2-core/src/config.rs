@@ -252,7 +252,8 @@ pub struct CacheConfig {
 pub struct WebsocketConfig {
     /// Connections past this are closed with 1013 (default 10 000).
     pub max_connections: usize,
-    /// Per-connection queue of pending deltas; overflow drops the backlog (default 256).
+    /// Events buffered for each worker's fan-out task (default 256). Each connection's own
+    /// backlog is bounded by actix-ws's 32-frame channel: past it, deltas are missed.
     pub queue: usize,
     /// Server ping period (default 15 s).
     pub heartbeat_interval: Duration,

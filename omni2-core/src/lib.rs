@@ -152,10 +152,12 @@ impl Omni2 {
         &self.shared
     }
 
-    /// Mounts every route and the app data they need.
+    /// Mounts every route and the app data they need. Actix calls an app factory once per
+    /// worker thread; each call here gets that worker its own WebSocket fan-out.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.shared.clone()))
-            .app_data(web::Data::new(self.shared.verifier.clone()));
+            .app_data(web::Data::new(self.shared.verifier.clone()))
+            .app_data(ws::WorkerFanout::default());
         routes::configure(cfg);
     }
 

@@ -1,13 +1,18 @@
 //! `/ws/mcp-status`: a snapshot, then deltas, each message with the connection's next `seq`.
 //!
-//! Every connection runs its own task reading the coordinator's broadcast, so a slow client
-//! only slows itself. Its queue is bounded (the broadcast capacity, `websocket.queue`): a
-//! client that falls behind loses its backlog, which is counted, and gets a fresh snapshot;
-//! a frame the client does not take within `send_timeout` counts as lag too; after
-//! `max_lag_strikes` lag episodes it is closed with 1013. Events are serialised once for all
-//! connections; each connection only prepends its `seq`.
+//! Deltas are delivered by the worker's fan-out task ([`WorkerFanout`]) straight into each connection's
+//! bounded outgoing channel (actix-ws's, 32 frames), serialised once for all connections; each
+//! connection only prepends its `seq`. A client that stops reading fills its channel and
+//! socket buffers and only that: it misses deltas (counted), and its own task sends it a fresh
+//! snapshot instead; after `max_lag_strikes` such episodes it is closed with 1013. The
+//! connection's own task handles everything else: client messages, heartbeat, expiry, close.
+
+mod fanout;
+
+pub use fanout::WorkerFanout;
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,11 +21,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Session};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
+use self::fanout::{Filter, Outbox};
 use crate::Shared;
-use crate::coordinator::{Event, EventKind, Snapshot, now_rfc3339};
+use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
 
 /// Open-connection accounting, shared by all workers.
@@ -56,6 +61,12 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     let identity = identity?;
     identity.require_any(&shared.config.roles.ws_status)?;
+    let Some(fanout) = req.app_data::<WorkerFanout>().cloned() else {
+        // Mounted without `Omni2::configure`: a wiring error, not the client's.
+        return Err(actix_web::error::ErrorInternalServerError(
+            "WebSocket fan-out not mounted",
+        ));
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let shared = shared.get_ref().clone();
     let max = shared.config.websocket.max_connections;
@@ -78,7 +89,9 @@ pub async fn upgrade(
     let stream = stream.max_frame_size(64 * 1024).aggregate_continuations();
     actix_web::rt::spawn(async move {
         let _slot = slot;
-        Connection::new(shared, session, identity).run(stream).await;
+        Connection::new(shared, &fanout, session, identity)
+            .run(stream)
+            .await;
     });
     Ok(response)
 }
@@ -99,26 +112,6 @@ enum ClientMessage {
     Ping,
 }
 
-/// What one connection wants to receive. `None` = everything.
-#[derive(Debug, Default)]
-struct Filter {
-    servers: Option<HashSet<String>>,
-    events: Option<HashSet<EventKind>>,
-    /// `unsubscribe` without arguments: no deltas until the next `subscribe`.
-    is_paused: bool,
-}
-
-impl Filter {
-    fn accepts(&self, event: &Event) -> bool {
-        !self.is_paused
-            && self.events.as_ref().is_none_or(|e| e.contains(&event.kind))
-            && match (&self.servers, &event.server) {
-                (Some(set), Some(server)) => set.contains(&**server),
-                _ => true,
-            }
-    }
-}
-
 enum Flow {
     Continue,
     Close(CloseCode, &'static str),
@@ -126,29 +119,34 @@ enum Flow {
 
 struct Connection {
     shared: Arc<Shared>,
+    /// Shared with the worker's fan-out: `seq`, filter, missed deltas.
+    out: Rc<Outbox>,
     session: Session,
     identity: Identity,
-    seq: u64,
-    filter: Filter,
     lag_strikes: u32,
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, session: Session, identity: Identity) -> Self {
+    /// Registers with the worker's fan-out first: the snapshot is read after that, so no
+    /// event falls between the two.
+    fn new(
+        shared: Arc<Shared>,
+        fanout: &WorkerFanout,
+        session: Session,
+        identity: Identity,
+    ) -> Self {
+        let out = fanout.register(session.clone(), &shared);
         Self {
             shared,
+            out,
             session,
             identity,
-            seq: 0,
-            filter: Filter::default(),
             lag_strikes: 0,
         }
     }
 
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
         let ws = self.shared.config.websocket.clone();
-        // Subscribe before reading the snapshot: nothing published in between is missed.
-        let mut events = self.shared.published.events.subscribe();
         let mut shutdown = self.shared.shutdown.subscribe();
         let far = Duration::from_secs(365 * 24 * 3600);
         let expires_at = match self.identity.expires {
@@ -162,18 +160,19 @@ impl Connection {
         let mut last_heard = Instant::now();
         tracing::debug!(user = %self.identity.id, "Status WebSocket opened.");
 
-        // Created once, not per loop turn: 10 000 connections re-arming a timer and a watch
-        // waiter for every message was a measurable part of the fan-out time.
+        // Created once, not per loop turn: cheaper wake-ups.
         let stop = shutdown.wait_for(|stop| *stop);
         let expiry = sleep_until(expires_at);
         tokio::pin!(stop, expiry);
 
         let mut flow = self.send_snapshot().await;
         while let Flow::Continue = flow {
+            let out = self.out.clone();
             flow = tokio::select! {
                 biased;
                 _ = &mut stop => Flow::Close(CloseCode::Away, "server shutting down"),
                 _ = &mut expiry => Flow::Close(CloseCode::Policy, "token expired"),
+                _ = out.missed.notified() => self.resync_after_miss().await,
                 message = stream.recv() => {
                     last_heard = Instant::now();
                     match message {
@@ -190,24 +189,13 @@ impl Connection {
                         match timeout(ws.send_timeout, self.session.ping(b"")).await {
                             Ok(Ok(())) => Flow::Continue,
                             Ok(Err(_)) => break,
-                            Err(_) => self.lagged_without_resync(),
+                            Err(_) => self.missed_own_frame(),
                         }
                     }
                 }
-                event = events.recv() => match event {
-                    Ok(event) if self.filter.accepts(&event) => {
-                        let text = format!("{{\"seq\":{},{}", self.seq + 1, event.json_tail);
-                        self.send(text).await
-                    }
-                    Ok(_) => Flow::Continue,
-                    Err(RecvError::Lagged(n)) => {
-                        self.shared.metrics.ws_dropped.inc_by(n);
-                        self.lagged().await
-                    }
-                    Err(RecvError::Closed) => Flow::Close(CloseCode::Away, "server shutting down"),
-                },
             };
         }
+        self.out.is_closing.set(true);
         if let Flow::Close(code, why) = flow {
             let reason = CloseReason {
                 code,
@@ -220,49 +208,51 @@ impl Connection {
         tracing::debug!(user = %self.identity.id, "Status WebSocket closed.");
     }
 
-    /// One lag episode: drop the backlog (already done by the broadcast), strike, resync.
-    async fn lagged(&mut self) -> Flow {
+    /// One lag episode (deltas or own frames missed): strike, then a fresh snapshot.
+    async fn resync_after_miss(&mut self) -> Flow {
+        if !self.out.needs_resync.get() {
+            return Flow::Continue;
+        }
         self.lag_strikes += 1;
         if self.lag_strikes >= self.shared.config.websocket.max_lag_strikes {
             return Flow::Close(CloseCode::Again, "client too slow");
         }
+        self.out.needs_resync.set(false);
         self.send_snapshot().await
     }
 
-    /// Sends one text frame with the next `seq`; a frame not taken in time is lag.
-    async fn send(&mut self, text: String) -> Flow {
+    /// A frame of our own (reply, ping, pong) was not taken in time: the client is lagging.
+    fn missed_own_frame(&mut self) -> Flow {
+        self.out.miss(1, &self.shared);
+        Flow::Continue
+    }
+
+    /// Sends `{"seq":N,` + `tail` (a JSON object without its `{`). The fan-out holds off
+    /// while this waits, so `seq`s go out in order; a frame not taken in time is a miss.
+    async fn send(&mut self, tail: &str) -> Flow {
         let limit = self.shared.config.websocket.send_timeout;
-        match timeout(limit, self.session.text(text)).await {
+        let text = format!("{{\"seq\":{},{tail}", self.out.seq.get() + 1);
+        self.out.is_busy.set(true);
+        let sent = timeout(limit, self.session.text(text)).await;
+        self.out.is_busy.set(false);
+        match sent {
             Ok(Ok(())) => {
-                self.seq += 1;
+                self.out.seq.set(self.out.seq.get() + 1);
                 self.shared.metrics.ws_messages.inc();
                 Flow::Continue
             }
             Ok(Err(_)) => Flow::Close(CloseCode::Normal, "closed"),
-            Err(_) => {
-                self.shared.metrics.ws_dropped.inc();
-                self.lagged_without_resync()
-            }
+            Err(_) => self.missed_own_frame(),
         }
     }
 
-    fn lagged_without_resync(&mut self) -> Flow {
-        self.lag_strikes += 1;
-        if self.lag_strikes >= self.shared.config.websocket.max_lag_strikes {
-            Flow::Close(CloseCode::Again, "client too slow")
-        } else {
-            Flow::Continue
-        }
-    }
-
-    fn snapshot_text(&self, snapshot: &Snapshot) -> String {
-        let servers = match &self.filter.servers {
+    fn snapshot_tail(&self, snapshot: &Snapshot) -> String {
+        let servers = match &self.out.filter.borrow().servers {
             None => snapshot.summary_json(None),
             Some(set) => snapshot.summary_json(Some(&|name: &str| set.contains(name))),
         };
         format!(
-            "{{\"seq\":{},\"type\":\"snapshot\",\"ts\":\"{}\",\"servers\":{}}}",
-            self.seq + 1,
+            "\"type\":\"snapshot\",\"ts\":\"{}\",\"servers\":{}}}",
             now_rfc3339(),
             servers
         )
@@ -270,15 +260,13 @@ impl Connection {
 
     async fn send_snapshot(&mut self) -> Flow {
         let snapshot = self.shared.published.snapshot.borrow().clone();
-        let text = self.snapshot_text(&snapshot);
-        self.send(text).await
+        let tail = self.snapshot_tail(&snapshot);
+        self.send(&tail).await
     }
 
     async fn reply(&mut self, body: serde_json::Value) -> Flow {
-        // `{"seq":N,` + the body object without its `{`.
         let body = body.to_string();
-        let text = format!("{{\"seq\":{},{}", self.seq + 1, &body[1..]);
-        self.send(text).await
+        self.send(&body[1..]).await
     }
 
     async fn on_message(&mut self, message: actix_ws::AggregatedMessage) -> Flow {
@@ -294,7 +282,7 @@ impl Connection {
                 match timeout(limit, self.session.pong(&bytes)).await {
                     Ok(Ok(())) => Flow::Continue,
                     Ok(Err(_)) => Flow::Close(CloseCode::Normal, "closed"),
-                    Err(_) => self.lagged_without_resync(),
+                    Err(_) => self.missed_own_frame(),
                 }
             }
             M::Pong(_) => Flow::Continue,
@@ -319,7 +307,7 @@ impl Connection {
                     Ok(e) => e,
                     Err(m) => return self.reply(json!({"type": "error", "message": m})).await,
                 };
-                self.filter = Filter {
+                *self.out.filter.borrow_mut() = Filter {
                     servers: servers.map(|s| s.into_iter().collect()),
                     events,
                     is_paused: false,
@@ -328,52 +316,60 @@ impl Connection {
             }
             ClientMessage::Unsubscribe { servers, events } => {
                 if servers.is_none() && events.is_none() {
-                    self.filter.is_paused = true;
+                    self.out.filter.borrow_mut().is_paused = true;
                     return self.ack("unsubscribed").await;
                 }
                 let events = match parse_kinds(events) {
                     Ok(e) => e,
                     Err(m) => return self.reply(json!({"type": "error", "message": m})).await,
                 };
-                let snapshot = self.shared.published.snapshot.borrow().clone();
-                if let Some(remove) = servers {
-                    let set = self.filter.servers.get_or_insert_with(|| {
-                        snapshot
-                            .servers
-                            .iter()
-                            .map(|s| s.name.to_string())
-                            .collect()
-                    });
-                    for s in remove {
-                        set.remove(&s);
-                    }
-                }
-                if let Some(remove) = events {
-                    let set = self.filter.events.get_or_insert_with(all_kinds);
-                    for k in remove {
-                        set.remove(&k);
-                    }
-                }
+                self.narrow_filter(servers, events);
                 self.ack("unsubscribed").await
             }
         }
     }
 
+    /// `unsubscribe` with lists: removes them from the filter (from "all" if it had none).
+    fn narrow_filter(&self, servers: Option<Vec<String>>, events: Option<HashSet<EventKind>>) {
+        let mut filter = self.out.filter.borrow_mut();
+        if let Some(remove) = servers {
+            let set = filter.servers.get_or_insert_with(|| {
+                let snapshot = self.shared.published.snapshot.borrow();
+                snapshot
+                    .servers
+                    .iter()
+                    .map(|s| s.name.to_string())
+                    .collect()
+            });
+            for s in remove {
+                set.remove(&s);
+            }
+        }
+        if let Some(remove) = events {
+            let set = filter.events.get_or_insert_with(all_kinds);
+            for k in remove {
+                set.remove(&k);
+            }
+        }
+    }
+
     async fn ack(&mut self, kind: &str) -> Flow {
-        let mut servers: Option<Vec<&String>> =
-            self.filter.servers.as_ref().map(|s| s.iter().collect());
-        if let Some(s) = servers.as_mut() {
-            s.sort();
-        }
-        let mut events: Option<Vec<&str>> = self
-            .filter
-            .events
-            .as_ref()
-            .map(|e| e.iter().map(|k| k.as_str()).collect());
-        if let Some(e) = events.as_mut() {
-            e.sort_unstable();
-        }
-        let body = json!({"type": kind, "servers": servers, "events": events, "paused": self.filter.is_paused});
+        let body = {
+            let filter = self.out.filter.borrow();
+            let mut servers: Option<Vec<&String>> =
+                filter.servers.as_ref().map(|s| s.iter().collect());
+            if let Some(s) = servers.as_mut() {
+                s.sort();
+            }
+            let mut events: Option<Vec<&str>> = filter
+                .events
+                .as_ref()
+                .map(|e| e.iter().map(|k| k.as_str()).collect());
+            if let Some(e) = events.as_mut() {
+                e.sort_unstable();
+            }
+            json!({"type": kind, "servers": servers, "events": events, "paused": filter.is_paused})
+        };
         self.reply(body).await
     }
 }
