@@ -1,24 +1,39 @@
 //! WebSocket fan-out: N clients on `/ws/mcp-status` of a real `omni2` process; one status
-//! change (the MCP server is killed); the spread of arrival times across clients, and the
-//! omni2 process's RSS. Bounded in time, loopback only, stops by itself.
+//! change (the MCP server is killed); how long until every client has it, and the omni2
+//! process's RSS. Then, side by side in the same run, the floor: one thread on the same core
+//! doing nothing but one `send()` of a frame of the same size to each of N loopback sockets,
+//! read by the same kind of client. Bounded in time, loopback only, stops by itself.
 //!
 //! ```sh
 //! cargo build --release -p omni2-core --bin omni2
 //! OMNI2_FANOUT_CLIENTS=1000 cargo bench -p benches --bench omni2_ws_fanout
-//! OMNI2_FANOUT_CLIENTS=10000 cargo bench -p benches --bench omni2_ws_fanout
+//! OMNI2_FANOUT_CLIENTS=10000 taskset -c 1 cargo bench -p benches --bench omni2_ws_fanout
 //! ```
-//! omni2 runs with one HTTP worker, pinned to CPU 0 with `taskset` when available. Latency is
-//! measured from the first client's receipt (the publish instant is inside another process),
-//! so it is the fan-out spread, not including the probe that detected the change.
+//! omni2 (one HTTP worker) and the floor's sender are pinned to CPU 0 with `taskset` when
+//! available; run the bench itself on the other core (`taskset -c 1`) so the clients do not
+//! compete with them. Reported per run:
+//! - `spread`: from the first client's receipt to each other's (monotonic clock);
+//! - `publish_to_receipt`: from the event's `ts` (omni2's wall clock when it published, ms
+//!   precision) to each receipt: the whole fan-out;
+//! - `floor_spread`: the same spread for the bare `send()` loop, and the ratio of the two p99s.
+//!
+//! On loopback the sending core also runs the receiving side of TCP (softirq) for every
+//! client, so the floor is the kernel's cost, not omni2's; a ratio near 1 means omni2 adds
+//! little on top of it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+/// Connections opened at once while setting up.
+const CONNECT_CONCURRENCY: usize = 200;
 
 struct Proc(Child);
 
@@ -73,7 +88,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Spreads from the earliest instant, sorted.
+fn spreads(arrivals: impl Iterator<Item = Instant> + Clone) -> Vec<Duration> {
+    let first = arrivals.clone().min().expect("some arrivals");
+    let mut lat: Vec<Duration> = arrivals.map(|t| t - first).collect();
+    lat.sort();
+    lat
+}
+
+/// `taskset -c 0 <program>` when taskset exists and pinning is not turned off.
+fn pinned(program: &std::path::Path) -> (Command, bool) {
+    let pin = std::env::var("OMNI2_FANOUT_PIN").as_deref() != Ok("0")
+        && Command::new("taskset").arg("--version").output().is_ok();
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        (c, true)
+    } else {
+        (Command::new(program), false)
+    }
+}
+
 fn main() {
+    // The floor's sender: this same binary, re-run pinned (see `floor`).
+    if let Ok(spec) = std::env::var("OMNI2_FANOUT_FLOOR_SENDER") {
+        floor_sender(&spec);
+        return;
+    }
     let Some(clients) = std::env::var("OMNI2_FANOUT_CLIENTS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -81,6 +122,16 @@ fn main() {
         eprintln!("omni2_ws_fanout: skipped (set OMNI2_FANOUT_CLIENTS=1000, see the file header)");
         return;
     };
+    let (omni2_p99, frame_len) = omni2_fanout(clients);
+    let floor_p99 = floor(clients, frame_len);
+    println!(
+        "omni2_ws_fanout ratio spread_p99 omni2/floor = {:.2}",
+        omni2_p99.as_secs_f64() / floor_p99.as_secs_f64()
+    );
+}
+
+/// The omni2 run; returns its spread p99 and the size of the frame each client got.
+fn omni2_fanout(clients: usize) -> (Duration, usize) {
     let bin = omni2_binary();
     assert!(
         bin.exists(),
@@ -104,25 +155,27 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("omni2-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("omni2.yaml");
+    // Profiling knobs: a periodic `cache_stats` delta to every client, and a pause (with the
+    // clients connected) before the change, to attach `perf record -p` to omni2.
+    let stats_interval =
+        std::env::var("OMNI2_FANOUT_STATS_INTERVAL").unwrap_or_else(|_| "1h".to_owned());
+    let hold = Duration::from_secs(
+        std::env::var("OMNI2_FANOUT_HOLD_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     std::fs::write(
         &config,
         format!(
-            "websocket: {{max_connections: 20000, queue: 64, heartbeat_interval: 60s, client_timeout: 180s, cache_stats_interval: 1h}}\n\
+            "websocket: {{max_connections: 20000, queue: 64, heartbeat_interval: 60s, client_timeout: 180s, cache_stats_interval: {stats_interval}}}\n\
              servers:\n  - {{name: py, url: \"http://127.0.0.1:{port}/mcp\", probe_interval: 250ms, probe_timeout: 1s, unhealthy_after: 1}}\n"
         ),
     )
     .expect("config");
     // OMNI2_FANOUT_WORKERS (default 1) and OMNI2_FANOUT_PIN=0 are for comparisons only.
     let workers = std::env::var("OMNI2_FANOUT_WORKERS").unwrap_or_else(|_| "1".to_owned());
-    let pin = std::env::var("OMNI2_FANOUT_PIN").as_deref() != Ok("0")
-        && Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&bin);
-        c
-    } else {
-        Command::new(&bin)
-    };
+    let (mut cmd, pin) = pinned(&bin);
     let mut omni2 = cmd
         .arg("--config")
         .arg(&config)
@@ -140,16 +193,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let url = format!("ws://{addr}/ws/mcp-status");
-        let exp = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        let exp = (SystemTime::now() + Duration::from_secs(3600))
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs()
             .to_string();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        // Each client's receipt: when (monotonic and wall clock), and the message.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, SystemTime, String)>();
         let connect_started = Instant::now();
-        let deadline = Duration::from_secs(120);
         // Connect with bounded concurrency; each client then waits for the change.
         let connected = futures_util::stream::iter(0..clients)
             .map(|i| {
@@ -168,20 +221,24 @@ fn main() {
                                 && t.contains("\"server_status\"")
                                 && t.contains("\"unhealthy\"")
                             {
-                                let _ = tx.send(Instant::now());
+                                let _ = tx.send((Instant::now(), SystemTime::now(), t.to_string()));
                                 break;
                             }
                         }
-                        // Keep the socket open until the process ends.
+                        // Keep the socket open until the runtime ends.
                         std::future::pending::<()>().await;
                     });
                 }
             })
-            .buffer_unordered(200)
+            .buffer_unordered(CONNECT_CONCURRENCY)
             .count();
-        tokio::time::timeout(deadline, connected).await.expect("all clients connected in time");
+        tokio::time::timeout(DEADLINE, connected).await.expect("all clients connected in time");
         let connect_time = connect_started.elapsed();
         let rss_connected = rss_mib(pid);
+        if !hold.is_zero() {
+            eprintln!("omni2 pid {pid}: holding {hold:?} before the change");
+            tokio::time::sleep(hold).await;
+        }
 
         // The status change: the MCP server dies; the next probe marks it unhealthy.
         let _ = py.0.kill();
@@ -192,20 +249,131 @@ fn main() {
                 arrivals.push(rx.recv().await.expect("sender alive"));
             }
         };
-        tokio::time::timeout(deadline, collect).await.expect("every client got the change in time");
-        let first = *arrivals.iter().min().expect("some");
-        let mut lat: Vec<Duration> = arrivals.iter().map(|t| *t - first).collect();
-        lat.sort();
+        tokio::time::timeout(DEADLINE, collect).await.expect("every client got the change in time");
+        let lat = spreads(arrivals.iter().map(|a| a.0));
+        // From the event's `ts` (set when omni2 published it, millisecond precision, same
+        // machine clock) to receipt: the whole fan-out, not only its spread.
+        let mut e2e: Vec<Duration> = arrivals
+            .iter()
+            .map(|(_, wall, text)| {
+                let v: serde_json::Value = serde_json::from_str(text).expect("json");
+                let ts = humantime::parse_rfc3339(v["ts"].as_str().expect("ts")).expect("rfc3339");
+                wall.duration_since(ts).unwrap_or_default()
+            })
+            .collect();
+        e2e.sort();
         println!(
             "omni2_ws_fanout clients={clients} workers={workers} pinned_cpu0={pin} connect_all={:.2?} \
-             spread_p50={:.2?} spread_p99={:.2?} spread_max={:.2?} rss_idle={rss_idle:.1}MiB rss_connected={rss_connected:.1}MiB rss_after={:.1}MiB",
+             spread_p50={:.2?} spread_p99={:.2?} spread_max={:.2?} \
+             publish_to_receipt_p50={:.2?} p99={:.2?} max={:.2?} rss_idle={rss_idle:.1}MiB rss_connected={rss_connected:.1}MiB rss_after={:.1}MiB",
             connect_time,
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
             lat[lat.len() - 1],
+            percentile(&e2e, 0.50),
+            percentile(&e2e, 0.99),
+            e2e[e2e.len() - 1],
             rss_mib(pid),
         );
+        let text_len = arrivals[0].2.len();
+        // Server frames are unmasked: 2 header bytes, 4 from 126 bytes of payload.
+        let frame_len = text_len + if text_len < 126 { 2 } else { 4 };
+        (percentile(&lat, 0.99), frame_len)
     });
+    // Dropping the runtime closes every client socket before the floor run.
+    drop(rt);
     drop(omni2);
     let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The floor run: a pinned sender process writes `frame_len` bytes once to each of `clients`
+/// loopback sockets; returns the receivers' spread p99.
+fn floor(clients: usize, frame_len: usize) -> Duration {
+    let exe = std::env::current_exe().expect("exe");
+    let (mut cmd, _) = pinned(&exe);
+    let mut sender = cmd
+        .env(
+            "OMNI2_FANOUT_FLOOR_SENDER",
+            format!("{clients}:{frame_len}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("floor sender");
+    let addr = first_line(&mut sender, "FLOOR listening on ");
+    let mut go = sender.stdin.take().expect("stdin");
+    let sender = Proc(sender);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let p99 = rt.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let connected = futures_util::stream::iter(0..clients)
+            .map(|_| {
+                let (addr, tx) = (addr.clone(), tx.clone());
+                async move {
+                    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; frame_len];
+                        if s.read_exact(&mut buf).await.is_ok() {
+                            let _ = tx.send(Instant::now());
+                        }
+                        std::future::pending::<()>().await;
+                    });
+                }
+            })
+            .buffer_unordered(CONNECT_CONCURRENCY)
+            .count();
+        tokio::time::timeout(DEADLINE, connected).await.expect("floor clients connected");
+        // Let the sender accept them all before it starts the clock.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        go.write_all(b"go\n").expect("go");
+        let mut arrivals = Vec::with_capacity(clients);
+        let collect = async {
+            while arrivals.len() < clients {
+                arrivals.push(rx.recv().await.expect("receivers alive"));
+            }
+        };
+        tokio::time::timeout(DEADLINE, collect).await.expect("every floor client got its frame");
+        let lat = spreads(arrivals.into_iter());
+        println!(
+            "omni2_ws_fanout floor clients={clients} frame={frame_len}B floor_spread_p50={:.2?} floor_spread_p99={:.2?} floor_spread_max={:.2?}",
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            lat[lat.len() - 1],
+        );
+        percentile(&lat, 0.99)
+    });
+    drop(rt);
+    drop(sender);
+    p99
+}
+
+/// `N:BYTES`: accept N loopback connections, wait for "go" on stdin, then one `write` of a
+/// BYTES-long WebSocket text frame to each, in one thread, as fast as the kernel allows.
+fn floor_sender(spec: &str) {
+    let (n, len) = spec.split_once(':').expect("N:BYTES");
+    let (n, len): (usize, usize) = (n.parse().expect("N"), len.parse().expect("BYTES"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!(
+        "FLOOR listening on {}",
+        listener.local_addr().expect("addr")
+    );
+    std::io::stdout().flush().expect("flush");
+    // Default socket options, as omni2's (actix leaves Nagle on unless configured).
+    let sockets: Vec<std::net::TcpStream> = (0..n)
+        .map(|_| listener.accept().expect("accept").0)
+        .collect();
+    let mut frame = vec![b'x'; len];
+    frame[0] = 0x81;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("go");
+    for mut s in &sockets {
+        s.write_all(&frame).expect("write");
+    }
+    // Keep the sockets open until the bench is done with them (it kills this process).
+    std::thread::sleep(DEADLINE);
 }
