@@ -27,9 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Connections opened at once while setting up.
@@ -96,6 +98,42 @@ fn spreads(arrivals: impl Iterator<Item = Instant> + Clone) -> Vec<Duration> {
     lat
 }
 
+/// A receipt: when (monotonic and wall clock), and the message.
+type Receipt = (Instant, SystemTime, String);
+
+/// What every client does, in the omni2 run and in the floor run alike: read until the
+/// `unhealthy` status arrives, report it, keep the socket open.
+async fn await_change<S>(mut ws: WebSocketStream<S>, tx: UnboundedSender<Receipt>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m
+            && t.contains("\"server_status\"")
+            && t.contains("\"unhealthy\"")
+        {
+            let _ = tx.send((Instant::now(), SystemTime::now(), t.to_string()));
+            break;
+        }
+    }
+    // Keep the socket open until the runtime ends.
+    std::future::pending::<()>().await;
+}
+
+/// Waits (bounded) for `n` receipts.
+async fn receipts(rx: &mut UnboundedReceiver<Receipt>, n: usize) -> Vec<Receipt> {
+    let mut arrivals = Vec::with_capacity(n);
+    let collect = async {
+        while arrivals.len() < n {
+            arrivals.push(rx.recv().await.expect("clients alive"));
+        }
+    };
+    tokio::time::timeout(DEADLINE, collect)
+        .await
+        .expect("every client got the change in time");
+    arrivals
+}
+
 /// `taskset -c 0 <program>` when taskset exists and pinning is not turned off.
 fn pinned(program: &std::path::Path) -> (Command, bool) {
     let pin = std::env::var("OMNI2_FANOUT_PIN").as_deref() != Ok("0")
@@ -122,16 +160,16 @@ fn main() {
         eprintln!("omni2_ws_fanout: skipped (set OMNI2_FANOUT_CLIENTS=1000, see the file header)");
         return;
     };
-    let (omni2_p99, frame_len) = omni2_fanout(clients);
-    let floor_p99 = floor(clients, frame_len);
+    let (omni2_p99, message) = omni2_fanout(clients);
+    let floor_p99 = floor(clients, &message);
     println!(
         "omni2_ws_fanout ratio spread_p99 omni2/floor = {:.2}",
         omni2_p99.as_secs_f64() / floor_p99.as_secs_f64()
     );
 }
 
-/// The omni2 run; returns its spread p99 and the size of the frame each client got.
-fn omni2_fanout(clients: usize) -> (Duration, usize) {
+/// The omni2 run; returns its spread p99 and the message each client got.
+fn omni2_fanout(clients: usize) -> (Duration, String) {
     let bin = omni2_binary();
     assert!(
         bin.exists(),
@@ -200,8 +238,7 @@ fn omni2_fanout(clients: usize) -> (Duration, usize) {
             .expect("clock")
             .as_secs()
             .to_string();
-        // Each client's receipt: when (monotonic and wall clock), and the message.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, SystemTime, String)>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let connect_started = Instant::now();
         // Connect with bounded concurrency; each client then waits for the change.
         let connected = futures_util::stream::iter(0..clients)
@@ -215,19 +252,7 @@ fn omni2_fanout(clients: usize) -> (Duration, usize) {
                     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
                     // The snapshot.
                     let _ = ws.next().await;
-                    tokio::spawn(async move {
-                        while let Some(Ok(m)) = ws.next().await {
-                            if let Message::Text(t) = m
-                                && t.contains("\"server_status\"")
-                                && t.contains("\"unhealthy\"")
-                            {
-                                let _ = tx.send((Instant::now(), SystemTime::now(), t.to_string()));
-                                break;
-                            }
-                        }
-                        // Keep the socket open until the runtime ends.
-                        std::future::pending::<()>().await;
-                    });
+                    tokio::spawn(await_change(ws, tx));
                 }
             })
             .buffer_unordered(CONNECT_CONCURRENCY)
@@ -243,13 +268,7 @@ fn omni2_fanout(clients: usize) -> (Duration, usize) {
         // The status change: the MCP server dies; the next probe marks it unhealthy.
         let _ = py.0.kill();
         let _ = py.0.wait();
-        let mut arrivals = Vec::with_capacity(clients);
-        let collect = async {
-            while arrivals.len() < clients {
-                arrivals.push(rx.recv().await.expect("sender alive"));
-            }
-        };
-        tokio::time::timeout(DEADLINE, collect).await.expect("every client got the change in time");
+        let arrivals = receipts(&mut rx, clients).await;
         let lat = spreads(arrivals.iter().map(|a| a.0));
         // From the event's `ts` (set when omni2 published it, millisecond precision, same
         // machine clock) to receipt: the whole fan-out, not only its spread.
@@ -275,10 +294,7 @@ fn omni2_fanout(clients: usize) -> (Duration, usize) {
             e2e[e2e.len() - 1],
             rss_mib(pid),
         );
-        let text_len = arrivals[0].2.len();
-        // Server frames are unmasked: 2 header bytes, 4 from 126 bytes of payload.
-        let frame_len = text_len + if text_len < 126 { 2 } else { 4 };
-        (percentile(&lat, 0.99), frame_len)
+        (percentile(&lat, 0.99), arrivals[0].2.clone())
     });
     // Dropping the runtime closes every client socket before the floor run.
     drop(rt);
@@ -287,16 +303,14 @@ fn omni2_fanout(clients: usize) -> (Duration, usize) {
     result
 }
 
-/// The floor run: a pinned sender process writes `frame_len` bytes once to each of `clients`
-/// loopback sockets; returns the receivers' spread p99.
-fn floor(clients: usize, frame_len: usize) -> Duration {
+/// The floor run: a pinned sender process writes the same WebSocket frame once to each of
+/// `clients` loopback sockets, read by the same client code; returns the spread p99.
+fn floor(clients: usize, message: &str) -> Duration {
     let exe = std::env::current_exe().expect("exe");
     let (mut cmd, _) = pinned(&exe);
     let mut sender = cmd
-        .env(
-            "OMNI2_FANOUT_FLOOR_SENDER",
-            format!("{clients}:{frame_len}"),
-        )
+        .env("OMNI2_FANOUT_FLOOR_SENDER", clients.to_string())
+        .env("OMNI2_FANOUT_FLOOR_MESSAGE", message)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -310,37 +324,28 @@ fn floor(clients: usize, frame_len: usize) -> Duration {
         .build()
         .expect("rt");
     let p99 = rt.block_on(async move {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let connected = futures_util::stream::iter(0..clients)
             .map(|_| {
                 let (addr, tx) = (addr.clone(), tx.clone());
                 async move {
-                    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; frame_len];
-                        if s.read_exact(&mut buf).await.is_ok() {
-                            let _ = tx.send(Instant::now());
-                        }
-                        std::future::pending::<()>().await;
-                    });
+                    let s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+                    // No handshake: the sender speaks bare frames.
+                    let ws = WebSocketStream::from_raw_socket(s, Role::Client, None).await;
+                    tokio::spawn(await_change(ws, tx));
                 }
             })
             .buffer_unordered(CONNECT_CONCURRENCY)
             .count();
         tokio::time::timeout(DEADLINE, connected).await.expect("floor clients connected");
-        // Let the sender accept them all before it starts the clock.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let the sender finish accepting, and the kernel finish closing the omni2 run's
+        // sockets: without this pause the floor came out 3x slower in 2 runs of 3.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         go.write_all(b"go\n").expect("go");
-        let mut arrivals = Vec::with_capacity(clients);
-        let collect = async {
-            while arrivals.len() < clients {
-                arrivals.push(rx.recv().await.expect("receivers alive"));
-            }
-        };
-        tokio::time::timeout(DEADLINE, collect).await.expect("every floor client got its frame");
-        let lat = spreads(arrivals.into_iter());
+        let lat = spreads(receipts(&mut rx, clients).await.iter().map(|a| a.0));
         println!(
-            "omni2_ws_fanout floor clients={clients} frame={frame_len}B floor_spread_p50={:.2?} floor_spread_p99={:.2?} floor_spread_max={:.2?}",
+            "omni2_ws_fanout floor clients={clients} frame={}B floor_spread_p50={:.2?} floor_spread_p99={:.2?} floor_spread_max={:.2?}",
+            message.len() + 4,
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
             lat[lat.len() - 1],
@@ -352,11 +357,12 @@ fn floor(clients: usize, frame_len: usize) -> Duration {
     p99
 }
 
-/// `N:BYTES`: accept N loopback connections, wait for "go" on stdin, then one `write` of a
-/// BYTES-long WebSocket text frame to each, in one thread, as fast as the kernel allows.
-fn floor_sender(spec: &str) {
-    let (n, len) = spec.split_once(':').expect("N:BYTES");
-    let (n, len): (usize, usize) = (n.parse().expect("N"), len.parse().expect("BYTES"));
+/// Accepts N loopback connections, waits for "go" on stdin, then writes one unmasked
+/// WebSocket text frame of `OMNI2_FANOUT_FLOOR_MESSAGE` to each, in one thread, as fast as
+/// the kernel allows.
+fn floor_sender(n: &str) {
+    let n: usize = n.parse().expect("N");
+    let message = std::env::var("OMNI2_FANOUT_FLOOR_MESSAGE").expect("message");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     println!(
         "FLOOR listening on {}",
@@ -367,13 +373,21 @@ fn floor_sender(spec: &str) {
     let sockets: Vec<std::net::TcpStream> = (0..n)
         .map(|_| listener.accept().expect("accept").0)
         .collect();
-    let mut frame = vec![b'x'; len];
-    frame[0] = 0x81;
+    let len = u16::try_from(message.len()).expect("message under 64 KiB");
+    let mut frame = vec![0x81, 126];
+    if len < 126 {
+        frame = vec![0x81, len as u8];
+    } else {
+        frame.extend_from_slice(&len.to_be_bytes());
+    }
+    frame.extend_from_slice(message.as_bytes());
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go");
+    let started = Instant::now();
     for mut s in &sockets {
         s.write_all(&frame).expect("write");
     }
+    eprintln!("floor sender: {n} writes in {:.2?}", started.elapsed());
     // Keep the sockets open until the bench is done with them (it kills this process).
     std::thread::sleep(DEADLINE);
 }
