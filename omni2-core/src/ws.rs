@@ -1,8 +1,8 @@
 //! `/ws/mcp-status`: a snapshot, then deltas, each message with the connection's next `seq`.
 //!
-//! Deltas are delivered by the worker's fan-out task ([`WorkerFanout`]) straight into each connection's
-//! bounded outgoing channel (actix-ws's, 32 frames), serialised once for all connections; each
-//! connection only prepends its `seq`. A client that stops reading fills its channel and
+//! Deltas are delivered by the worker's fan-out task ([`WorkerFanout`]) straight into each
+//! connection's bounded outgoing channel (actix-ws's, 32 frames), serialised once for all
+//! connections; each connection only prepends its `seq`. A client that stops reading fills its channel and
 //! socket buffers and only that: it misses deltas (counted), and its own task sends it a fresh
 //! snapshot instead; after `max_lag_strikes` such episodes it is closed with 1013. The
 //! connection's own task handles everything else: client messages, heartbeat, expiry, close.
