@@ -4,9 +4,9 @@
 //! `cargo bench -p benches --bench omni2_core`. The MCP group needs `python3` with the `mcp`
 //! package; without it that group is skipped with a note.
 
+mod support;
+
 use std::hint::black_box;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,37 +20,7 @@ use omni2_core::mcp::{HttpMcpClient, McpClient, ToolResult};
 use omni2_core::test_util::tool;
 use prometheus::IntCounter;
 use serde_json::{Map, Value, json};
-
-/// The reference MCP server, killed by PID on drop.
-struct PythonMcp(Child, u16);
-
-impl PythonMcp {
-    fn start() -> Option<Self> {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../omni2-core/tests/fixtures/mcp_server.py"
-        );
-        let mut child = Command::new("python3")
-            .args([script, "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take()?)
-            .read_line(&mut line)
-            .ok()?;
-        let port = line.strip_prefix("PORT ")?.trim().parse().ok()?;
-        Some(Self(child, port))
-    }
-}
-
-impl Drop for PythonMcp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::PythonMcp;
 
 fn counters() -> CacheCounters {
     let c = |n: &str| IntCounter::new(n, "bench").expect("counter");
@@ -102,7 +72,7 @@ fn cache_vs_round_trip(c: &mut Criterion) {
     match PythonMcp::start() {
         Some(server) => {
             let client = HttpMcpClient::new(
-                &format!("http://127.0.0.1:{}/mcp", server.1),
+                &server.url(),
                 Protocol::Auto,
                 HttpMcpClient::default_http_client(),
             );

@@ -21,6 +21,8 @@
 //! client, so the floor is the kernel's cost, not omni2's; a ratio near 1 means omni2 adds
 //! little on top of it.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,6 +34,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+use support::PythonMcp;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Connections opened at once while setting up.
@@ -134,6 +138,14 @@ async fn receipts(rx: &mut UnboundedReceiver<Receipt>, n: usize) -> Vec<Receipt>
     arrivals
 }
 
+/// The clients' runtime: one thread, like one dashboard process serving many sockets.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// `taskset -c 0 <program>` when taskset exists and pinning is not turned off.
 fn pinned(program: &std::path::Path) -> (Command, bool) {
     let pin = std::env::var("OMNI2_FANOUT_PIN").as_deref() != Ok("0")
@@ -177,18 +189,8 @@ fn omni2_fanout(clients: usize) -> (Duration, String) {
         bin.display()
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../omni2-core/tests/fixtures/mcp_server.py"
-    );
-    let mut py = Command::new("python3")
-        .args([script, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with mcp");
-    let port = first_line(&mut py, "PORT ");
-    let mut py = Proc(py);
+    let mut py = PythonMcp::start().expect("python3 with the mcp package");
+    let mcp_url = py.url();
 
     let dir = std::env::temp_dir().join(format!("omni2-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -207,7 +209,7 @@ fn omni2_fanout(clients: usize) -> (Duration, String) {
         &config,
         format!(
             "websocket: {{max_connections: 20000, queue: 64, heartbeat_interval: 60s, client_timeout: 180s, cache_stats_interval: {stats_interval}}}\n\
-             servers:\n  - {{name: py, url: \"http://127.0.0.1:{port}/mcp\", probe_interval: 250ms, probe_timeout: 1s, unhealthy_after: 1}}\n"
+             servers:\n  - {{name: py, url: \"{mcp_url}\", probe_interval: 250ms, probe_timeout: 1s, unhealthy_after: 1}}\n"
         ),
     )
     .expect("config");
@@ -227,10 +229,7 @@ fn omni2_fanout(clients: usize) -> (Duration, String) {
     let pid = omni2.0.id();
     let rss_idle = rss_mib(pid);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = client_runtime();
     let result = rt.block_on(async move {
         let url = format!("ws://{addr}/ws/mcp-status");
         let exp = (SystemTime::now() + Duration::from_secs(3600))
@@ -266,8 +265,7 @@ fn omni2_fanout(clients: usize) -> (Duration, String) {
         }
 
         // The status change: the MCP server dies; the next probe marks it unhealthy.
-        let _ = py.0.kill();
-        let _ = py.0.wait();
+        py.kill();
         let arrivals = receipts(&mut rx, clients).await;
         let lat = spreads(arrivals.iter().map(|a| a.0));
         // From the event's `ts` (set when omni2 published it, millisecond precision, same
@@ -319,10 +317,7 @@ fn floor(clients: usize, message: &str) -> Duration {
     let mut go = sender.stdin.take().expect("stdin");
     let sender = Proc(sender);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = client_runtime();
     let p99 = rt.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let connected = futures_util::stream::iter(0..clients)
