@@ -390,8 +390,13 @@ async fn announced_tool_appears(
     on_request_stream: bool,
 ) {
     let mcp = McpServer::start(server_args);
-    let slow_probes =
-        yaml(&[("py", &mcp.url())], "").replace("probe_interval: 200ms", "probe_interval: 1h");
+    let fast_probes = yaml(&[("py", &mcp.url())], "");
+    // Without this, the periodic refresh (every 10th 200 ms probe) would pass the test alone.
+    assert!(
+        fast_probes.contains("probe_interval: 200ms"),
+        "{fast_probes}"
+    );
+    let slow_probes = fast_probes.replace("probe_interval: 200ms", "probe_interval: 1h");
     let o = Omni2::start(&slow_probes, None);
     let http = reqwest::Client::new();
     let before = wait_state(&http, &o, "py", "healthy", Some("closed")).await;
