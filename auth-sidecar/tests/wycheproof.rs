@@ -1,5 +1,5 @@
 //! Conformance: Wycheproof's JSON Web Signature and JSON Web Key vectors
-//! (`../shared/vectors/wycheproof/`), run through the sidecar's own JWS parser, key loader
+//! (vendored in `tests/fixtures/wycheproof/`, Apache-2.0), run through the sidecar's own JWS parser, key loader
 //! and signature check.
 //!
 //! The vectors' payloads are not JWT claim sets (e.g. `foo`), so this suite stops at the
@@ -87,13 +87,7 @@ struct Case {
 }
 
 fn vectors_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/wycheproof");
-    assert!(
-        dir.is_dir(),
-        "Wycheproof vectors not found at {} (shared/ must sit beside the repository)",
-        dir.display()
-    );
-    dir
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wycheproof")
 }
 
 fn load(file: &str) -> Suite {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::process::{repo_root, shared_dir};
+use crate::process::repo_root;
 
 /// A YAML file as a JSON value (the schemas are JSON Schema draft-07).
 pub fn load_yaml(path: &Path) -> Value {
@@ -16,15 +16,11 @@ pub fn load_yaml(path: &Path) -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()))
 }
 
-/// A schema from `../shared/schemas/`.
+/// A schema vendored in `tests/fixtures/schemas/` (sources in its README).
 pub fn load_schema(name: &str) -> Value {
-    let path = shared_dir().join("schemas").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} (shared/ must sit beside the repository): {e}",
-            path.display()
-        )
-    });
+    let path = repo_root().join("tests/fixtures/schemas").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("schema is JSON")
 }
 

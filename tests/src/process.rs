@@ -19,11 +19,6 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared` beside the repository (schemas, contract); CI clones it there.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("..").join("shared")
-}
-
 /// A loopback address on a port that was free a moment ago. Another process can take it
 /// before ours binds it; the start-up checks then fail loudly instead of hanging.
 pub fn free_addr() -> SocketAddr {
