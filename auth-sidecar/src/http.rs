@@ -1,5 +1,6 @@
 //! The HTTP surface: shared state and route mounting.
 
+pub mod answer;
 mod health;
 mod verify;
 

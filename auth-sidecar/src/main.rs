@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use auth_sidecar::config::watch::watch;
+use auth_sidecar::clock::unix_now;
 use auth_sidecar::config::{DEV_SECRET_ENV, ProcessEnv, Runtime};
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::Decision;
 use auth_sidecar::facts::{RequestFacts, Single};
 use auth_sidecar::http::{AppState, serve};
-use auth_sidecar::keys::jwks::unix_now;
 use auth_sidecar::mint::{MintRequest, mint};
+use auth_sidecar::reload::watch;
 
 #[derive(Parser)]
 #[command(
@@ -273,7 +273,10 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
             }
         }
         Decision::Deny { reason, .. } => {
-            println!("decision: deny ({})", reason.status().as_u16());
+            println!(
+                "decision: deny ({})",
+                auth_sidecar::http::answer::status(*reason).as_u16()
+            );
             println!("reason:   {}", reason.as_str());
             println!("headers:  (none on a deny)");
         }

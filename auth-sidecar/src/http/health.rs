@@ -4,7 +4,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
-use crate::keys::jwks::unix_now;
+use crate::clock::unix_now;
 
 /// The process is up and serving.
 pub(super) async fn healthz() -> HttpResponse {

@@ -16,9 +16,9 @@ use std::time::Duration;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 
-use super::{Env, Problems, Runtime, short_hash};
+use crate::clock::unix_now;
+use crate::config::{Env, Problems, Runtime, short_hash};
 use crate::http::AppState;
-use crate::keys::jwks::unix_now;
 
 /// How long file events settle before a reload: editors write in several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
