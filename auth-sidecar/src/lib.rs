@@ -9,7 +9,8 @@
 //! 1. leaves: [`reason`] (why allowed or denied: the closed vocabulary of bodies, logs and
 //!    metric labels), [`clock`] (`unix_now`, read only at the edges), [`facts`] (what a
 //!    decision is made from), [`net`] (CIDR sets, the right-most untrusted `X-Forwarded-For`
-//!    walk), [`ratelimit`] (per-rule token buckets).
+//!    walk), [`ratelimit`] (per-rule token buckets), [`supervise`] (restarts background
+//!    tasks that die and reports them down to `/readyz`).
 //! 2. [`policy`] (ordered rules; [`policy::path`] normalisation) and [`login`] (browser
 //!    redirects to a login page); [`token`] (finding the bearer token, fixed precedence).
 //! 3. [`identity`] (claims → identity headers, the optional identity signature),
@@ -24,8 +25,11 @@
 //!    [`metrics`] (Prometheus; JWKS series read from the key sets at scrape time).
 //! 6. [`http`] (actix-web handlers and state; [`http::answer`] is the only place that builds
 //!    responses, and sits low enough for `config` to pre-render its realm).
-//! 7. [`reload`] (hot reload on file change and SIGHUP) and [`run`] (serve orchestration).
+//! 7. [`reload`] (hot reload on file change and SIGHUP).
+//! 8. [`app`]: [`run`] serves a loaded config on given listeners until a shutdown future
+//!    resolves, supervising the watcher; `main.rs` is arguments, logging, binding, signals.
 
+pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -45,7 +49,10 @@ pub mod ratelimit;
 pub mod reason;
 pub mod reload;
 pub mod revocation;
+pub mod supervise;
 pub mod token;
+
+pub use app::run;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -391,3 +391,39 @@ async fn requests_waiting_on_a_hung_fetch_are_released_by_the_timeout() {
     );
     assert_eq!(fetches(&rt, "timeout"), 1);
 }
+
+#[actix_web::test]
+async fn a_dead_key_refresh_fails_readiness_and_is_restarted() {
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let rt = config(ISS, &format!("jwks_uri: {}", server.jwks_uri()), "");
+    // Before the refresh starts: its first round panics.
+    rt.issuers[0]
+        .remote
+        .as_ref()
+        .expect("remote issuer")
+        .panic_refresh();
+    let (app, _state) = support::app(rt).await;
+    let get = || TestRequest::get().uri("/readyz");
+
+    // Bounded polls: down first (the panic), then ready once the restarted task fetched.
+    let mut saw_down = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let res = support::call(&app, get()).await;
+        if res
+            .body
+            .contains("the key refresh task is down: the task panicked")
+        {
+            assert_eq!(res.status, 503, "{}", res.body);
+            saw_down = true;
+        }
+        if res.status == 200 || std::time::Instant::now() > deadline {
+            break res;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(saw_down, "/readyz never reported the dead refresh task");
+    assert_eq!(ready.status, 200, "not restarted: {}", ready.body);
+    assert!(server.jwks_hits() >= 1, "the restarted task fetched");
+}

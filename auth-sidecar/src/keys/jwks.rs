@@ -26,6 +26,7 @@ use reqwest::header::{ACCEPT, CACHE_CONTROL};
 
 use super::{KeySet, VerifyingKey};
 use crate::clock::unix_now;
+use crate::supervise::{Restart, TaskHealth, supervise};
 
 /// Largest JWKS or discovery document we read; real ones are a few KiB.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -199,6 +200,11 @@ pub struct RemoteKeys {
     last_error: Mutex<Option<String>>,
     /// The background refresh task, aborted when the last runtime using these keys drops.
     refresher: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Whether the refresh task is down (it is restarted; see [`crate::supervise`]).
+    refresh_health: Arc<TaskHealth>,
+    /// Test hook: the refresh task panics at the start of its next round.
+    #[cfg(any(test, feature = "test-util"))]
+    panic_refresh: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RemoteKeys {
@@ -302,6 +308,9 @@ impl RemoteKeys {
             discovered: Mutex::new(None),
             last_error: Mutex::new(None),
             refresher: Mutex::new(None),
+            refresh_health: Arc::default(),
+            #[cfg(any(test, feature = "test-util"))]
+            panic_refresh: Default::default(),
             settings,
         })
     }
@@ -606,8 +615,33 @@ impl RemoteKeys {
         if slot.is_some() {
             return;
         }
+        // Restarted when it dies; a set whose refresh is down keeps serving its keys until
+        // `max_stale` (then denies) and makes `/readyz` fail meanwhile.
         let weak = Arc::downgrade(self);
-        *slot = Some(tokio::spawn(refresh_loop(weak)).abort_handle());
+        let health = self.refresh_health.clone();
+        let supervised = supervise("jwks_refresh", health, Restart::DEFAULT, move || {
+            let weak = weak.clone();
+            async move {
+                refresh_loop(weak).await;
+                Ok(())
+            }
+        });
+        *slot = Some(tokio::spawn(supervised).abort_handle());
+    }
+
+    /// Test hook: makes the refresh task panic at the start of its next round.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn panic_refresh(&self) {
+        self.panic_refresh.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the background refresh is down, if it is.
+    pub fn refresh_down(&self) -> Option<String> {
+        self.refresh_health
+            .down()
+            .into_iter()
+            .next()
+            .map(|(_, why)| why)
     }
 }
 
@@ -616,6 +650,10 @@ async fn refresh_loop(weak: Weak<RemoteKeys>) {
     loop {
         let delay = {
             let Some(keys) = weak.upgrade() else { return };
+            #[cfg(any(test, feature = "test-util"))]
+            if keys.panic_refresh.swap(false, Ordering::SeqCst) {
+                panic!("test hook: the key refresh panics");
+            }
             let _fetching = keys.fetching.lock().await;
             let s = &keys.settings;
             match keys.fetch_and_install(unix_now()).await {
