@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use crate::decision::DenyReason;
+use crate::reason::DenyReason;
 
 /// A verified token, as cached.
 #[derive(Debug)]
@@ -203,6 +203,14 @@ impl TokenCache {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+}
+
+/// Whether the verification cache answered (for metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    NotNeeded,
+    Hit,
+    Miss,
 }
 
 #[cfg(test)]

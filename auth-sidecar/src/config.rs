@@ -6,7 +6,6 @@
 
 mod env;
 mod raw;
-pub mod watch;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,10 +23,11 @@ pub use env::{Env, ProcessEnv};
 use raw::{RawConfig, RawDuration, RawIssuer, RawKey, RawRule};
 
 use crate::cache::{CacheSettings, TokenCache};
-use crate::decision::Realm;
+use crate::clock::unix_now;
+use crate::http::answer::Realm;
 use crate::identity::{IdentityMapping, SIGNATURE_HEADER, Slot};
 use crate::jwt::Issuer;
-use crate::keys::jwks::{JwksSettings, JwksSource, RemoteKeys, unix_now};
+use crate::keys::jwks::{JwksSettings, JwksSource, RemoteKeys};
 use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
 use crate::login::LoginRedirect;
 use crate::net::CidrSet;
@@ -275,7 +275,7 @@ fn config_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-fn short_hash(text: &str) -> String {
+pub fn short_hash(text: &str) -> String {
     let d = digest::digest(&digest::SHA256, text.as_bytes());
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }

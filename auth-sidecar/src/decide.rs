@@ -18,24 +18,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{Authenticated, Lookup};
+use crate::cache::{Authenticated, CacheUse, Lookup};
 use crate::config::Runtime;
-use crate::decision::{AllowReason, Decision, DenyAnswer, DenyReason, RuleIndex};
+use crate::decision::{Decision, DenyAnswer, RuleIndex};
 use crate::facts::RequestFacts;
 use crate::jwt;
 use crate::login::prefers_html;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::{normalize, split_uri};
 use crate::policy::{Action, Rule, normalize_host};
+use crate::reason::{AllowReason, DenyReason};
 use crate::token;
-
-/// Whether the verification cache answered (for metrics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheUse {
-    NotNeeded,
-    Hit,
-    Miss,
-}
 
 /// Remote keys a token needs and we lack: its issuer (index) and `kid`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +78,7 @@ pub fn decide(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
         answer,
         ..
     } = &mut decision
-        && reason.status() == actix_web::http::StatusCode::UNAUTHORIZED
+        && reason.is_unauthenticated()
         // Logging in again cannot help while the issuer's keys are unavailable: no loop.
         && *reason != DenyReason::KeysUnavailable
         && let Some(login) = &rt.policy.rules[*index].login

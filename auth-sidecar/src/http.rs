@@ -1,8 +1,10 @@
 //! The HTTP surface: shared state and route mounting.
 
+pub mod answer;
 mod health;
 mod verify;
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Runtime;
 use crate::metrics::{DecisionCounters, Metrics};
+use crate::supervise::TaskHealth;
 
 pub use verify::facts_from_request;
 
@@ -28,6 +31,18 @@ pub struct AppState {
     /// holding the old one finish on it.
     pub active: ArcSwap<Active>,
     pub metrics: Metrics,
+    /// The supervised app-level tasks (the config watcher); down ones fail `/readyz`.
+    pub tasks: Arc<TaskHealth>,
+    #[cfg(any(test, feature = "test-util"))]
+    pub test_hooks: TestHooks,
+}
+
+/// Faults tests can inject into a running sidecar.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug, Default)]
+pub struct TestHooks {
+    /// The config watcher panics on its next wake-up (a file event or SIGHUP).
+    pub panic_watcher: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -40,6 +55,9 @@ impl AppState {
         AppState {
             active: ArcSwap::from_pointee(Active { rt, counters }),
             metrics,
+            tasks: Arc::default(),
+            #[cfg(any(test, feature = "test-util"))]
+            test_hooks: TestHooks::default(),
         }
     }
 
@@ -67,13 +85,15 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics));
 }
 
-/// Serves until SIGTERM/SIGINT (actix's graceful shutdown). With an admin listener, health
-/// and metrics live only there; otherwise beside `/verify`.
+/// Serves until `shutdown` resolves, then stops gracefully (requests in flight finish).
+/// Signals are the caller's business. With an admin listener, health and metrics live
+/// only there; otherwise beside `/verify`.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     admin: Option<TcpListener>,
     workers: usize,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let data = web::Data::from(state);
     let split = admin.is_some();
@@ -89,26 +109,42 @@ pub async fn serve(
         }
     })
     .workers(workers)
+    .disable_signals()
     .listen(listener)?
     .run();
-    match admin {
-        None => main.await,
-        Some(admin) => {
-            let admin = HttpServer::new(move || {
-                App::new().app_data(data.clone()).configure(configure_admin)
-            })
-            .workers(1)
-            .listen(admin)?
-            .run();
-            let (a, b) = futures_join(main, admin).await;
-            a.and(b)
+    let admin = match admin {
+        None => None,
+        Some(admin) => Some(
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(configure_admin))
+                .workers(1)
+                .disable_signals()
+                .listen(admin)?
+                .run(),
+        ),
+    };
+    let handles: Vec<_> = std::iter::once(main.handle())
+        .chain(admin.as_ref().map(|a| a.handle()))
+        .collect();
+    let servers = async move {
+        match admin {
+            None => main.await,
+            Some(admin) => {
+                let (a, b) = tokio::join!(main, admin);
+                a.and(b)
+            }
         }
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        served = &mut servers => return served,
+        () = shutdown => {}
     }
-}
-
-async fn futures_join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    tokio::join!(a, b)
+    // The servers must keep being polled while they stop: that is where they drain.
+    let stops = async {
+        for handle in &handles {
+            handle.stop(true).await;
+        }
+    };
+    let (served, ()) = tokio::join!(servers, stops);
+    served
 }

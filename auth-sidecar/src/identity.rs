@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Map, Value};
 
-use crate::decision::DenyReason;
+use crate::reason::DenyReason;
 
 /// The six identity slots, in signing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,9 +25,9 @@ use serde_json::{Map, Value};
 
 use std::sync::Arc;
 
-use crate::decision::DenyReason;
 use crate::keys::jwks::RemoteKeys;
 use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
+use crate::reason::DenyReason;
 
 /// Validation settings of one trusted issuer.
 #[derive(Debug)]

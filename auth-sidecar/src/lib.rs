@@ -4,23 +4,34 @@
 //! from the forwarded facts (`X-Forwarded-Method/-Uri/-Host/-Proto/-For`) and answers `200`
 //! with identity headers, or `401`/`403` with an RFC 6750 challenge and a small JSON body.
 //!
-//! Layout:
-//! - [`config`]: YAML → validated, compiled [`config::Runtime`]; every problem reported at once;
-//!   [`config::watch`]: hot reload on file change and SIGHUP.
-//! - [`facts`]: what a decision is made from.
-//! - [`token`]: finding the bearer token (fixed precedence, no fallback).
-//! - [`jwt`] and [`keys`]: JWS parsing, algorithm pinning, signature and claim checks;
-//!   [`keys::jwks`]: remote key sets (fetch, refresh, unknown-kid singleflight, staleness).
-//! - [`revocation`]: revoked `jti`s and subject not-before times, hot-reloaded.
-//! - [`ratelimit`]: per-rule token buckets; [`login`]: browser redirects to a login page.
-//! - [`policy`]: ordered rules (host, path, method, CIDRs, action); path normalisation.
-//! - [`net`]: CIDR sets and the right-most untrusted `X-Forwarded-For` walk.
-//! - [`identity`]: claims → identity headers, and the optional identity signature.
-//! - [`cache`]: token → verified identity, bounded, TTL never past `exp`.
-//! - [`decide`]: the pure decision function; [`decision`]: outcomes and the HTTP answers.
-//! - [`http`]: actix-web handlers; [`metrics`]: Prometheus; [`mint`]: development tokens.
+//! Layout, in layers; a module uses only modules in lower layers (or its own children), and
+//! `tests/e2e/layout.rs` fails on any cycle:
+//! 1. leaves: [`reason`] (why allowed or denied: the closed vocabulary of bodies, logs and
+//!    metric labels), [`clock`] (`unix_now`, read only at the edges), [`facts`] (what a
+//!    decision is made from), [`net`] (CIDR sets, the right-most untrusted `X-Forwarded-For`
+//!    walk), [`ratelimit`] (per-rule token buckets), [`supervise`] (restarts background
+//!    tasks that die and reports them down to `/readyz`).
+//! 2. [`policy`] (ordered rules; [`policy::path`] normalisation) and [`login`] (browser
+//!    redirects to a login page); [`token`] (finding the bearer token, fixed precedence).
+//! 3. [`identity`] (claims → identity headers, the optional identity signature),
+//!    [`decision`] (the outcome as plain data), [`cache`] (token → verified identity,
+//!    bounded, TTL never past `exp`), [`keys`] and [`keys::jwks`] (remote key sets: fetch,
+//!    refresh, unknown-kid singleflight, staleness; each set counts its own fetches), [`jwt`]
+//!    (JWS parsing, algorithm pinning, signature and claim checks).
+//! 4. [`revocation`] (revoked `jti`s and subject not-before times); [`config`] (YAML →
+//!    validated, compiled [`config::Runtime`]; every problem reported at once). Until
+//!    `Problems` leaves `config`, these two name each other: the one allow-listed cycle.
+//! 5. [`decide`] (the pure decision function), [`mint`] (development tokens),
+//!    [`metrics`] (Prometheus; JWKS series read from the key sets at scrape time).
+//! 6. [`http`] (actix-web handlers and state; [`http::answer`] is the only place that builds
+//!    responses, and sits low enough for `config` to pre-render its realm).
+//! 7. [`reload`] (hot reload on file change and SIGHUP).
+//! 8. [`app`]: [`run`] serves a loaded config on given listeners until a shutdown future
+//!    resolves, supervising the watcher; `main.rs` is arguments, logging, binding, signals.
 
+pub mod app;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod decision;
@@ -35,8 +46,13 @@ pub mod mint;
 pub mod net;
 pub mod policy;
 pub mod ratelimit;
+pub mod reason;
+pub mod reload;
 pub mod revocation;
+pub mod supervise;
 pub mod token;
+
+pub use app::run;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

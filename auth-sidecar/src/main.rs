@@ -1,21 +1,20 @@
-//! `auth-sidecar` command line: serve, check-config, explain, mint.
+//! `auth-sidecar` command line: serve, check-config, explain, mint. Serving itself is
+//! [`auth_sidecar::run`]; here: arguments, logging, binding and signals.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use auth_sidecar::config::watch::watch;
-use auth_sidecar::config::{DEV_SECRET_ENV, ProcessEnv, Runtime};
+use auth_sidecar::app::{ConfigSource, Serve};
+use auth_sidecar::clock::unix_now;
+use auth_sidecar::config::{ProcessEnv, Runtime};
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::Decision;
 use auth_sidecar::facts::{RequestFacts, Single};
-use auth_sidecar::http::{AppState, serve};
-use auth_sidecar::keys::jwks::unix_now;
 use auth_sidecar::mint::{MintRequest, mint};
 
 #[derive(Parser)]
@@ -109,15 +108,8 @@ fn init_logging(json: bool) {
 }
 
 fn load(config: Option<&Path>) -> anyhow::Result<Runtime> {
-    let rt = match config {
-        Some(path) => Runtime::load(path, &ProcessEnv),
-        None => Runtime::embedded(&ProcessEnv),
-    };
-    let rt = rt.map_err(|problems| anyhow::anyhow!("{problems}"))?;
-    for w in &rt.warnings {
-        tracing::warn!(warning = %w, "Configuration warning.");
-    }
-    Ok(rt)
+    let source = config.map_or(ConfigSource::Embedded, |p| ConfigSource::File(p.to_owned()));
+    Ok(Serve::load(source)?.rt)
 }
 
 fn main() -> ExitCode {
@@ -161,63 +153,52 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let embedded = args.config.is_none();
-    let rt = load(args.config.as_deref())?;
-    let listen = args.listen.unwrap_or(rt.listen);
-    if embedded {
-        if !listen.ip().is_loopback() {
-            bail!(
-                "refusing to listen on {listen} with the embedded development config; pass --config with a real one"
-            );
-        }
-        if std::env::var_os(DEV_SECRET_ENV).is_none() {
-            tracing::warn!(
-                "DEVELOPMENT MODE: no {DEV_SECRET_ENV} set, signing with a fixed, publicly known secret. Never use this outside a laptop."
-            );
-        }
+    let source = args
+        .config
+        .map_or(ConfigSource::Embedded, ConfigSource::File);
+    let embedded = matches!(source, ConfigSource::Embedded);
+    let mut serve = Serve::load(source)?;
+    if let Some(workers) = args.workers {
+        serve.workers = workers;
     }
-    let workers = args
-        .workers
-        .or(rt.workers)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listen = args.listen.unwrap_or(serve.rt.listen);
+    serve.check_listen(listen)?;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let admin = rt
+    let admin = serve
+        .rt
         .admin_listen
         .map(|a| TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
         .transpose()?;
     let bound = listener.local_addr()?;
     if embedded {
-        print_quickstart(&rt, bound);
+        print_quickstart(&serve.rt, bound);
     }
     tracing::info!(
         listen = %bound,
         admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
-        workers,
-        rules = rt.policy.rules.len(),
-        config_hash = %rt.hash,
+        workers = serve.workers,
+        rules = serve.rt.policy.rules.len(),
+        config_hash = %serve.rt.hash,
         "Serving forwardAuth."
     );
-    let config = args.config.clone();
     actix_web::rt::System::new().block_on(async move {
-        // Inside the runtime, so the remote key sets start refreshing.
-        let state = Arc::new(AppState::new(rt));
-        let watcher = config.map(|path| {
-            let state = state.clone();
-            actix_web::rt::spawn(async move {
-                if let Err(e) = watch(state, path, Box::new(ProcessEnv)).await {
-                    tracing::error!(error = %e, "Hot reload is off: cannot watch the configuration.");
-                }
-            })
-        });
-        let served = serve(state, listener, admin, workers).await;
-        if let Some(w) = watcher {
-            w.abort();
+        let shutdown = terminate_signal()?;
+        auth_sidecar::run(listener, admin, serve, shutdown).await
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT: a graceful stop.
+fn terminate_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping."),
+            _ = int.recv() => tracing::info!("SIGINT: stopping."),
         }
-        served
-    })?;
-    tracing::info!("Stopped.");
-    Ok(())
+    })
 }
 
 fn print_quickstart(rt: &Runtime, addr: SocketAddr) {
@@ -273,7 +254,10 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
             }
         }
         Decision::Deny { reason, .. } => {
-            println!("decision: deny ({})", reason.status().as_u16());
+            println!(
+                "decision: deny ({})",
+                auth_sidecar::http::answer::status(*reason).as_u16()
+            );
             println!("reason:   {}", reason.as_str());
             println!("headers:  (none on a deny)");
         }

@@ -1,57 +1,18 @@
 //! Prometheus metrics. Names and labels are fixed here; label values come from closed sets
 //! (decision, reason, rule names from config), never from requests or tokens.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use crate::cache::CacheUse;
+use crate::clock::unix_now;
 use crate::config::Runtime;
-use crate::decide::CacheUse;
-use crate::decision::{AllowReason, Decision, DenyReason, OUTCOMES};
-use crate::keys::jwks::{FetchError, unix_now};
-
-/// JWKS metrics. Remote key sets outlive configurations (they survive reloads), so their
-/// counters live once per process and every [`Metrics`] registry exposes them.
-#[derive(Debug)]
-pub struct JwksMetrics {
-    /// `auth_sidecar_jwks_fetch_total{issuer,result}`.
-    pub fetches: IntCounterVec,
-    age: IntGaugeVec,
-    keys: IntGaugeVec,
-    last_success: IntGaugeVec,
-}
-
-/// The process-wide JWKS metrics.
-pub fn jwks_metrics() -> &'static JwksMetrics {
-    static JWKS: LazyLock<JwksMetrics> = LazyLock::new(|| {
-        let vec = |name: &str, help: &str| {
-            IntGaugeVec::new(Opts::new(name, help), &["issuer"]).expect("static metric definition")
-        };
-        JwksMetrics {
-            fetches: IntCounterVec::new(
-                Opts::new(
-                    JWKS_FETCH_TOTAL,
-                    "JWKS fetch attempts by issuer and result.",
-                ),
-                &["issuer", "result"],
-            )
-            .expect("static metric definition"),
-            age: vec(
-                JWKS_AGE_SECONDS,
-                "Seconds since the issuer's keys were last fetched successfully.",
-            ),
-            keys: vec(JWKS_KEYS, "Keys in the issuer's installed JWKS."),
-            last_success: vec(
-                JWKS_LAST_SUCCESS,
-                "Unix time of the issuer's last successful JWKS fetch.",
-            ),
-        }
-    });
-    &JWKS
-}
+use crate::decision::{Decision, OUTCOMES};
+use crate::reason::{AllowReason, DenyReason};
 
 pub const DECISIONS_TOTAL: &str = "auth_sidecar_decisions_total";
 pub const DECISION_DURATION_SECONDS: &str = "auth_sidecar_decision_duration_seconds";
@@ -85,6 +46,47 @@ pub struct Metrics {
     /// `auth_sidecar_revocation_reloads_total{result}`.
     pub revocation_reloads: IntCounterVec,
     revocation_entries: IntGaugeVec,
+    /// JWKS series, refreshed from the active configuration's remote key sets at scrape
+    /// time: the key sets own their counters and outlive configurations.
+    jwks: JwksSeries,
+    /// One scrape at a time: a scrape rewrites the JWKS series before gathering them.
+    scrape: Arc<Mutex<()>>,
+}
+
+#[derive(Clone)]
+struct JwksSeries {
+    /// `auth_sidecar_jwks_fetch_total{issuer,result}`.
+    fetches: IntCounterVec,
+    age: IntGaugeVec,
+    keys: IntGaugeVec,
+    last_success: IntGaugeVec,
+}
+
+impl JwksSeries {
+    fn new() -> Self {
+        let vec = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["issuer"]).expect("static metric definition")
+        };
+        JwksSeries {
+            fetches: IntCounterVec::new(
+                Opts::new(
+                    JWKS_FETCH_TOTAL,
+                    "JWKS fetch attempts by issuer and result.",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("static metric definition"),
+            age: vec(
+                JWKS_AGE_SECONDS,
+                "Seconds since the issuer's keys were last fetched successfully.",
+            ),
+            keys: vec(JWKS_KEYS, "Keys in the issuer's installed JWKS."),
+            last_success: vec(
+                JWKS_LAST_SUCCESS,
+                "Unix time of the issuer's last successful JWKS fetch.",
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,7 +190,7 @@ impl Metrics {
             config_reloads.with_label_values(&[result]);
             revocation_reloads.with_label_values(&[result]);
         }
-        let jwks = jwks_metrics();
+        let jwks = JwksSeries::new();
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -218,6 +220,8 @@ impl Metrics {
             config_info,
             revocation_reloads,
             revocation_entries,
+            jwks,
+            scrape: Arc::default(),
         }
     }
 
@@ -265,6 +269,8 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self, rt: &Runtime) -> String {
+        // A poisoned lock only means another scrape panicked; the series are rewritten anyway.
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.cache_entries.set(rt.cache.entry_count() as i64);
         let (jtis, subjects) = rt.revocation.counts(unix_now());
         self.revocation_entries
@@ -283,18 +289,21 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Sets the JWKS gauges from the active configuration's remote issuers; issuers no
+    /// Sets the JWKS series from the active configuration's remote issuers; issuers no
     /// longer configured disappear.
     fn set_jwks_gauges(&self, rt: &Runtime) {
-        let jwks = jwks_metrics();
+        let jwks = &self.jwks;
+        jwks.fetches.reset();
         jwks.age.reset();
         jwks.keys.reset();
         jwks.last_success.reset();
         let now = unix_now();
         for remote in rt.issuers.iter().filter_map(|i| i.remote.as_deref()) {
             let issuer = [remote.issuer()];
-            for result in FetchError::LABELS {
-                jwks.fetches.with_label_values(&[remote.issuer(), result]);
+            for (result, count) in remote.fetch_counts() {
+                jwks.fetches
+                    .with_label_values(&[remote.issuer(), result])
+                    .inc_by(count);
             }
             jwks.keys
                 .with_label_values(&issuer)

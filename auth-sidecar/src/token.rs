@@ -9,9 +9,9 @@ use std::borrow::Cow;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::decision::DenyReason;
 use crate::facts::{RequestFacts, Single};
 use crate::policy::path::split_uri;
+use crate::reason::DenyReason;
 
 /// Where tokens may come from (from config).
 #[derive(Clone, Debug)]

@@ -15,11 +15,12 @@ use auth_sidecar::config::Runtime;
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::{Decision, DenyReason};
 use auth_sidecar::facts::{RequestFacts, Single};
-use auth_sidecar::metrics::jwks_metrics;
 use jwks_support::{EcKey, JwksServer, Mode};
 use serde_json::{Value, json};
 
 const NOW: i64 = 1_900_000_000;
+/// One issuer name for every test: nothing is shared between runtimes.
+const ISS: &str = "https://idp.test";
 
 fn config(issuer: &str, source: &str, tuning: &str) -> Runtime {
     let yaml = format!(
@@ -67,16 +68,21 @@ async fn serving(iss: &str) -> (EcKey, JwksServer, Arc<Runtime>) {
     (a, server, rt)
 }
 
-fn fetches(issuer: &str, result: &str) -> u64 {
-    jwks_metrics()
-        .fetches
-        .with_label_values(&[issuer, result])
-        .get()
+/// Fetch attempts with `result` by the runtime's only issuer's key set. Each key set owns
+/// its counters, so tests share issuer names freely.
+fn fetches(rt: &Runtime, result: &str) -> u64 {
+    let remote = rt.issuers[0].remote.as_ref().expect("a remote issuer");
+    let counts = remote.fetch_counts();
+    counts
+        .iter()
+        .find(|(label, _)| *label == result)
+        .map(|(_, n)| *n)
+        .expect("a known result label")
 }
 
 #[tokio::test]
 async fn rotation_is_picked_up_and_removed_keys_stop_working() {
-    let iss = "https://rotation.idp.test";
+    let iss = ISS;
     let (a, b) = (EcKey::generate("a"), EcKey::generate("b"));
     let server = JwksServer::start(&[&a]);
     let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
@@ -111,7 +117,7 @@ async fn rotation_is_picked_up_and_removed_keys_stop_working() {
 
 #[tokio::test]
 async fn outages_are_served_from_last_good_keys_until_max_stale() {
-    let iss = "https://outage.idp.test";
+    let iss = ISS;
     let a = EcKey::generate("a");
     let mut server = JwksServer::start(&[&a]);
     let rt = config(iss, &format!("jwks_uri: {}", server.jwks_uri()), "");
@@ -141,7 +147,7 @@ async fn outages_are_served_from_last_good_keys_until_max_stale() {
             "{mode:?}"
         );
         assert_eq!(server.jwks_hits(), hits + 1, "{mode:?}: one fetch");
-        assert_eq!(fetches(iss, label), 1, "{mode:?}");
+        assert_eq!(fetches(&rt, label), 1, "{mode:?}");
         assert_eq!(
             ask(&rt, &new_token(now), now).await,
             Ok(()),
@@ -154,8 +160,8 @@ async fn outages_are_served_from_last_good_keys_until_max_stale() {
         ask(&rt, &unknown, NOW + 500).await,
         Err(DenyReason::UnknownKid)
     );
-    assert_eq!(fetches(iss, "transport"), 1);
-    assert_eq!(fetches(iss, "success"), 1);
+    assert_eq!(fetches(&rt, "transport"), 1);
+    assert_eq!(fetches(&rt, "success"), 1);
 
     let cached = new_token(NOW + 600);
     assert_eq!(ask(&rt, &cached, NOW + 600).await, Ok(()));
@@ -182,7 +188,7 @@ async fn outages_are_served_from_last_good_keys_until_max_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_kid_flood_costs_at_most_one_fetch_per_cooldown() {
-    let iss = "https://flood.idp.test";
+    let iss = ISS;
     let (a, server, rt) = serving(iss).await;
     assert_eq!(server.jwks_hits(), 1);
 
@@ -221,7 +227,7 @@ async fn a_random_kid_flood_costs_at_most_one_fetch_per_cooldown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_unknown_kid_requests_share_one_fetch() {
-    let iss = "https://shared.idp.test";
+    let iss = ISS;
     let (a, server, rt) = serving(iss).await;
     let b = EcKey::generate("b");
 
@@ -305,7 +311,7 @@ fn promtool_check(text: &str) {
 
 #[actix_web::test]
 async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
-    let iss = "https://ready.idp.test";
+    let iss = ISS;
     let a = EcKey::generate("a");
     let server = JwksServer::start(&[&a]);
     server.set_mode(Mode::Status(503));
@@ -336,7 +342,7 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
 
     // The IdP recovers; the first request fetches (first forced fetch: no cooldown yet).
     server.set_mode(Mode::Serve);
-    let now = auth_sidecar::keys::jwks::unix_now();
+    let now = auth_sidecar::clock::unix_now();
     let token = a.mint(&claims(iss, "alice", now));
     let req = support::forwarded("GET", "/api/x")
         .insert_header(("Authorization", format!("Bearer {token}")));
@@ -358,7 +364,7 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_hung_fetch_are_released_by_the_timeout() {
-    let iss = "https://hang.idp.test";
+    let iss = ISS;
     let (a, server, rt) = serving(iss).await;
 
     // The IdP hangs; 20 requests for a new kid wait on one fetch, which the 300 ms timeout
@@ -383,5 +389,41 @@ async fn requests_waiting_on_a_hung_fetch_are_released_by_the_timeout() {
         2,
         "one initial fetch, one shared (hung) fetch"
     );
-    assert_eq!(fetches(iss, "timeout"), 1);
+    assert_eq!(fetches(&rt, "timeout"), 1);
+}
+
+#[actix_web::test]
+async fn a_dead_key_refresh_fails_readiness_and_is_restarted() {
+    let a = EcKey::generate("a");
+    let server = JwksServer::start(&[&a]);
+    let rt = config(ISS, &format!("jwks_uri: {}", server.jwks_uri()), "");
+    // Before the refresh starts: its first round panics.
+    rt.issuers[0]
+        .remote
+        .as_ref()
+        .expect("remote issuer")
+        .panic_refresh();
+    let (app, _state) = support::app(rt).await;
+    let get = || TestRequest::get().uri("/readyz");
+
+    // Bounded polls: down first (the panic), then ready once the restarted task fetched.
+    let mut saw_down = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let res = support::call(&app, get()).await;
+        if res
+            .body
+            .contains("the key refresh task is down: the task panicked")
+        {
+            assert_eq!(res.status, 503, "{}", res.body);
+            saw_down = true;
+        }
+        if res.status == 200 || std::time::Instant::now() > deadline {
+            break res;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(saw_down, "/readyz never reported the dead refresh task");
+    assert_eq!(ready.status, 200, "not restarted: {}", ready.body);
+    assert!(server.jwks_hits() >= 1, "the restarted task fetched");
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::{Service, ServiceResponse};
 use auth_sidecar::config::Runtime;
-use auth_sidecar::config::watch::{reload_revocations, watch};
 use auth_sidecar::http::AppState;
+use auth_sidecar::reload::{reload_revocations, watch};
 use serde_json::json;
 use support::{app, call, claims, env, forwarded, hs, unix_now};
 

@@ -10,3 +10,4 @@
 mod deploy;
 mod gateway_echo;
 mod gateway_omni2;
+mod layout;

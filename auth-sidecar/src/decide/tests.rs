@@ -12,8 +12,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::decision::AllowReason;
 use crate::facts::Single;
+use crate::http::answer::to_response;
+use crate::reason::AllowReason;
 use crate::test_util::{TestKey, hmac_key};
 
 const NOW: i64 = 1_800_000_000;
@@ -606,7 +607,7 @@ fn cache_is_used_but_policy_is_evaluated_every_time() {
 }
 
 fn answer(rt: &Runtime, facts: &RequestFacts<'_>) -> (u16, Vec<(String, String)>, String) {
-    let res = decide(facts, rt, NOW).decision.to_response(&rt.realm);
+    let res = to_response(&decide(facts, rt, NOW).decision, &rt.realm);
     let status = res.status().as_u16();
     let mut headers: Vec<(String, String)> = res
         .headers()

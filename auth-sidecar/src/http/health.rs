@@ -4,7 +4,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
-use crate::keys::jwks::unix_now;
+use crate::clock::unix_now;
 
 /// The process is up and serving.
 pub(super) async fn healthz() -> HttpResponse {
@@ -15,7 +15,8 @@ pub(super) async fn healthz() -> HttpResponse {
 
 /// Ready when a configuration is loaded and every issuer has keys: static ones, or, for a
 /// remote issuer marked `required`, a fetched set younger than `max_stale`. The body names
-/// each issuer that is not ready and why, and the active config hash.
+/// each issuer that is not ready and why, and the active config hash. A supervised
+/// background task that is down (being restarted) also makes it not ready.
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let active = state.active.load();
     let now = unix_now();
@@ -31,7 +32,13 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }
             None => {}
             Some(remote) => {
-                if let Err(why) = remote.availability(now)
+                if let Some(why) = remote.refresh_down() {
+                    missing.push(issuer.issuer.as_str());
+                    not_ready.push(serde_json::json!({
+                        "issuer": issuer.issuer,
+                        "reason": format!("the key refresh task is down: {why}"),
+                    }));
+                } else if let Err(why) = remote.availability(now)
                     && remote.settings().required
                 {
                     missing.push(issuer.issuer.as_str());
@@ -42,14 +49,19 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
+    let tasks_down = state.tasks.down();
+    for (task, why) in &tasks_down {
+        not_ready.push(serde_json::json!({"task": task, "reason": why}));
+    }
+    let ready = missing.is_empty() && tasks_down.is_empty();
     let body = serde_json::json!({
-        "ready": missing.is_empty(),
+        "ready": ready,
         "config_hash": active.rt.hash,
         "issuers_without_keys": missing,
         "not_ready": not_ready,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    if missing.is_empty() {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

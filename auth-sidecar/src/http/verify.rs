@@ -8,9 +8,10 @@ use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
+use super::answer;
+use crate::clock::unix_now;
 use crate::decide::{decide_with_keys, rate_limit};
 use crate::facts::{RequestFacts, Single};
-use crate::keys::jwks::unix_now;
 use crate::token::redact_uri;
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -81,5 +82,5 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
             "Decided."
         );
     }
-    outcome.decision.to_response(&active.rt.realm)
+    answer::to_response(&outcome.decision, &active.rt.realm)
 }

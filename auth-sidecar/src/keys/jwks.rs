@@ -25,7 +25,8 @@ use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, CACHE_CONTROL};
 
 use super::{KeySet, VerifyingKey};
-use crate::metrics::jwks_metrics;
+use crate::clock::unix_now;
+use crate::supervise::{Restart, TaskHealth, supervise};
 
 /// Largest JWKS or discovery document we read; real ones are a few KiB.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -108,12 +109,17 @@ impl FetchError {
     ];
 
     pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// Position of [`FetchError::label`] in [`FetchError::LABELS`].
+    fn index(&self) -> usize {
         match self {
-            FetchError::Timeout(_) => "timeout",
-            FetchError::Transport { .. } => "transport",
-            FetchError::Status { .. } => "http_status",
-            FetchError::Invalid { .. } => "invalid",
-            FetchError::Empty { .. } => "empty",
+            FetchError::Timeout(_) => 1,
+            FetchError::Transport { .. } => 2,
+            FetchError::Status { .. } => 3,
+            FetchError::Invalid { .. } => 4,
+            FetchError::Empty { .. } => 5,
         }
     }
 }
@@ -182,6 +188,9 @@ pub struct RemoteKeys {
     last_forced: AtomicI64,
     /// Completed fetch attempts; a waiter compares it to see whether a fetch happened.
     attempts: AtomicU64,
+    /// Fetch attempts by result, indexed like [`FetchError::LABELS`]; read by the metrics
+    /// at scrape time. They live as long as these keys, so they survive reloads too.
+    fetches: [AtomicU64; FetchError::LABELS.len()],
     /// Held for the whole of a fetch: the singleflight. tokio's mutex is fair (FIFO), so a
     /// waiter gets in right after the fetch it waited for.
     fetching: tokio::sync::Mutex<()>,
@@ -191,6 +200,11 @@ pub struct RemoteKeys {
     last_error: Mutex<Option<String>>,
     /// The background refresh task, aborted when the last runtime using these keys drops.
     refresher: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Whether the refresh task is down (it is restarted; see [`crate::supervise`]).
+    refresh_health: Arc<TaskHealth>,
+    /// Test hook: the refresh task panics at the start of its next round.
+    #[cfg(any(test, feature = "test-util"))]
+    panic_refresh: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RemoteKeys {
@@ -258,13 +272,6 @@ pub fn retry_delay(
     base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
 }
 
-/// Unix time in seconds from the system clock.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl RemoteKeys {
     /// A key set with nothing installed yet. No I/O happens until the first lookup or
     /// [`RemoteKeys::spawn_refresh`].
@@ -291,6 +298,7 @@ impl RemoteKeys {
             last_success: AtomicI64::new(i64::MIN),
             last_forced: AtomicI64::new(i64::MIN),
             attempts: AtomicU64::new(0),
+            fetches: Default::default(),
             fetching: tokio::sync::Mutex::new(()),
             unknown_kids: moka::sync::Cache::builder()
                 .max_capacity(UNKNOWN_KIDS_BYTES)
@@ -300,6 +308,9 @@ impl RemoteKeys {
             discovered: Mutex::new(None),
             last_error: Mutex::new(None),
             refresher: Mutex::new(None),
+            refresh_health: Arc::default(),
+            #[cfg(any(test, feature = "test-util"))]
+            panic_refresh: Default::default(),
             settings,
         })
     }
@@ -330,6 +341,16 @@ impl RemoteKeys {
     /// Completed fetch attempts (successful or not) since creation.
     pub fn attempts(&self) -> u64 {
         self.attempts.load(Ordering::Acquire)
+    }
+
+    /// Fetch attempts so far per `result` label, in [`FetchError::LABELS`] order.
+    pub fn fetch_counts(&self) -> [(&'static str, u64); FetchError::LABELS.len()] {
+        std::array::from_fn(|i| {
+            (
+                FetchError::LABELS[i],
+                self.fetches[i].load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Whether the keys may be used at `now`.
@@ -424,14 +445,11 @@ impl RemoteKeys {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(timeout)),
         };
-        let label = match &result {
-            Ok(_) => FetchError::LABELS[0],
-            Err(e) => e.label(),
+        let index = match &result {
+            Ok(_) => 0,
+            Err(e) => e.index(),
         };
-        jwks_metrics()
-            .fetches
-            .with_label_values(&[self.issuer.as_str(), label])
-            .inc();
+        self.fetches[index].fetch_add(1, Ordering::Relaxed);
         let outcome = match result {
             Ok(fetched) => {
                 self.install(fetched.keys, fetched.digest, now);
@@ -597,8 +615,33 @@ impl RemoteKeys {
         if slot.is_some() {
             return;
         }
+        // Restarted when it dies; a set whose refresh is down keeps serving its keys until
+        // `max_stale` (then denies) and makes `/readyz` fail meanwhile.
         let weak = Arc::downgrade(self);
-        *slot = Some(tokio::spawn(refresh_loop(weak)).abort_handle());
+        let health = self.refresh_health.clone();
+        let supervised = supervise("jwks_refresh", health, Restart::DEFAULT, move || {
+            let weak = weak.clone();
+            async move {
+                refresh_loop(weak).await;
+                Ok(())
+            }
+        });
+        *slot = Some(tokio::spawn(supervised).abort_handle());
+    }
+
+    /// Test hook: makes the refresh task panic at the start of its next round.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn panic_refresh(&self) {
+        self.panic_refresh.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the background refresh is down, if it is.
+    pub fn refresh_down(&self) -> Option<String> {
+        self.refresh_health
+            .down()
+            .into_iter()
+            .next()
+            .map(|(_, why)| why)
     }
 }
 
@@ -607,6 +650,10 @@ async fn refresh_loop(weak: Weak<RemoteKeys>) {
     loop {
         let delay = {
             let Some(keys) = weak.upgrade() else { return };
+            #[cfg(any(test, feature = "test-util"))]
+            if keys.panic_refresh.swap(false, Ordering::SeqCst) {
+                panic!("test hook: the key refresh panics");
+            }
             let _fetching = keys.fetching.lock().await;
             let s = &keys.settings;
             match keys.fetch_and_install(unix_now()).await {

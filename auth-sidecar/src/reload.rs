@@ -16,9 +16,9 @@ use std::time::Duration;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 
-use super::{Env, Problems, Runtime, short_hash};
+use crate::clock::unix_now;
+use crate::config::{Env, Problems, Runtime, short_hash};
 use crate::http::AppState;
-use crate::keys::jwks::unix_now;
 
 /// How long file events settle before a reload: editors write in several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -96,28 +96,22 @@ enum Wake {
 }
 
 /// Watches the config file, the revocation file it names and SIGHUP, reloading until the
-/// returned future is dropped. Runs inside a tokio runtime.
+/// returned future is dropped. Runs inside a tokio runtime. It should never return; `run`
+/// supervises it (restarts, then ends the process).
 pub async fn watch(
     state: Arc<AppState>,
     path: PathBuf,
     env: Box<dyn Env + Send + Sync>,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let files = tx.clone();
+    let (files, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
         if events.is_ok() {
             let _ = files.send(Wake::Files);
         }
     })
     .map_err(std::io::Error::other)?;
+    // Polled in this task, not a helper task: a restarted watcher leaves nothing behind.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            if tx.send(Wake::Signal).is_err() {
-                return;
-            }
-        }
-    });
 
     let mut watched = HashSet::new();
     let mut watch_dir_of = |file: &Path, watched: &mut HashSet<PathBuf>| {
@@ -140,7 +134,25 @@ pub async fn watch(
         watch_dir_of(r, &mut watched);
     }
 
-    while let Some(wake) = rx.recv().await {
+    loop {
+        let wake = tokio::select! {
+            wake = rx.recv() => match wake {
+                Some(wake) => wake,
+                None => break,
+            },
+            signal = hangup.recv() => match signal {
+                Some(()) => Wake::Signal,
+                None => break,
+            },
+        };
+        #[cfg(any(test, feature = "test-util"))]
+        if state
+            .test_hooks
+            .panic_watcher
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("test hook: the config watcher panics");
+        }
         let config_changed = match wake {
             Wake::Signal => {
                 tracing::info!("SIGHUP: reloading.");

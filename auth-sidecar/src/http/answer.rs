@@ -1,0 +1,152 @@
+//! The only place that builds forwardAuth HTTP answers from a [`Decision`].
+//!
+//! Bodies and `WWW-Authenticate` values are static strings: nothing from the request is
+//! ever echoed into a response.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+
+use crate::decision::{Decision, DenyAnswer};
+use crate::reason::DenyReason;
+
+/// 401 when the caller is not authenticated, 403 when it is but may not pass, 429 when it
+/// is over its rate limit.
+pub const fn status(reason: DenyReason) -> StatusCode {
+    match reason {
+        DenyReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        r if r.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+/// Builds the HTTP answer. Allow is exactly 200 with an empty body.
+pub fn to_response(decision: &Decision, realm: &Realm) -> HttpResponse {
+    match decision {
+        Decision::Allow { identity, .. } => {
+            let mut res = HttpResponse::Ok();
+            if let Some(identity) = identity {
+                for (name, value) in identity.iter() {
+                    res.insert_header((name.clone(), value.clone()));
+                }
+            }
+            res.finish()
+        }
+        Decision::Deny {
+            reason,
+            token_presented,
+            answer,
+            ..
+        } => match answer {
+            DenyAnswer::Standard => deny_response(*reason, *token_presented, realm),
+            DenyAnswer::Redirect(location) => HttpResponse::Found()
+                .insert_header((LOCATION, location.clone()))
+                .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+                .finish(),
+            DenyAnswer::RetryAfter(seconds) => {
+                let mut res = deny_response(*reason, *token_presented, realm);
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
+                res
+            }
+        },
+    }
+}
+
+/// Pre-rendered `WWW-Authenticate` values for one realm, so denying never formats strings.
+#[derive(Debug)]
+pub struct Realm {
+    /// Without an error code: no token was presented (RFC 6750 §3.1).
+    bare: HeaderValue,
+    /// `error="invalid_token"` per token-related reason, indexed like `DenyReason::ALL`.
+    invalid_token: Vec<HeaderValue>,
+    insufficient_scope: HeaderValue,
+}
+
+impl Realm {
+    /// `realm` must be a valid quoted-string body; config validation guarantees it.
+    pub fn new(realm: &str) -> Self {
+        let bare = format!("Bearer realm=\"{realm}\"");
+        let invalid_token = DenyReason::ALL
+            .iter()
+            .map(|r| {
+                HeaderValue::from_str(&format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                    r.message()
+                ))
+                .expect("realm is validated as printable ASCII without quotes")
+            })
+            .collect();
+        Realm {
+            bare: HeaderValue::from_str(&bare)
+                .expect("realm is validated as printable ASCII without quotes"),
+            invalid_token,
+            insufficient_scope: HeaderValue::from_str(&format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\"",
+                DenyReason::RoleDenied.message()
+            ))
+            .expect("realm is validated as printable ASCII without quotes"),
+        }
+    }
+}
+
+/// The JSON body of a deny: `{"error":"<reason>","message":"<text>"}`, well under 1 KiB.
+pub fn deny_body(reason: DenyReason) -> String {
+    format!(
+        "{{\"error\":\"{}\",\"message\":\"{}\"}}",
+        reason.as_str(),
+        reason.message()
+    )
+}
+
+fn deny_response(reason: DenyReason, token_presented: bool, realm: &Realm) -> HttpResponse {
+    let status = status(reason);
+    let mut res = HttpResponse::build(status);
+    res.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    res.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    let challenge = match reason {
+        DenyReason::RoleDenied => Some(realm.insufficient_scope.clone()),
+        _ if status == StatusCode::UNAUTHORIZED => {
+            Some(if token_presented && reason.is_token_problem() {
+                realm.invalid_token[reason.index()].clone()
+            } else {
+                realm.bare.clone()
+            })
+        }
+        _ => None,
+    };
+    if let Some(challenge) = challenge {
+        res.insert_header((WWW_AUTHENTICATE, challenge));
+    }
+    res.body(deny_body(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_bodies_are_small_json() {
+        for r in DenyReason::ALL {
+            let body = deny_body(r);
+            assert!(body.len() < 1024);
+            let v: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+            assert_eq!(v["error"], r.as_str());
+        }
+    }
+
+    #[test]
+    fn status_split_between_authn_and_authz() {
+        assert_eq!(status(DenyReason::MissingToken), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(DenyReason::Expired), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(DenyReason::RoleDenied), StatusCode::FORBIDDEN);
+        assert_eq!(status(DenyReason::NoRule), StatusCode::FORBIDDEN);
+        assert_eq!(status(DenyReason::IpDenied), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(DenyReason::RateLimited),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}
