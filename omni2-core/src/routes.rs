@@ -12,13 +12,13 @@ use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, timeout};
 
-use crate::Shared;
 use crate::cache::{CacheKey, Uncached};
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
 use crate::identity::Identity;
 use crate::mcp::{self, Fault, ToolResult};
 use crate::metrics::call_result;
+use crate::shared::Shared;
 
 /// Largest accepted tool-call body (JSON arguments).
 const MAX_ARGUMENTS_BYTES: usize = 1 << 20;
@@ -53,11 +53,16 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResp
         .json(json!({"error": code, "message": message.into()}))
 }
 
-/// Liveness only: no identity, no details.
-async fn health() -> HttpResponse {
-    HttpResponse::Ok()
+/// Liveness: no identity, no details. 503 once a background task has died (the log names
+/// it): a process that no longer probes must not look alive.
+async fn health(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let (mut answer, status) = match shared.tasks.failed() {
+        None => (HttpResponse::Ok(), "ok"),
+        Some(_) => (HttpResponse::ServiceUnavailable(), "failed"),
+    };
+    answer
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(json!({"status": "ok"}))
+        .json(json!({ "status": status }))
 }
 
 async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {

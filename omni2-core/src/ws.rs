@@ -24,9 +24,9 @@ use serde_json::json;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
 use self::fanout::{Filter, Outbox};
-use crate::Shared;
 use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
+use crate::shared::Shared;
 
 /// Open-connection accounting, shared by all workers.
 #[derive(Debug, Default)]

@@ -18,8 +18,8 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::Shared;
 use crate::coordinator::{Event, EventKind};
+use crate::shared::Shared;
 
 /// Connections served between two yields of the fan-out task, so a status change to
 /// thousands of clients does not hold the worker thread for the whole loop.
@@ -125,8 +125,7 @@ impl WorkerFanout {
         if !self.0.is_started.replace(true) {
             // Subscribed here, synchronously, so nothing published from now on is missed.
             let events = shared.published.events.subscribe();
-            let task = run(Rc::downgrade(&self.0), events, shared.clone());
-            actix_web::rt::spawn(tokio::task::unconstrained(task));
+            actix_web::rt::spawn(supervise(Rc::downgrade(&self.0), events, shared.clone()));
         }
         let outbox = Rc::new(Outbox {
             session: RefCell::new(session),
@@ -140,6 +139,49 @@ impl WorkerFanout {
         self.0.outboxes.borrow_mut().push(Rc::downgrade(&outbox));
         outbox
     }
+}
+
+/// Restarts of one worker's fan-out after a panic before the process is declared failed.
+const FANOUT_RESTARTS: u32 = 3;
+
+/// Runs the worker's fan-out and restarts it if it panics: its state is only the list of
+/// connections, which outlives it, so a restart loses nothing but the events in between,
+/// and every connection is sent a fresh snapshot for those. After [`FANOUT_RESTARTS`]
+/// restarts the fault is taken as permanent: the process is marked failed (`/health` 503).
+async fn supervise(
+    connections: Weak<Connections>,
+    mut events: broadcast::Receiver<Arc<Event>>,
+    shared: Arc<Shared>,
+) {
+    for restart in 1.. {
+        let task = run(connections.clone(), events, shared.clone());
+        let ended = actix_web::rt::spawn(tokio::task::unconstrained(task)).await;
+        if ended.is_ok() || *shared.shutdown.borrow() {
+            return;
+        }
+        if restart > FANOUT_RESTARTS {
+            break;
+        }
+        // Subscribed before the resync is asked for: nothing after it is missed.
+        events = shared.published.events.subscribe();
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        for outbox in connections.live() {
+            outbox.miss(1, &shared);
+        }
+        tracing::error!(
+            task = "ws_fanout",
+            restart,
+            of = FANOUT_RESTARTS,
+            "A WebSocket fan-out task panicked; restarting it, its clients resync."
+        );
+    }
+    tracing::error!(
+        task = "ws_fanout",
+        "A WebSocket fan-out task keeps panicking: /health now answers 503."
+    );
+    shared.tasks.fail("ws_fanout");
 }
 
 /// The worker's fan-out task: until shutdown, or until the worker's app is gone.
