@@ -91,8 +91,11 @@ impl<F, W: Write> Write for LossyWriter<'_, F, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let counts = &self.sink.counts;
         let pending = counts.pending.swap(0, Ordering::AcqRel);
-        let is_reported =
-            pending == 0 || self.inner.write_all(self.sink.notice(pending).as_bytes()).is_ok();
+        let is_reported = pending == 0
+            || self
+                .inner
+                .write_all(self.sink.notice(pending).as_bytes())
+                .is_ok();
         if !is_reported {
             counts.pending.fetch_add(pending, Ordering::AcqRel);
         }
