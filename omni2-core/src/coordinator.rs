@@ -357,6 +357,7 @@ pub fn build(
             };
             metrics.set_health(&c.name, state);
             metrics.set_circuit(&c.name, CircuitState::Closed);
+            metrics.precreate_tool_calls(&c.name, std::iter::empty());
             ServerState {
                 tracker: HealthTracker::new(HealthPolicy {
                     unhealthy_after: c.unhealthy_after,
@@ -648,6 +649,8 @@ impl Coordinator {
                 state.has_tools = true;
                 state.tool_signals_seen = outcome.tool_signals;
                 if *status.tools != tools {
+                    self.metrics
+                        .precreate_tool_calls(name, tools.iter().map(|t| t.name.as_str()));
                     status.tool_count = tools.len();
                     status.tools = Arc::new(tools);
                     tools_changed = true;

@@ -27,6 +27,8 @@
 //! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
 //! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
 //! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
+//!   the `result` label of `omni2_tool_calls_total`.
 //! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`shared`]: the [`Shared`] state routes and tasks use, and [`shared::TaskHealth`].
@@ -34,6 +36,7 @@
 //! Imports point down this list's dependency order, never back to the crate root: the root
 //! (`Omni2`) wires the modules together and no module uses it.
 
+pub mod api_error;
 pub mod breaker;
 pub mod cache;
 pub mod config;

@@ -39,20 +39,26 @@ pub struct Metrics {
     pub ws_dropped: IntCounter,
 }
 
-/// Result labels of `omni2_tool_calls_total`.
+/// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
+/// [`ApiError::UPSTREAM_CODES`] (the body's `error` code) for failed ones.
 pub mod call_result {
+    use crate::api_error::ApiError;
+
     /// Upstream answered (not `isError`).
     pub const OK: &str = "ok";
     /// Served from the cache.
     pub const CACHED: &str = "cached";
     /// Upstream answered `isError: true`.
     pub const TOOL_ERROR: &str = "tool_error";
-    /// Upstream or transport failure.
-    pub const ERROR: &str = "error";
-    /// Fast-failed by an open breaker.
-    pub const CIRCUIT_OPEN: &str = "circuit_open";
-    /// The call timed out.
-    pub const TIMEOUT: &str = "timeout";
+    /// The `tool` label of tools the server does not advertise.
+    pub const OTHER_TOOL: &str = "other";
+
+    /// Every `result` value, answered ones first.
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        [OK, CACHED, TOOL_ERROR]
+            .into_iter()
+            .chain(ApiError::UPSTREAM_CODES)
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -189,6 +195,23 @@ impl Metrics {
             self.circuit_state
                 .with_label_values(&[server, s.as_str()])
                 .set(i64::from(s == state));
+        }
+    }
+
+    /// Counts one tool call with `result` (from [`call_result`]).
+    pub fn count_tool_call(&self, server: &str, tool: &str, result: &str) {
+        self.tool_calls
+            .with_label_values(&[server, tool, result])
+            .inc();
+    }
+
+    /// Creates every `result` series at 0 for these tools of `server` (and `other`), so
+    /// that rates of a result never seen yet read 0 rather than nothing.
+    pub fn precreate_tool_calls<'a>(&self, server: &str, tools: impl Iterator<Item = &'a str>) {
+        for tool in tools.chain([call_result::OTHER_TOOL]) {
+            for result in call_result::all() {
+                self.tool_calls.with_label_values(&[server, tool, result]);
+            }
         }
     }
 

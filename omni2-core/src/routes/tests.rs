@@ -6,6 +6,8 @@ use actix_web::{App, test as atest};
 use serde_json::json;
 
 use super::*;
+use actix_web::http::StatusCode;
+use crate::mcp;
 use crate::Omni2;
 use crate::config::{Config, ToolPolicy};
 use crate::test_util::{Behaviour, FakeMcp, server_config};
@@ -222,4 +224,27 @@ async fn a_coordinator_stopped_by_shutdown_is_not_a_failure() {
     let shared = o.shared().clone();
     handle.shutdown().await;
     assert_eq!(shared.tasks.failed(), None);
+}
+
+#[actix_web::test]
+async fn the_body_code_is_the_metric_result_and_every_result_starts_at_zero() {
+    let fake = Arc::new(FakeMcp::new());
+    let o = omni2(false, fake.clone());
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    until_healthy(&o).await;
+    fake.set(Behaviour::Down);
+    let (status, body, _) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "upstream_unavailable");
+    let text = o.shared().metrics.render();
+    let series = |tool: &str, result: &str, n: u64| {
+        format!("omni2_tool_calls_total{{result=\"{result}\",server=\"f\",tool=\"{tool}\"}} {n}")
+    };
+    assert!(text.contains(&series("echo", "upstream_unavailable", 1)), "{text}");
+    for result in ["ok", "cached", "tool_error", "circuit_open", "upstream_timeout"] {
+        assert!(text.contains(&series("echo", result, 0)), "{result}: {text}");
+        assert!(text.contains(&series("add", result, 0)), "{result}: {text}");
+        assert!(text.contains(&series("other", result, 0)), "{result}: {text}");
+    }
 }
