@@ -123,8 +123,8 @@ impl ApiError {
                 server,
                 retry_after,
             } => {
-                let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-                    .max(1);
+                let secs =
+                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
                 answer.insert_header((RETRY_AFTER, secs.to_string()));
                 json!({
                     "error": code,

@@ -137,12 +137,7 @@ async fn call_tool(
 }
 
 /// Finds the server and tool and checks the arguments, without calling anything.
-fn resolve(
-    shared: &Shared,
-    server: String,
-    tool: String,
-    body: &[u8],
-) -> Result<Target, ApiError> {
+fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result<Target, ApiError> {
     let index = shared
         .registry
         .index(&server)

@@ -6,11 +6,11 @@ use actix_web::{App, test as atest};
 use serde_json::json;
 
 use super::*;
-use actix_web::http::StatusCode;
-use crate::mcp;
 use crate::Omni2;
 use crate::config::{Config, ToolPolicy};
+use crate::mcp;
 use crate::test_util::{Behaviour, FakeMcp, server_config};
+use actix_web::http::StatusCode;
 
 fn omni2(trust_annotations: bool, fake: Arc<FakeMcp>) -> Omni2 {
     let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
@@ -241,10 +241,25 @@ async fn the_body_code_is_the_metric_result_and_every_result_starts_at_zero() {
     let series = |tool: &str, result: &str, n: u64| {
         format!("omni2_tool_calls_total{{result=\"{result}\",server=\"f\",tool=\"{tool}\"}} {n}")
     };
-    assert!(text.contains(&series("echo", "upstream_unavailable", 1)), "{text}");
-    for result in ["ok", "cached", "tool_error", "circuit_open", "upstream_timeout"] {
-        assert!(text.contains(&series("echo", result, 0)), "{result}: {text}");
+    assert!(
+        text.contains(&series("echo", "upstream_unavailable", 1)),
+        "{text}"
+    );
+    for result in [
+        "ok",
+        "cached",
+        "tool_error",
+        "circuit_open",
+        "upstream_timeout",
+    ] {
+        assert!(
+            text.contains(&series("echo", result, 0)),
+            "{result}: {text}"
+        );
         assert!(text.contains(&series("add", result, 0)), "{result}: {text}");
-        assert!(text.contains(&series("other", result, 0)), "{result}: {text}");
+        assert!(
+            text.contains(&series("other", result, 0)),
+            "{result}: {text}"
+        );
     }
 }
