@@ -1,6 +1,8 @@
-//! The state every route and task shares, and the health of the background tasks.
+//! The state every route and task shares, the health of the background tasks, and the
+//! WebSocket connection count (here, not in `ws`, so that `ws` → `shared` is one-way).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
@@ -9,7 +11,6 @@ use crate::config::Config;
 use crate::coordinator::{Published, Registry};
 use crate::identity::IdentityVerifier;
 use crate::metrics::Metrics;
-use crate::ws::Hub;
 
 /// State shared by every route and task.
 #[derive(Debug)]
@@ -69,5 +70,18 @@ impl TaskHealth {
             // The sender lives in `self`, so this cannot end; never report a failure for it.
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+/// Open-connection accounting, shared by all workers.
+#[derive(Debug, Default)]
+pub struct Hub {
+    pub(crate) connections: AtomicUsize,
+}
+
+impl Hub {
+    /// Open connections now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 }
