@@ -37,6 +37,9 @@ pub struct Metrics {
     pub ws_messages: IntCounter,
     /// `omni2_ws_dropped_total`: deltas dropped for lagging clients.
     pub ws_dropped: IntCounter,
+    /// `omni2_log_lines_lost_total`: log lines a broken log sink swallowed (from
+    /// `safe_log`, brought up to date on every scrape).
+    pub log_lines_lost: IntCounter,
 }
 
 /// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
@@ -148,6 +151,11 @@ impl Metrics {
             "omni2_ws_dropped_total",
             "Messages dropped for lagging /ws/mcp-status clients.",
         ));
+        let log_lines_lost = must(IntCounter::new(
+            "omni2_log_lines_lost_total",
+            "Log lines lost because the log sink (stderr) failed.",
+        ));
+        reg(Box::new(log_lines_lost.clone()));
         reg(Box::new(server_up.clone()));
         reg(Box::new(server_state.clone()));
         reg(Box::new(probe_duration.clone()));
@@ -174,6 +182,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             ws_dropped,
+            log_lines_lost,
         }
     }
 
@@ -217,6 +226,11 @@ impl Metrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
+        let lost = safe_log::lost_lines();
+        let shown = self.log_lines_lost.get();
+        if lost > shown {
+            self.log_lines_lost.inc_by(lost - shown);
+        }
         let mut out = Vec::new();
         // A text encoder writing to a Vec cannot fail on valid families.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -248,5 +262,6 @@ mod tests {
         );
         assert!(text.contains("omni2_circuit_state{server=\"a\",state=\"open\"} 1"));
         assert!(text.contains("omni2_mcp_server_state{server=\"a\",state=\"healthy\"} 0"));
+        assert!(text.contains("omni2_log_lines_lost_total 0"), "{text}");
     }
 }

@@ -34,6 +34,17 @@ async fn closed_log_pipes_do_not_stop_probes_or_sigterm() {
     .await;
     let health = http.get(o.url("/health")).send().await.expect("health");
     assert_eq!(health.status(), 200, "no background task died");
+    let metrics = http.get(o.url("/metrics")).send().await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    let lost: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("omni2_log_lines_lost_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no omni2_log_lines_lost_total in:\n{text}"));
+    assert!(
+        lost > 0,
+        "the lines written into the closed pipe are counted"
+    );
 
     // The signal task logs "Shutting down" into the closed pipe too.
     o.sigterm();
