@@ -150,12 +150,32 @@ const FANOUT_RESTARTS: u32 = 3;
 /// restarts the fault is taken as permanent: the process is marked failed (`/health` 503).
 async fn supervise(
     connections: Weak<Connections>,
-    mut events: broadcast::Receiver<Arc<Event>>,
+    events: broadcast::Receiver<Arc<Event>>,
     shared: Arc<Shared>,
 ) {
+    let start = |events| run(connections.clone(), events, shared.clone());
+    let resync = || {
+        for outbox in connections.upgrade().map(|c| c.live()).unwrap_or_default() {
+            outbox.miss(1, &shared);
+        }
+    };
+    restart_on_panic(start, resync, events, &shared).await;
+}
+
+/// Runs `start(events)` as a local task; after a panic (not at shutdown), subscribes anew,
+/// calls `resync` and starts it again, at most [`FANOUT_RESTARTS`] times; then marks the
+/// process failed.
+async fn restart_on_panic<F, Fut>(
+    mut start: F,
+    resync: impl Fn(),
+    mut events: broadcast::Receiver<Arc<Event>>,
+    shared: &Shared,
+) where
+    F: FnMut(broadcast::Receiver<Arc<Event>>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     for restart in 1.. {
-        let task = run(connections.clone(), events, shared.clone());
-        let ended = actix_web::rt::spawn(tokio::task::unconstrained(task)).await;
+        let ended = actix_web::rt::spawn(tokio::task::unconstrained(start(events))).await;
         if ended.is_ok() || *shared.shutdown.borrow() {
             return;
         }
@@ -164,12 +184,7 @@ async fn supervise(
         }
         // Subscribed before the resync is asked for: nothing after it is missed.
         events = shared.published.events.subscribe();
-        let Some(connections) = connections.upgrade() else {
-            return;
-        };
-        for outbox in connections.live() {
-            outbox.miss(1, &shared);
-        }
+        resync();
         tracing::error!(
             task = "ws_fanout",
             restart,
@@ -242,5 +257,54 @@ impl Connections {
             }
         }
         shared.metrics.ws_messages.inc_by(sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::Omni2;
+    use crate::config::Config;
+
+    fn omni2() -> Omni2 {
+        let config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+        Omni2::with_clients(config, Vec::new())
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_fanout_is_restarted_then_declared_failed() {
+        let o = omni2();
+        let shared = o.shared().clone();
+        let (starts, resyncs) = (Rc::new(Cell::new(0)), Cell::new(0));
+        let counted = starts.clone();
+        let start = move |_events| {
+            counted.set(counted.get() + 1);
+            async { panic!("injected fan-out failure") }
+        };
+        let events = shared.published.events.subscribe();
+        let resync = || resyncs.set(resyncs.get() + 1);
+        restart_on_panic(start, resync, events, &shared).await;
+        assert_eq!(starts.get(), FANOUT_RESTARTS + 1);
+        assert_eq!(resyncs.get(), FANOUT_RESTARTS);
+        assert_eq!(shared.tasks.failed(), Some("ws_fanout"));
+    }
+
+    #[actix_web::test]
+    async fn one_panic_is_a_restart_not_a_failure() {
+        let o = omni2();
+        let shared = o.shared().clone();
+        let starts = Rc::new(Cell::new(0));
+        let counted = starts.clone();
+        let start = move |_events| {
+            counted.set(counted.get() + 1);
+            let is_first = counted.get() == 1;
+            async move { assert!(!is_first, "injected fan-out failure") }
+        };
+        let events = shared.published.events.subscribe();
+        restart_on_panic(start, || {}, events, &shared).await;
+        assert_eq!(starts.get(), 2);
+        assert_eq!(shared.tasks.failed(), None);
     }
 }
