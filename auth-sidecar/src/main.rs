@@ -95,16 +95,13 @@ struct MintArgs {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    // A broken stderr loses log lines (counted, reported later), never the process.
+    let format = if json {
+        safe_log::Format::Json
     } else {
-        builder.init();
-    }
+        safe_log::Format::Text
+    };
+    safe_log::init("info", format);
 }
 
 fn load(config: Option<&Path>) -> anyhow::Result<Runtime> {

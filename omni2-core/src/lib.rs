@@ -27,9 +27,16 @@
 //! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
 //! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
 //! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
+//!   the `result` label of `omni2_tool_calls_total`.
 //! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`shared`]: the [`Shared`] state routes and tasks use, and [`shared::TaskHealth`].
+//!
+//! Imports point down this list's dependency order, never back to the crate root: the root
+//! (`Omni2`) wires the modules together and no module uses it.
 
+pub mod api_error;
 pub mod breaker;
 pub mod cache;
 pub mod config;
@@ -39,6 +46,7 @@ pub mod identity;
 pub mod mcp;
 pub mod metrics;
 pub mod routes;
+pub mod shared;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod ws;
@@ -51,30 +59,12 @@ use tokio::task::JoinHandle;
 
 use crate::cache::ToolCache;
 use crate::config::Config;
-use crate::coordinator::{Coordinator, Published, Registry};
+use crate::coordinator::Coordinator;
 use crate::identity::IdentityVerifier;
 use crate::mcp::{HttpMcpClient, McpClient};
 use crate::metrics::Metrics;
-
-/// State shared by every route and task.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// Servers and their breakers.
-    pub registry: Arc<Registry>,
-    /// Snapshot and events from the coordinator.
-    pub published: Published,
-    /// Tool-result cache.
-    pub cache: Arc<ToolCache>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// WebSocket connection accounting.
-    pub hub: ws::Hub,
-    /// Turns true on shutdown: WebSockets close with 1001, tasks stop.
-    pub shutdown: watch::Sender<bool>,
-    verifier: Arc<IdentityVerifier>,
-}
+pub use crate::shared::Shared;
+use crate::shared::TaskHealth;
 
 /// An omni2 instance: mount it with [`Omni2::configure`], start it with [`Omni2::spawn`].
 /// Cheap to clone (one per actix worker).
@@ -141,6 +131,7 @@ impl Omni2 {
                 metrics,
                 hub: ws::Hub::default(),
                 shutdown,
+                tasks: TaskHealth::default(),
                 verifier,
             }),
             coordinator: Arc::new(Mutex::new(Some(coordinator))),
@@ -163,6 +154,11 @@ impl Omni2 {
 
     /// Starts the background tasks (coordinator, cache stats) on the current tokio runtime.
     /// Call once; later calls return a handle with nothing to stop.
+    ///
+    /// The coordinator is not restarted if it dies (panics, or ends before shutdown): its
+    /// state is the breakers' only writer and cannot be rebuilt under running calls. Instead
+    /// [`Shared::tasks`] records it, `/health` answers 503, and [`Omni2Handle::failed`]
+    /// resolves, so the embedding process can exit and be restarted clean.
     pub fn spawn(&self) -> Omni2Handle {
         let coordinator = self
             .coordinator
@@ -170,7 +166,7 @@ impl Omni2 {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let tasks = coordinator
-            .map(|c| tokio::spawn(c.run(self.shared.shutdown.subscribe())))
+            .map(|c| tokio::spawn(supervise_coordinator(c, self.shared.clone())))
             .into_iter()
             .collect();
         Omni2Handle {
@@ -188,7 +184,28 @@ pub struct Omni2Handle {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Runs the coordinator; records its death unless it ended because of shutdown.
+async fn supervise_coordinator(coordinator: Coordinator, shared: Arc<Shared>) {
+    let run = tokio::spawn(coordinator.run(shared.shutdown.subscribe()));
+    let ended = run.await;
+    if ended.is_ok() && *shared.shutdown.borrow() {
+        return;
+    }
+    tracing::error!(
+        task = "coordinator",
+        panicked = ended.is_err_and(|e| e.is_panic()),
+        "The health coordinator died: health probes stopped, /health now answers 503."
+    );
+    shared.tasks.fail("coordinator");
+}
+
 impl Omni2Handle {
+    /// Resolves when a background task has died (with its name). The `omni2` binary exits
+    /// on it; an embedding app should too.
+    pub async fn failed(&self) -> &'static str {
+        self.shared.tasks.wait_failed().await
+    }
+
     /// Signals shutdown and waits for the background tasks to end.
     pub async fn shutdown(mut self) {
         self.shared.shutdown.send_replace(true);

@@ -37,22 +37,31 @@ pub struct Metrics {
     pub ws_messages: IntCounter,
     /// `omni2_ws_dropped_total`: deltas dropped for lagging clients.
     pub ws_dropped: IntCounter,
+    /// `omni2_log_lines_lost_total`: log lines a broken log sink swallowed (from
+    /// `safe_log`, brought up to date on every scrape).
+    pub log_lines_lost: IntCounter,
 }
 
-/// Result labels of `omni2_tool_calls_total`.
+/// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
+/// [`ApiError::UPSTREAM_CODES`] (the body's `error` code) for failed ones.
 pub mod call_result {
+    use crate::api_error::ApiError;
+
     /// Upstream answered (not `isError`).
     pub const OK: &str = "ok";
     /// Served from the cache.
     pub const CACHED: &str = "cached";
     /// Upstream answered `isError: true`.
     pub const TOOL_ERROR: &str = "tool_error";
-    /// Upstream or transport failure.
-    pub const ERROR: &str = "error";
-    /// Fast-failed by an open breaker.
-    pub const CIRCUIT_OPEN: &str = "circuit_open";
-    /// The call timed out.
-    pub const TIMEOUT: &str = "timeout";
+    /// The `tool` label of tools the server does not advertise.
+    pub const OTHER_TOOL: &str = "other";
+
+    /// Every `result` value, answered ones first.
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        [OK, CACHED, TOOL_ERROR]
+            .into_iter()
+            .chain(ApiError::UPSTREAM_CODES)
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -142,6 +151,11 @@ impl Metrics {
             "omni2_ws_dropped_total",
             "Messages dropped for lagging /ws/mcp-status clients.",
         ));
+        let log_lines_lost = must(IntCounter::new(
+            "omni2_log_lines_lost_total",
+            "Log lines lost because the log sink (stderr) failed.",
+        ));
+        reg(Box::new(log_lines_lost.clone()));
         reg(Box::new(server_up.clone()));
         reg(Box::new(server_state.clone()));
         reg(Box::new(probe_duration.clone()));
@@ -168,6 +182,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             ws_dropped,
+            log_lines_lost,
         }
     }
 
@@ -192,8 +207,30 @@ impl Metrics {
         }
     }
 
+    /// Counts one tool call with `result` (from [`call_result`]).
+    pub fn count_tool_call(&self, server: &str, tool: &str, result: &str) {
+        self.tool_calls
+            .with_label_values(&[server, tool, result])
+            .inc();
+    }
+
+    /// Creates every `result` series at 0 for these tools of `server` (and `other`), so
+    /// that rates of a result never seen yet read 0 rather than nothing.
+    pub fn precreate_tool_calls<'a>(&self, server: &str, tools: impl Iterator<Item = &'a str>) {
+        for tool in tools.chain([call_result::OTHER_TOOL]) {
+            for result in call_result::all() {
+                self.tool_calls.with_label_values(&[server, tool, result]);
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
+        let lost = safe_log::lost_lines();
+        let shown = self.log_lines_lost.get();
+        if lost > shown {
+            self.log_lines_lost.inc_by(lost - shown);
+        }
         let mut out = Vec::new();
         // A text encoder writing to a Vec cannot fail on valid families.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -225,5 +262,6 @@ mod tests {
         );
         assert!(text.contains("omni2_circuit_state{server=\"a\",state=\"open\"} 1"));
         assert!(text.contains("omni2_mcp_server_state{server=\"a\",state=\"healthy\"} 0"));
+        assert!(text.contains("omni2_log_lines_lost_total 0"), "{text}");
     }
 }

@@ -1,24 +1,25 @@
 //! REST routes (and the WebSocket route from `ws`), mounted by [`crate::Omni2::configure`].
 //!
-//! Error bodies are small JSON objects with a stable `error` code; upstream details go to
-//! logs, except the MCP error text on `upstream_error`, which the caller needs.
+//! Error bodies are [`ApiError`]s: small JSON objects with a stable `error` code, the same
+//! word as the `result` label of `omni2_tool_calls_total`; upstream details go to logs,
+//! except the MCP error text on `upstream_error`, which the caller needs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, timeout};
 
-use crate::Shared;
+use crate::api_error::ApiError;
 use crate::cache::{CacheKey, Uncached};
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
 use crate::identity::Identity;
-use crate::mcp::{self, Fault, ToolResult};
+use crate::mcp::ToolResult;
 use crate::metrics::call_result;
+use crate::shared::Shared;
 
 /// Largest accepted tool-call body (JSON arguments).
 const MAX_ARGUMENTS_BYTES: usize = 1 << 20;
@@ -47,17 +48,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ws/mcp-status", web::get().to(crate::ws::upgrade));
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status)
+/// Liveness: no identity, no details. 503 once a background task has died (the log names
+/// it): a process that no longer probes must not look alive.
+async fn health(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let (mut answer, status) = match shared.tasks.failed() {
+        None => (HttpResponse::Ok(), "ok"),
+        Some(_) => (HttpResponse::ServiceUnavailable(), "failed"),
+    };
+    answer
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(json!({"error": code, "message": message.into()}))
-}
-
-/// Liveness only: no identity, no details.
-async fn health() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .json(json!({"status": "ok"}))
+        .json(json!({ "status": status }))
 }
 
 async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
@@ -79,20 +79,28 @@ async fn get_server(
     let snapshot = shared.published.snapshot.borrow().clone();
     match snapshot.get(&name) {
         Some(s) => HttpResponse::Ok().json(s),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "unknown_server",
-            "no such MCP server",
-        ),
+        None => ApiError::UnknownServer.response(),
     }
 }
 
-/// What went wrong on the way to a tool result.
-#[derive(Clone, Debug)]
-enum CallFailure {
-    CircuitOpen(Duration),
-    Timeout(Duration),
-    Mcp(mcp::Error),
+/// A resolved tool call: which server, which tool, what arguments, and whether it may be
+/// served from the cache.
+struct Target {
+    index: usize,
+    entry: Arc<ServerEntry>,
+    server: String,
+    tool: String,
+    /// The tool's metric label: its name if the server advertises it, else `other`.
+    tool_label: String,
+    arguments: Map<String, Value>,
+    /// `Some(ttl)` when the result may be cached.
+    cache_ttl: Option<Duration>,
+}
+
+/// What a call produced: a body to send and its `result` label.
+struct Answer {
+    body: Body,
+    is_hit: bool,
 }
 
 async fn call_tool(
@@ -105,41 +113,47 @@ async fn call_tool(
         return actix_web::ResponseError::error_response(&e);
     }
     let (server, tool) = path.into_inner();
-    let Some(index) = shared.registry.index(&server) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_server",
-            "no such MCP server",
-        );
+    let target = match resolve(&shared, server, tool, &body) {
+        Ok(t) => t,
+        Err(e) => return e.response(),
     };
+    let outcome = call(&shared, &target).await;
+    let result = match &outcome {
+        Ok(a) if a.is_hit => call_result::CACHED,
+        Ok(a) if a.body.is_error() => call_result::TOOL_ERROR,
+        Ok(_) => call_result::OK,
+        Err(e) => e.as_str(),
+    };
+    shared
+        .metrics
+        .count_tool_call(&target.server, &target.tool_label, result);
+    match outcome {
+        Ok(answer) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .body(answer.body.with_cached(answer.is_hit)),
+        Err(e) => e.response(),
+    }
+}
+
+/// Finds the server and tool and checks the arguments, without calling anything.
+fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result<Target, ApiError> {
+    let index = shared
+        .registry
+        .index(&server)
+        .ok_or(ApiError::UnknownServer)?;
     let entry = shared.registry.get(index).clone();
-    let arguments = match parse_arguments(&body) {
-        Ok(a) => a,
-        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_arguments", m),
-    };
+    let arguments = parse_arguments(body).map_err(ApiError::BadArguments)?;
     let status = shared.published.snapshot.borrow().servers[index].clone();
     if status.state == HealthState::Disabled {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_disabled",
-            "MCP server is disabled",
-        );
+        return Err(ApiError::ServerDisabled);
     }
     // Known tool list: refuse unknown tools without bothering the server, and keep metric
     // labels to names the server advertised.
     let advertised = status.tools.iter().find(|t| t.name == tool);
     if advertised.is_none() && status.tool_count > 0 {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_tool",
-            "the server does not advertise this tool",
-        );
+        return Err(ApiError::UnknownTool);
     }
-    let tool_label = if advertised.is_some() {
-        tool.as_str()
-    } else {
-        "other"
-    };
     let policy = entry.config.tools.get(&tool);
     let is_cacheable = match policy.and_then(|p| p.cache) {
         Some(explicit) => explicit,
@@ -148,106 +162,68 @@ async fn call_tool(
                 && advertised.is_some_and(|t| t.read_only_hint == Some(true))
         }
     };
-
-    let upstream = upstream_call(
-        shared.clone(),
-        entry.clone(),
-        index,
-        &tool,
-        arguments.clone(),
-    );
-    let outcome = if is_cacheable {
-        let ttl = policy
+    let cache_ttl = is_cacheable.then(|| {
+        policy
             .and_then(|p| p.ttl)
-            .unwrap_or(shared.config.cache.default_ttl);
-        let key = CacheKey::new(&server, &tool, &arguments);
-        match shared.cache.get_or_call(key, ttl, upstream).await {
-            Ok((cached, hit)) => Ok((Body::Text(cached.json.clone()), hit)),
-            Err(Uncached::ToolError(v)) => Ok((Body::Value(v), false)),
-            Err(Uncached::Failed(f)) => Err(f),
-        }
+            .unwrap_or(shared.config.cache.default_ttl)
+    });
+    let tool_label = if advertised.is_some() {
+        tool.clone()
     } else {
-        upstream.await.map(|r| (Body::Value(r.body), false))
+        call_result::OTHER_TOOL.to_owned()
     };
-    let labels = |result: &str| {
-        shared
-            .metrics
-            .tool_calls
-            .with_label_values(&[server.as_str(), tool_label, result])
-            .inc();
+    Ok(Target {
+        index,
+        entry,
+        server,
+        tool,
+        tool_label,
+        arguments,
+        cache_ttl,
+    })
+}
+
+/// Through the cache when the tool is cacheable, else straight upstream.
+async fn call(shared: &web::Data<Arc<Shared>>, target: &Target) -> Result<Answer, ApiError> {
+    let upstream = upstream_call(shared.clone(), target);
+    let Some(ttl) = target.cache_ttl else {
+        let r = upstream.await?;
+        return Ok(Answer {
+            body: Body::Value(r.body),
+            is_hit: false,
+        });
     };
-    match outcome {
-        Ok((body, hit)) => {
-            let is_error = body.is_error();
-            labels(if hit {
-                call_result::CACHED
-            } else if is_error {
-                call_result::TOOL_ERROR
-            } else {
-                call_result::OK
-            });
-            HttpResponse::Ok()
-                .insert_header((CACHE_CONTROL, "no-store"))
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body.with_cached(hit))
-        }
-        Err(CallFailure::CircuitOpen(retry)) => {
-            labels(call_result::CIRCUIT_OPEN);
-            let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-            HttpResponse::ServiceUnavailable()
-                .insert_header((RETRY_AFTER, secs.max(1).to_string()))
-                .insert_header((CACHE_CONTROL, "no-store"))
-                .json(json!({
-                    "error": "circuit_open",
-                    "message": "the MCP server's circuit breaker is open",
-                    "server": server,
-                    "retry_after_seconds": secs.max(1),
-                }))
-        }
-        Err(CallFailure::Timeout(after)) => {
-            labels(call_result::TIMEOUT);
-            error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("no answer within {}", humantime::format_duration(after)),
-            )
-        }
-        Err(CallFailure::Mcp(e)) => {
-            labels(call_result::ERROR);
-            tracing::warn!(server = %server, tool = tool_label, fault = ?e.fault, error = %e.message, "Tool call failed.");
-            match e.fault {
-                Fault::Upstream => HttpResponse::BadGateway()
-                    .insert_header((CACHE_CONTROL, "no-store"))
-                    .json(json!({"error": "upstream_error", "code": e.code, "message": e.message})),
-                Fault::Transport => error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    "the MCP server could not be reached",
-                ),
-                Fault::Internal => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                ),
-            }
-        }
+    let key = CacheKey::new(&target.server, &target.tool, &target.arguments);
+    match shared.cache.get_or_call(key, ttl, upstream).await {
+        Ok((cached, is_hit)) => Ok(Answer {
+            body: Body::Text(cached.json.clone()),
+            is_hit,
+        }),
+        Err(Uncached::ToolError(v)) => Ok(Answer {
+            body: Body::Value(v),
+            is_hit: false,
+        }),
+        Err(Uncached::Failed(e)) => Err(e),
     }
 }
 
 /// The upstream call: breaker admission, timeout, outcome back to the breaker.
 fn upstream_call(
     shared: web::Data<Arc<Shared>>,
-    entry: Arc<ServerEntry>,
-    index: usize,
-    tool: &str,
-    arguments: Map<String, Value>,
-) -> impl Future<Output = Result<ToolResult, CallFailure>> + use<> {
-    let tool = tool.to_owned();
+    target: &Target,
+) -> impl Future<Output = Result<ToolResult, ApiError>> + use<> {
+    let (index, entry) = (target.index, target.entry.clone());
+    let (server, tool) = (target.server.clone(), target.tool.clone());
+    let tool_label = target.tool_label.clone();
+    let arguments = target.arguments.clone();
     async move {
         let permit = shared
             .registry
             .admit(index)
-            .map_err(CallFailure::CircuitOpen)?;
+            .map_err(|retry_after| ApiError::CircuitOpen {
+                server: server.clone(),
+                retry_after,
+            })?;
         let limit = entry.config.call_timeout;
         let started = Instant::now();
         let result = timeout(limit, entry.client.call_tool(&tool, arguments)).await;
@@ -255,20 +231,30 @@ fn upstream_call(
             .metrics
             .tool_call_duration
             .observe(started.elapsed().as_secs_f64());
-        match result {
+        let failure = match result {
+            Ok(Ok(r)) => {
+                permit.finish(true);
+                return Ok(r);
+            }
             Err(_) => {
                 permit.finish(false);
-                Err(CallFailure::Timeout(limit))
+                (ApiError::UpstreamTimeout(limit), String::new())
             }
             Ok(Err(e)) => {
                 permit.finish(!e.is_outage());
-                Err(CallFailure::Mcp(e))
+                let detail = e.message.clone();
+                (ApiError::from_mcp(e), detail)
             }
-            Ok(Ok(r)) => {
-                permit.finish(true);
-                Ok(r)
-            }
-        }
+        };
+        let (error, detail) = failure;
+        tracing::warn!(
+            server = %server,
+            tool = %tool_label,
+            error = error.as_str(),
+            detail = %detail,
+            "Tool call failed."
+        );
+        Err(error)
     }
 }
 
@@ -354,11 +340,7 @@ fn clear(id: &Identity, shared: &Shared, server: Option<&str>, tool: Option<&str
     match server {
         None => shared.cache.invalidate_all(),
         Some(s) if shared.registry.index(s).is_none() => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "unknown_server",
-                "no such MCP server",
-            );
+            return ApiError::UnknownServer.response();
         }
         Some(s) => shared.cache.invalidate(s, tool),
     }

@@ -14,7 +14,7 @@ pub use fanout::WorkerFanout;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,22 +24,10 @@ use serde_json::json;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
 use self::fanout::{Filter, Outbox};
-use crate::Shared;
 use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
-
-/// Open-connection accounting, shared by all workers.
-#[derive(Debug, Default)]
-pub struct Hub {
-    connections: AtomicUsize,
-}
-
-impl Hub {
-    /// Open connections now.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-}
+pub use crate::shared::Hub;
+use crate::shared::Shared;
 
 struct Slot {
     shared: Arc<Shared>,

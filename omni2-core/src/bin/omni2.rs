@@ -39,24 +39,20 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rmcp's worker logs every refused connection at ERROR; the coordinator already
-        // reports state changes once, with the error text.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,rmcp=warn,rmcp::transport::worker=off")
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    // rmcp's worker logs every refused connection at ERROR; the coordinator already reports
+    // state changes once, with the error text. A broken stderr loses lines, never the process.
+    safe_log::init(
+        "info,rmcp=warn,rmcp::transport::worker=off",
+        if args.log_json {
+            safe_log::Format::Json
+        } else {
+            safe_log::Format::Text
+        },
+    );
     match actix_web::rt::System::new().block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("omni2: {e:#}");
+            safe_log::stderr_line(&format!("omni2: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -110,25 +106,55 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = server.run();
     let server_handle = server.handle();
     tracing::info!(listen = %shown, servers, "omni2 started.");
-    // Tests and scripts wait for this line (and read the port from it).
-    println!("omni2 listening on {shown}");
+    // Tests and scripts wait for this line (and read the port from it). Nobody reading
+    // stdout any more is no reason to stop.
+    safe_log::stdout_line(&format!("omni2 listening on {shown}"));
 
     let shared = omni2.shared().clone();
+    let stopper = actix_web::rt::spawn(stop_on_signal_or_failure(
+        shared.clone(),
+        server_handle.clone(),
+    ));
+    // The stopper is what makes SIGTERM work: should it die, stop now rather than run on
+    // deaf to signals.
+    let watchdog_shared = shared.clone();
     actix_web::rt::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("Shutting down: closing WebSockets, finishing requests.");
-        shared.shutdown.send_replace(true);
-        // Let close frames go out before connections are torn down.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        server_handle.stop(true).await;
+        if stopper.await.is_err() {
+            tracing::error!(task = "signals", "The signal task died; stopping.");
+            watchdog_shared.tasks.fail("signals");
+            server_handle.stop(false).await;
+        }
     });
     server.await.context("HTTP server")?;
     handle.shutdown().await;
     if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(task) = shared.tasks.failed() {
+        anyhow::bail!("stopped because the {task} task died");
+    }
     tracing::info!("omni2 stopped.");
     Ok(())
+}
+
+/// Stops the server gracefully on SIGTERM/SIGINT, or when a background task has died (the
+/// process then exits 1, for the supervisor to restart it).
+async fn stop_on_signal_or_failure(
+    shared: std::sync::Arc<omni2_core::Shared>,
+    server: actix_web::dev::ServerHandle,
+) {
+    tokio::select! {
+        () = wait_for_signal() => {
+            tracing::info!("Shutting down: closing WebSockets, finishing requests.");
+        }
+        task = shared.tasks.wait_failed() => {
+            tracing::error!(task, "A background task died; shutting down.");
+        }
+    }
+    shared.shutdown.send_replace(true);
+    // Let close frames go out before connections are torn down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.stop(true).await;
 }
 
 /// A socket file left by a previous run would make bind fail; remove only sockets.

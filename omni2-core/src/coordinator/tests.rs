@@ -6,7 +6,17 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
 use super::*;
+use crate::breaker::CircuitState;
+use crate::coordinator::server_state::TOOLS_REFRESH_EVERY;
+use crate::health::HealthState;
+use crate::mcp::{self, McpClient, ToolInfo};
+use crate::metrics::Metrics;
 use crate::test_util::{Behaviour, FakeMcp, server_config, tool};
 
 /// A [`FakeMcp`] that can announce tool-list changes and counts `tools/list` calls.

@@ -8,7 +8,9 @@ use serde_json::json;
 use super::*;
 use crate::Omni2;
 use crate::config::{Config, ToolPolicy};
+use crate::mcp;
 use crate::test_util::{Behaviour, FakeMcp, server_config};
+use actix_web::http::StatusCode;
 
 fn omni2(trust_annotations: bool, fake: Arc<FakeMcp>) -> Omni2 {
     let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
@@ -166,4 +168,98 @@ fn cached_text_gets_the_flag_spliced_in() {
         Body::Value(json!([1])).with_cached(false),
         r#"{"cached":false,"result":[1]}"#
     );
+}
+
+/// A client whose coordinator-side hook panics: the coordinator dies as it starts.
+#[derive(Debug, Default)]
+struct KillsTheCoordinator(FakeMcp);
+
+impl crate::mcp::McpClient for KillsTheCoordinator {
+    fn probe(&self) -> futures_util::future::BoxFuture<'_, Result<(), mcp::Error>> {
+        self.0.probe()
+    }
+
+    fn list_tools(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<crate::mcp::ToolInfo>, mcp::Error>> {
+        self.0.list_tools()
+    }
+
+    fn call_tool<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Map<String, Value>,
+    ) -> futures_util::future::BoxFuture<'a, Result<ToolResult, mcp::Error>> {
+        self.0.call_tool(tool, arguments)
+    }
+
+    fn tool_list_changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        panic!("injected coordinator failure");
+    }
+}
+
+#[actix_web::test]
+async fn a_dead_coordinator_fails_health_and_the_handle() {
+    let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+    config.servers.push(server_config("f"));
+    let o = Omni2::with_clients(config, vec![Arc::new(KillsTheCoordinator::default())]);
+    let handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    let task = tokio::time::timeout(Duration::from_secs(5), handle.failed())
+        .await
+        .expect("the death is noticed");
+    assert_eq!(task, "coordinator");
+    let resp =
+        atest::call_service(&app, atest::TestRequest::get().uri("/health").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = atest::read_body_json(resp).await;
+    assert_eq!(body, json!({"status": "failed"}));
+}
+
+#[actix_web::test]
+async fn a_coordinator_stopped_by_shutdown_is_not_a_failure() {
+    let o = omni2(false, Arc::new(FakeMcp::new()));
+    let handle = o.spawn();
+    until_healthy(&o).await;
+    let shared = o.shared().clone();
+    handle.shutdown().await;
+    assert_eq!(shared.tasks.failed(), None);
+}
+
+#[actix_web::test]
+async fn the_body_code_is_the_metric_result_and_every_result_starts_at_zero() {
+    let fake = Arc::new(FakeMcp::new());
+    let o = omni2(false, fake.clone());
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    until_healthy(&o).await;
+    fake.set(Behaviour::Down);
+    let (status, body, _) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "upstream_unavailable");
+    let text = o.shared().metrics.render();
+    let series = |tool: &str, result: &str, n: u64| {
+        format!("omni2_tool_calls_total{{result=\"{result}\",server=\"f\",tool=\"{tool}\"}} {n}")
+    };
+    assert!(
+        text.contains(&series("echo", "upstream_unavailable", 1)),
+        "{text}"
+    );
+    for result in [
+        "ok",
+        "cached",
+        "tool_error",
+        "circuit_open",
+        "upstream_timeout",
+    ] {
+        assert!(
+            text.contains(&series("echo", result, 0)),
+            "{result}: {text}"
+        );
+        assert!(text.contains(&series("add", result, 0)), "{result}: {text}");
+        assert!(
+            text.contains(&series("other", result, 0)),
+            "{result}: {text}"
+        );
+    }
 }

@@ -18,8 +18,8 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::Shared;
 use crate::coordinator::{Event, EventKind};
+use crate::shared::Shared;
 
 /// Connections served between two yields of the fan-out task, so a status change to
 /// thousands of clients does not hold the worker thread for the whole loop.
@@ -125,8 +125,7 @@ impl WorkerFanout {
         if !self.0.is_started.replace(true) {
             // Subscribed here, synchronously, so nothing published from now on is missed.
             let events = shared.published.events.subscribe();
-            let task = run(Rc::downgrade(&self.0), events, shared.clone());
-            actix_web::rt::spawn(tokio::task::unconstrained(task));
+            actix_web::rt::spawn(supervise(Rc::downgrade(&self.0), events, shared.clone()));
         }
         let outbox = Rc::new(Outbox {
             session: RefCell::new(session),
@@ -140,6 +139,64 @@ impl WorkerFanout {
         self.0.outboxes.borrow_mut().push(Rc::downgrade(&outbox));
         outbox
     }
+}
+
+/// Restarts of one worker's fan-out after a panic before the process is declared failed.
+const FANOUT_RESTARTS: u32 = 3;
+
+/// Runs the worker's fan-out and restarts it if it panics: its state is only the list of
+/// connections, which outlives it, so a restart loses nothing but the events in between,
+/// and every connection is sent a fresh snapshot for those. After [`FANOUT_RESTARTS`]
+/// restarts the fault is taken as permanent: the process is marked failed (`/health` 503).
+async fn supervise(
+    connections: Weak<Connections>,
+    events: broadcast::Receiver<Arc<Event>>,
+    shared: Arc<Shared>,
+) {
+    let start = |events| run(connections.clone(), events, shared.clone());
+    let resync = || {
+        for outbox in connections.upgrade().map(|c| c.live()).unwrap_or_default() {
+            outbox.miss(1, &shared);
+        }
+    };
+    restart_on_panic(start, resync, events, &shared).await;
+}
+
+/// Runs `start(events)` as a local task; after a panic (not at shutdown), subscribes anew,
+/// calls `resync` and starts it again, at most [`FANOUT_RESTARTS`] times; then marks the
+/// process failed.
+async fn restart_on_panic<F, Fut>(
+    mut start: F,
+    resync: impl Fn(),
+    mut events: broadcast::Receiver<Arc<Event>>,
+    shared: &Shared,
+) where
+    F: FnMut(broadcast::Receiver<Arc<Event>>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    for restart in 1.. {
+        let ended = actix_web::rt::spawn(tokio::task::unconstrained(start(events))).await;
+        if ended.is_ok() || *shared.shutdown.borrow() {
+            return;
+        }
+        if restart > FANOUT_RESTARTS {
+            break;
+        }
+        // Subscribed before the resync is asked for: nothing after it is missed.
+        events = shared.published.events.subscribe();
+        resync();
+        tracing::error!(
+            task = "ws_fanout",
+            restart,
+            of = FANOUT_RESTARTS,
+            "A WebSocket fan-out task panicked; restarting it, its clients resync."
+        );
+    }
+    tracing::error!(
+        task = "ws_fanout",
+        "A WebSocket fan-out task keeps panicking: /health now answers 503."
+    );
+    shared.tasks.fail("ws_fanout");
 }
 
 /// The worker's fan-out task: until shutdown, or until the worker's app is gone.
@@ -200,5 +257,54 @@ impl Connections {
             }
         }
         shared.metrics.ws_messages.inc_by(sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::Omni2;
+    use crate::config::Config;
+
+    fn omni2() -> Omni2 {
+        let config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+        Omni2::with_clients(config, Vec::new())
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_fanout_is_restarted_then_declared_failed() {
+        let o = omni2();
+        let shared = o.shared().clone();
+        let (starts, resyncs) = (Rc::new(Cell::new(0)), Cell::new(0));
+        let counted = starts.clone();
+        let start = move |_events| {
+            counted.set(counted.get() + 1);
+            async { panic!("injected fan-out failure") }
+        };
+        let events = shared.published.events.subscribe();
+        let resync = || resyncs.set(resyncs.get() + 1);
+        restart_on_panic(start, resync, events, &shared).await;
+        assert_eq!(starts.get(), FANOUT_RESTARTS + 1);
+        assert_eq!(resyncs.get(), FANOUT_RESTARTS);
+        assert_eq!(shared.tasks.failed(), Some("ws_fanout"));
+    }
+
+    #[actix_web::test]
+    async fn one_panic_is_a_restart_not_a_failure() {
+        let o = omni2();
+        let shared = o.shared().clone();
+        let starts = Rc::new(Cell::new(0));
+        let counted = starts.clone();
+        let start = move |_events| {
+            counted.set(counted.get() + 1);
+            let is_first = counted.get() == 1;
+            async move { assert!(!is_first, "injected fan-out failure") }
+        };
+        let events = shared.published.events.subscribe();
+        restart_on_panic(start, || {}, events, &shared).await;
+        assert_eq!(starts.get(), 2);
+        assert_eq!(shared.tasks.failed(), None);
     }
 }

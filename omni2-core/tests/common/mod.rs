@@ -124,6 +124,24 @@ impl Drop for McpServer {
     }
 }
 
+/// Reads `pipe` until a line starts with `prefix` (bounded by `limit`), then closes it.
+fn read_line_then_close(pipe: std::process::ChildStdout, prefix: &str, limit: Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(&wanted) {
+                let _ = tx.send(rest.trim().to_owned());
+                // Returning drops the reader: the pipe's read end is closed.
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within {limit:?}"))
+}
+
 /// The real `omni2` binary with a config file.
 pub struct Omni2 {
     child: Option<Child>,
@@ -150,6 +168,33 @@ impl Omni2 {
             .spawn()
             .expect("spawn omni2");
         let addr = wait_for_line(&mut child, "omni2 listening on ", Duration::from_secs(30));
+        Self {
+            child: Some(child),
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `omni2 --config <yaml>` logging at info with stdout and stderr on pipes whose
+    /// read ends are closed once it listens: every later log line meets a broken pipe.
+    pub fn start_with_logs_closed(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("omni2.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omni2"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .env("OMNI2_TEST_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn omni2");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let addr = read_line_then_close(stdout, "omni2 listening on ", Duration::from_secs(30));
+        drop(stderr);
         Self {
             child: Some(child),
             addr,

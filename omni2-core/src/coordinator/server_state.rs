@@ -1,0 +1,184 @@
+//! One server's state as the coordinator task owns it: health tracker, published status,
+//! probe schedule and tool-list freshness.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::breaker::CircuitState;
+use crate::config::ServerConfig;
+use crate::coordinator::probe::{ProbeOutcome, ProbePlan};
+use crate::coordinator::status::{ServerStatus, now_rfc3339};
+use crate::health::{HealthPolicy, HealthState, HealthTracker};
+use crate::mcp;
+
+/// Probes between two `tools/list` refreshes of a healthy server.
+pub(crate) const TOOLS_REFRESH_EVERY: u32 = 10;
+
+/// Least time between two refreshes brought forward by tool-list change signals, so that a
+/// server announcing changes in a loop costs at most one extra probe per this period.
+pub const TOOLS_CHANGED_MIN_GAP: Duration = Duration::from_secs(1);
+
+pub(crate) struct ServerState {
+    tracker: HealthTracker,
+    pub status: Arc<ServerStatus>,
+    pub next_probe: Instant,
+    pub is_probing: bool,
+    probes_since_tools: u32,
+    has_tools: bool,
+    /// Tool-list change signals received so far.
+    pub tool_signals: u64,
+    /// `tool_signals` when the last successful `tools/list` started: the list is stale while
+    /// they differ.
+    tool_signals_seen: u64,
+    /// When a probe last started early because of a change signal.
+    last_signalled_refresh: Option<Instant>,
+}
+
+/// What one probe changed in a server's status.
+pub(crate) struct Changes {
+    /// The new health state, if it changed.
+    pub state: Option<HealthState>,
+    /// The tool list changed (the new one is in the status).
+    pub is_tools_changed: bool,
+    /// Listing tools failed.
+    pub tools_error: Option<mcp::Error>,
+    /// Worth a `server_status` event: the state or the error text changed (latency alone
+    /// is not worth waking every dashboard for).
+    pub is_news: bool,
+}
+
+impl ServerState {
+    /// A server not probed yet: unhealthy if enabled, else disabled; probe due now.
+    pub fn new(c: &ServerConfig, now: &str) -> Self {
+        let state = if c.enabled {
+            HealthState::Unhealthy
+        } else {
+            HealthState::Disabled
+        };
+        Self {
+            tracker: HealthTracker::new(HealthPolicy {
+                unhealthy_after: c.unhealthy_after,
+                healthy_after: c.healthy_after,
+                degraded_latency: c.degraded_latency,
+            }),
+            status: Arc::new(ServerStatus {
+                name: c.name.as_str().into(),
+                state,
+                circuit: CircuitState::Closed,
+                latency_ms: None,
+                last_error: c.enabled.then(|| "not probed yet".to_owned()),
+                last_change: now.to_owned(),
+                tool_count: 0,
+                tools: Arc::default(),
+            }),
+            next_probe: Instant::now(),
+            is_probing: false,
+            probes_since_tools: 0,
+            has_tools: false,
+            tool_signals: 0,
+            tool_signals_seen: 0,
+            last_signalled_refresh: None,
+        }
+    }
+
+    fn is_tools_stale(&self) -> bool {
+        self.tool_signals != self.tool_signals_seen
+    }
+
+    /// Marks a probe started now and plans what it asks.
+    pub fn start_probe(&mut self, now: Instant) -> ProbePlan {
+        self.is_probing = true;
+        // Signalled changes wait for a closed breaker (see `schedule_signalled_refresh`).
+        let is_signalled = self.is_tools_stale() && self.status.circuit == CircuitState::Closed;
+        if is_signalled {
+            self.last_signalled_refresh = Some(now);
+        }
+        let want_tools = !self.has_tools
+            || !self.status.state.is_up()
+            || self.probes_since_tools + 1 >= TOOLS_REFRESH_EVERY
+            || is_signalled;
+        ProbePlan {
+            want_tools,
+            tool_signals: self.tool_signals,
+            is_signalled,
+        }
+    }
+
+    /// Records a finished probe: health, latency, error text, tools; schedules the next one
+    /// `interval` from `now`.
+    pub fn record(&mut self, outcome: ProbeOutcome, now: Instant, interval: Duration) -> Changes {
+        self.is_probing = false;
+        self.next_probe = now + interval;
+        let changed_state = self
+            .tracker
+            .record(outcome.result.is_ok().then_some(outcome.elapsed));
+        let mut status = (*self.status).clone();
+        let before_error = status.last_error.clone();
+        match &outcome.result {
+            Ok(()) => {
+                status.latency_ms = Some(outcome.elapsed.as_secs_f64() * 1000.0);
+                status.last_error = None;
+            }
+            Err(e) => status.last_error = Some(e.message.clone()),
+        }
+        let mut is_tools_changed = false;
+        let mut tools_error = None;
+        match outcome.tools {
+            Some(Ok(tools)) => {
+                self.probes_since_tools = 0;
+                self.has_tools = true;
+                self.tool_signals_seen = outcome.plan.tool_signals;
+                if *status.tools != tools {
+                    status.tool_count = tools.len();
+                    status.tools = Arc::new(tools);
+                    is_tools_changed = true;
+                }
+            }
+            Some(Err(e)) => tools_error = Some(e),
+            None => self.probes_since_tools += 1,
+        }
+        if let Some(new_state) = changed_state {
+            status.state = new_state;
+            status.last_change = now_rfc3339();
+        }
+        let is_news = changed_state.is_some() || before_error != status.last_error;
+        self.status = Arc::new(status);
+        Changes {
+            state: changed_state,
+            is_tools_changed,
+            tools_error,
+            is_news,
+        }
+    }
+
+    /// Records a breaker move in the published status.
+    pub fn set_circuit(&mut self, circuit: CircuitState) {
+        let mut status = (*self.status).clone();
+        status.circuit = circuit;
+        self.status = Arc::new(status);
+    }
+
+    /// The server said its tool list changed.
+    pub fn on_tool_list_changed(&mut self) {
+        self.tool_signals += 1;
+        self.schedule_signalled_refresh();
+    }
+
+    /// Brings the next probe of a server with a stale tool list forward: to now, or to
+    /// [`TOOLS_CHANGED_MIN_GAP`] after the previous signalled refresh. Not while a probe runs
+    /// (its end reschedules), nor while the breaker is not closed: a failing server is left
+    /// alone, and its tools are refreshed once the breaker closes.
+    pub fn schedule_signalled_refresh(&mut self) {
+        if self.is_probing || !self.is_tools_stale() || self.status.circuit != CircuitState::Closed
+        {
+            return;
+        }
+        let now = Instant::now();
+        let earliest = self
+            .last_signalled_refresh
+            .map_or(now, |last| (last + TOOLS_CHANGED_MIN_GAP).max(now));
+        self.next_probe = self.next_probe.min(earliest);
+    }
+}

@@ -1,0 +1,360 @@
+//! The coordinator task: the only writer of per-server state and of what is published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream, SelectAll};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::breaker::{Admission, CircuitState, Transition};
+use crate::cache::ToolCache;
+use crate::config::ServerConfig;
+use crate::coordinator::probe::{self, ProbeOutcome};
+use crate::coordinator::registry::{Command, Registry, ServerEntry};
+use crate::coordinator::server_state::{Changes, ServerState};
+use crate::coordinator::status::{
+    Event, EventKind, Published, ServerStatus, Snapshot, now_rfc3339,
+};
+use crate::health::HealthState;
+use crate::mcp::{McpClient, ToolInfo};
+use crate::metrics::Metrics;
+
+/// Builds the registry and the (not yet running) coordinator.
+pub fn build(
+    servers: Vec<(ServerConfig, Arc<dyn McpClient>)>,
+    max_concurrent_probes: usize,
+    event_capacity: usize,
+    metrics: Metrics,
+) -> (Arc<Registry>, Published, Coordinator) {
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(Registry::new(servers, commands));
+    let now = now_rfc3339();
+    let states: Vec<ServerState> = registry
+        .servers()
+        .iter()
+        .map(|e| {
+            let state = ServerState::new(&e.config, &now);
+            metrics.set_health(&e.config.name, state.status.state);
+            metrics.set_circuit(&e.config.name, CircuitState::Closed);
+            metrics.precreate_tool_calls(&e.config.name, std::iter::empty());
+            state
+        })
+        .collect();
+    let snapshot = Arc::new(Snapshot::new(
+        states.iter().map(|s| s.status.clone()).collect(),
+    ));
+    let (snapshot_tx, snapshot_rx) = watch::channel(snapshot);
+    let (events, _) = broadcast::channel(event_capacity.max(16));
+    let coordinator = Coordinator {
+        registry: registry.clone(),
+        states,
+        snapshot: snapshot_tx,
+        events: events.clone(),
+        commands: command_rx,
+        max_concurrent: max_concurrent_probes.max(1),
+        metrics,
+        cache: None,
+    };
+    (
+        registry,
+        Published {
+            snapshot: snapshot_rx,
+            events,
+        },
+        coordinator,
+    )
+}
+
+/// Every enabled server's tool-list change signal, as a stream of server indexes. A watch
+/// keeps only its latest change, so a burst while the coordinator is busy yields one item.
+fn tool_list_signals(registry: &Registry) -> SelectAll<BoxStream<'static, usize>> {
+    stream::select_all(
+        registry
+            .servers()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                let changes = entry
+                    .client
+                    .tool_list_changes()
+                    .filter(|_| entry.config.enabled)?;
+                Some(
+                    stream::unfold(changes, move |mut changes| async move {
+                        changes.changed().await.ok()?;
+                        Some((index, changes))
+                    })
+                    .boxed(),
+                )
+            }),
+    )
+}
+
+/// The task that owns per-server state. Run it with [`Coordinator::run`].
+pub struct Coordinator {
+    registry: Arc<Registry>,
+    states: Vec<ServerState>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<Arc<Event>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    max_concurrent: usize,
+    metrics: Metrics,
+    cache: Option<(Arc<ToolCache>, Duration)>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("servers", &self.states.len())
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// Also publish `cache_stats` events every `period`.
+    pub fn with_cache_stats(mut self, cache: Arc<ToolCache>, period: Duration) -> Self {
+        self.cache = Some((cache, period));
+        self
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped). Aborts probes in flight.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut probes: JoinSet<ProbeOutcome> = JoinSet::new();
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let mut next_stats = self.cache.as_ref().map(|(_, p)| Instant::now() + *p);
+        let mut tool_signals = tool_list_signals(&self.registry);
+        loop {
+            self.start_due_probes(&mut probes);
+            let next_probe = self
+                .states
+                .iter()
+                .zip(self.registry.servers())
+                .filter(|(s, e)| e.config.enabled && !s.is_probing)
+                .map(|(s, _)| s.next_probe)
+                .min()
+                .unwrap_or_else(|| Instant::now() + far);
+            // Probe slots all taken: wait for a probe to finish instead of the next due time.
+            let wake = if probes.len() >= self.max_concurrent {
+                Instant::now() + far
+            } else {
+                next_probe
+            };
+            let stats_at = next_stats.unwrap_or_else(|| Instant::now() + far);
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Some(done) = probes.join_next(), if !probes.is_empty() => match done {
+                    Ok(outcome) => self.apply_probe(outcome),
+                    Err(e) => tracing::error!(error = %e, "A probe task failed."),
+                },
+                Some(command) = self.commands.recv() => match command {
+                    Command::Circuit(index, t) => self.apply_transition(index, t),
+                },
+                Some(index) = tool_signals.next(), if !tool_signals.is_empty() => {
+                    tracing::debug!(
+                        server = %self.registry.get(index).config.name,
+                        "Tool list changed; refreshing it."
+                    );
+                    self.states[index].on_tool_list_changed();
+                }
+                _ = sleep_until(wake) => {}
+                _ = sleep_until(stats_at), if next_stats.is_some() => {
+                    if let Some((cache, period)) = &self.cache {
+                        let _ = self.events.send(Arc::new(Event::cache_stats(cache.stats())));
+                        next_stats = Some(Instant::now() + *period);
+                    }
+                }
+            }
+        }
+        probes.abort_all();
+        tracing::info!("Health coordinator stopped.");
+    }
+
+    fn start_due_probes(&mut self, probes: &mut JoinSet<ProbeOutcome>) {
+        let now = Instant::now();
+        for (index, entry) in self.registry.servers().iter().enumerate() {
+            if probes.len() >= self.max_concurrent {
+                return;
+            }
+            let state = &mut self.states[index];
+            if !entry.config.enabled || state.is_probing || state.next_probe > now {
+                continue;
+            }
+            let plan = state.start_probe(now);
+            let client = entry.client.clone();
+            probes.spawn(probe::run(index, client, entry.config.probe_timeout, plan));
+        }
+    }
+
+    /// A probe finished: breaker, health, status, events, snapshot.
+    fn apply_probe(&mut self, outcome: ProbeOutcome) {
+        let index = outcome.index;
+        let entry = self.registry.get(index).clone();
+        self.metrics
+            .probe_duration
+            .with_label_values(&[entry.config.name.as_str()])
+            .observe(outcome.elapsed.as_secs_f64());
+        let now = Instant::now();
+        self.feed_breaker(index, &entry, &outcome, now);
+        let plan = outcome.plan;
+        let changes = self.states[index].record(outcome, now, entry.config.probe_interval);
+        self.report(&entry, changes, index);
+        // Still stale: a change signalled while this probe ran may postdate its `tools/list`,
+        // or the breaker closed meanwhile. A signalled refresh that failed is not retried at
+        // once: the probe schedule retries it.
+        let is_failed_attempt =
+            plan.is_signalled && self.states[index].tool_signals == plan.tool_signals;
+        if !is_failed_attempt {
+            self.states[index].schedule_signalled_refresh();
+        }
+        self.publish();
+    }
+
+    /// Probes go through the breaker like calls, but run whatever it says: health must be
+    /// known even while calls are fast-failed. Only outages count against it.
+    fn feed_breaker(
+        &mut self,
+        index: usize,
+        entry: &ServerEntry,
+        outcome: &ProbeOutcome,
+        now: Instant,
+    ) {
+        let is_outage = outcome.result.as_ref().is_err_and(|e| e.is_outage());
+        let mut transitions = Vec::new();
+        {
+            let mut breaker = entry.breaker();
+            if let Admission::Allowed(t) = breaker.admit(now) {
+                transitions.extend(t);
+                transitions.extend(breaker.on_result(!is_outage, now));
+            }
+        }
+        for t in transitions {
+            self.apply_transition(index, t);
+        }
+    }
+
+    /// Metrics, logs and events for what a probe changed.
+    fn report(&self, entry: &ServerEntry, changes: Changes, index: usize) {
+        let name = entry.config.name.as_str();
+        let status = self.states[index].status.clone();
+        if let Some(e) = &changes.tools_error {
+            tracing::warn!(server = name, error = %e, "tools/list failed.");
+        }
+        if let Some(new_state) = changes.state {
+            self.metrics.set_health(name, new_state);
+            match new_state {
+                HealthState::Unhealthy => tracing::warn!(
+                    server = name,
+                    error = status.last_error.as_deref().unwrap_or(""),
+                    "MCP server unhealthy."
+                ),
+                s => tracing::info!(
+                    server = name,
+                    state = s.as_str(),
+                    "MCP server state changed."
+                ),
+            }
+        }
+        if changes.is_tools_changed {
+            self.metrics
+                .precreate_tool_calls(name, status.tools.iter().map(|t| t.name.as_str()));
+            #[derive(Serialize)]
+            struct Body<'a> {
+                server: &'a str,
+                tool_count: usize,
+                tools: &'a [ToolInfo],
+            }
+            self.emit(Event::new(
+                EventKind::ToolsChanged,
+                Some(status.name.clone()),
+                Body {
+                    server: &status.name,
+                    tool_count: status.tool_count,
+                    tools: &status.tools,
+                },
+            ));
+        }
+        if changes.is_news {
+            self.emit_status(&status);
+        }
+    }
+
+    fn emit_status(&self, status: &Arc<ServerStatus>) {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            server: &'a str,
+            state: HealthState,
+            circuit: CircuitState,
+            latency_ms: Option<f64>,
+            last_error: Option<&'a str>,
+            last_change: &'a str,
+            tool_count: usize,
+        }
+        self.emit(Event::new(
+            EventKind::ServerStatus,
+            Some(status.name.clone()),
+            Body {
+                server: &status.name,
+                state: status.state,
+                circuit: status.circuit,
+                latency_ms: status.latency_ms,
+                last_error: status.last_error.as_deref(),
+                last_change: &status.last_change,
+                tool_count: status.tool_count,
+            },
+        ));
+    }
+
+    fn apply_transition(&mut self, index: usize, t: Transition) {
+        let name = self.registry.get(index).config.name.clone();
+        self.metrics.set_circuit(&name, t.to);
+        self.metrics
+            .circuit_transitions
+            .with_label_values(&[name.as_str(), t.to.as_str()])
+            .inc();
+        tracing::info!(
+            server = %name,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            "Circuit breaker changed state."
+        );
+        let state = &mut self.states[index];
+        state.set_circuit(t.to);
+        if t.to == CircuitState::Closed {
+            state.schedule_signalled_refresh();
+        }
+        let status = state.status.clone();
+        #[derive(Serialize)]
+        struct Body<'a> {
+            server: &'a str,
+            from: CircuitState,
+            to: CircuitState,
+        }
+        self.emit(Event::new(
+            EventKind::CircuitState,
+            Some(status.name.clone()),
+            Body {
+                server: &status.name,
+                from: t.from,
+                to: t.to,
+            },
+        ));
+        self.publish();
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscribers is fine.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    fn publish(&self) {
+        let servers = self.states.iter().map(|s| s.status.clone()).collect();
+        self.snapshot.send_replace(Arc::new(Snapshot::new(servers)));
+    }
+}
