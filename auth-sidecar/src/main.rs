@@ -121,7 +121,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A closed stderr must not turn a clean error exit into a panic.
+            safe_log::stderr_line(&format!("error: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -207,9 +208,10 @@ fn print_quickstart(rt: &Runtime, addr: SocketAddr) {
         ..Default::default()
     };
     if let Ok(token) = mint(rt, &request, unix_now()) {
-        println!(
+        // The serving process must outlive a closed stdout (safe-log).
+        safe_log::stdout_line(&format!(
             "auth-sidecar development mode. Try (admin token, valid 1h):\n\n  curl -i http://{addr}/verify -H 'X-Forwarded-Method: GET' -H 'X-Forwarded-Uri: /api/v1/mcp/servers' -H 'Authorization: Bearer {token}'\n"
-        );
+        ));
     }
 }
 
