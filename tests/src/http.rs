@@ -107,6 +107,26 @@ pub async fn send(to: &Target, req: &Request) -> Result<Response, String> {
         .map_err(|_| format!("{} {}: no answer within 20 s", req.method, req.target))?
 }
 
+/// Like [`send`] over TCP, from the local address `source` (e.g. 127.0.0.2: another
+/// loopback peer, outside `internal-only`'s 127.0.0.1/32).
+pub async fn send_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    req: &Request,
+) -> Result<Response, String> {
+    let exchange_from = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let io = socket.connect(to).await.map_err(|e| e.to_string())?;
+        exchange(io, &to.to_string(), req).await
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange_from)
+        .await
+        .map_err(|_| format!("{} {}: no answer within 20 s", req.method, req.target))?
+}
+
 async fn exchange<S>(io: S, host: &str, req: &Request) -> Result<Response, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
