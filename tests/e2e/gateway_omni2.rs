@@ -413,7 +413,7 @@ async fn omni2_matrix(kind: Kind) {
     );
 
     m.record(
-        "metrics: promtool clean; Prometheus up == 1 for sidecar and omni2",
+        "metrics: promtool clean; Prometheus up == 1 for every job (Traefik: its entry point too)",
         async {
             let sidecar_metrics =
                 send(&Target::Tcp(sidecar.admin), &Request::get("/metrics")).await?;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::http::{EchoUpstream, Request, Response, Target, echoed, send, send_from};
-use e2e::process::eventually;
+use e2e::process::{eventually, repo_root};
 use e2e::stack::Sidecar;
 use e2e::traefik::{Traefik, Wiring, changed_paths, shipped, transform};
 use nix::sys::signal::Signal;
@@ -28,8 +28,20 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
+        Stack::start_with(None).await
+    }
+
+    /// With a sidecar config other than the shipped one.
+    async fn start_with(sidecar_config: Option<&str>) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sidecar = Sidecar::start(dir.path()).await;
+        let sidecar = match sidecar_config {
+            None => Sidecar::start(dir.path()).await,
+            Some(text) => {
+                let path = dir.path().join("auth-sidecar.yaml");
+                std::fs::write(&path, text).expect("write sidecar config");
+                Sidecar::start_with(dir.path(), &path).await
+            }
+        };
         let echo = EchoUpstream::start().await;
         let traefik = Traefik::start(dir.path(), sidecar.addr, echo.addr).await;
         Stack {
@@ -483,4 +495,42 @@ async fn traefik_sidecar_hung_or_stopped_never_allows() {
     assert!(r.status.as_u16() >= 500, "sidecar stopped: {}", r.status);
     // The public route has no auth and stays up.
     assert_eq!(s.send(&Request::get("/health")).await.status, 200);
+}
+
+/// The README's reference `rules:` (its "Configuration" block), under the test issuer.
+fn readme_reference_config() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let rules: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("rules:") || !l.contains("first match wins"))
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert!(rules.len() > 5, "no reference rules block in README.md");
+    let fixture = std::fs::read_to_string(repo_root().join("tests/fixtures/sidecar-cidr.yaml"))
+        .expect("fixture");
+    let head = &fixture[..fixture.find("\nrules:").expect("fixture rules") + 1];
+    format!("{head}{}\n", rules.join("\n"))
+}
+
+/// Issue 10 item 5: the README's `admin` rule narrows by hosts and methods; another host or
+/// method on /api/v1/admin must not fall through to the catch-all `api` rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_readme_reference_rules_do_not_fall_through_to_api() {
+    let s = Stack::start_with(Some(&readme_reference_config())).await;
+    let user = s.sidecar.token("alice", "user");
+    let r = s
+        .send(&Request::get("/api/v1/mcp/servers").bearer(&user))
+        .await;
+    assert_eq!(r.status, 200, "the api rule: {}\n{}", r.text(), s.logs());
+    for (host, m) in [
+        ("evil.example.com", http::Method::GET),
+        ("api.example.com", http::Method::DELETE),
+        ("api.example.com", http::Method::PUT),
+    ] {
+        let req = method(Request::get("/api/v1/admin/x"), m.clone())
+            .bearer(&user)
+            .header("Host", host);
+        let r = s.send(&req).await;
+        assert_eq!(r.status, 403, "{m} /api/v1/admin/x on {host}: {}", r.text());
+    }
 }
