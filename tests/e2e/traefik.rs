@@ -8,9 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use e2e::http::{EchoUpstream, Request, Response, Target, echoed, send, send_from};
+use e2e::http::{
+    EchoUpstream, Request, Response, Target, echoed, send, send_from, websocket_close,
+};
 use e2e::process::{eventually, repo_root};
-use e2e::stack::Sidecar;
+use e2e::stack::{McpServer, Omni2, Sidecar};
 use e2e::traefik::{Traefik, Wiring, changed_paths, shipped, transform};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -533,4 +535,35 @@ async fn traefik_readme_reference_rules_do_not_fall_through_to_api() {
         let r = s.send(&req).await;
         assert_eq!(r.status, 403, "{m} /api/v1/admin/x on {host}: {}", r.text());
     }
+}
+
+/// The live-status WebSocket through Traefik, to the release omni2: 101 with a query token,
+/// and omni2's close code 1008 ("token expired") relayed when the token's `exp` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_relays_the_websocket_expiry_close_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mcp = McpServer::start(dir.path()).await;
+    let mcp_url = mcp.url();
+    let (sidecar, omni2) = tokio::join!(
+        Sidecar::start(dir.path()),
+        Omni2::start_tcp(dir.path(), &mcp_url)
+    );
+    let Target::Tcp(backend) = omni2.target() else {
+        panic!("omni2 on TCP")
+    };
+    let traefik = Traefik::start(dir.path(), sidecar.addr, backend).await;
+    let token = sidecar.token_expiring_in("short-lived", Duration::from_secs(3));
+    let closed = websocket_close(
+        traefik.addr(),
+        &format!("/ws/mcp-status?access_token={token}"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        closed,
+        Ok((1008, "token expired".to_owned())),
+        "\n--- traefik:\n{}\n--- omni2:\n{}",
+        traefik.log(),
+        omni2.log()
+    );
 }

@@ -221,6 +221,33 @@ pub async fn websocket(
         .map_err(|_| format!("WebSocket {target}: nothing within 20 s"))?
 }
 
+/// Opens a WebSocket to `target` on `addr` and reads until the server closes it, within
+/// `bound`: the close code and reason.
+pub async fn websocket_close(
+    addr: SocketAddr,
+    target: &str,
+    bound: Duration,
+) -> Result<(u16, String), String> {
+    use futures_util::StreamExt;
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{target}"), stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(msg) = ws.next().await {
+            if let tungstenite::Message::Close(frame) = msg.map_err(|e| e.to_string())? {
+                return frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .ok_or("close frame without a code".to_owned());
+            }
+        }
+        Err("stream ended without a close frame".into())
+    };
+    tokio::time::timeout(bound, attempt)
+        .await
+        .map_err(|_| format!("WebSocket {target}: not closed within {bound:?}"))?
+}
+
 /// An HTTP server on 127.0.0.1 that answers every request with 200 and a JSON report of
 /// the method, raw target and headers (in order, repeated ones kept) it received.
 pub struct EchoUpstream {

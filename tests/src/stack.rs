@@ -111,6 +111,11 @@ impl Sidecar {
         self.mint_at(sub, role, now(), Duration::from_secs(3600))
     }
 
+    /// A `user` token for `sub` that expires `ttl` from now.
+    pub fn token_expiring_in(&self, sub: &str, ttl: Duration) -> String {
+        self.mint_at(sub, "user", now(), ttl)
+    }
+
     /// A token for `sub` that expired an hour ago (well past the 30 s leeway).
     pub fn expired_token(&self, sub: &str) -> String {
         self.mint_at(sub, "user", now() - 7200, Duration::from_secs(3600))
