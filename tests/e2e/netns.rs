@@ -1,6 +1,6 @@
 //! Real network isolation, the way compose builds it: network namespaces for an outside
 //! client, Traefik's host (both networks, forwarding off) and the internal host (omni2, the
-//! sidecar, the MCP example), every check through real sockets. Fails, never skips, when the
+//! sidecar, the MCP example, Prometheus), every check through real sockets. Fails, never skips, when the
 //! namespaces cannot be built.
 
 use std::net::{IpAddr, SocketAddr};
@@ -222,6 +222,69 @@ async fn netns_isolation_only_traefik_answers_from_outside() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     assert_eq!(r.status, 200, "from inside: {}\n{}", r.text(), logs());
+
+    // Prometheus on the internal host scrapes as compose/prometheus.yml does: the sidecar's
+    // admin port, omni2 and Traefik's metrics entry point (on Traefik's internal address).
+    let pdir = dir.join("prometheus");
+    std::fs::create_dir_all(&pdir).expect("prometheus dir");
+    let mut config =
+        String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
+    for (job, target) in [
+        ("auth-sidecar", admin),
+        ("omni2", omni2),
+        ("traefik", wiring.metrics),
+    ] {
+        config.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ));
+    }
+    std::fs::write(pdir.join("prometheus.yml"), config).expect("prometheus.yml");
+    let prom_addr = at(INTERNAL_IP, 9090);
+    let mut prom_cmd = inside.command("prometheus");
+    prom_cmd
+        .arg(format!(
+            "--config.file={}",
+            pdir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            pdir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"));
+    let mut prom = spawn_in(inside, "prometheus", prom_cmd, &pdir);
+    wait_for(inside, &mut prom, prom_addr, "/-/ready", 200).await;
+    eventually(
+        "Prometheus up == 1 for every job",
+        Duration::from_secs(30),
+        || async {
+            let r = inside
+                .send(prom_addr, &Request::get("/api/v1/query?query=up"))
+                .await?;
+            let body = r.json();
+            let up: Vec<(String, String)> = body["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    (
+                        s["metric"]["job"].as_str().unwrap_or("").to_owned(),
+                        s["value"][1].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect();
+            ["auth-sidecar", "omni2", "traefik"]
+                .iter()
+                .all(|job| up.iter().any(|(j, v)| j == job && v == "1"))
+                .then_some(())
+                .ok_or(format!("up = {up:?}"))
+        },
+    )
+    .await;
+    // Prometheus is internal too: not reachable from outside.
+    assert!(
+        outside.connect(prom_addr, bound).await.is_err(),
+        "Prometheus reachable from outside"
+    );
 
     // The spoofed headers change nothing for the sidecar either: the same 200 as without.
     let spoofed = Request::get("/api/v1/mcp/servers")
