@@ -567,3 +567,59 @@ async fn traefik_relays_the_websocket_expiry_close_code() {
         omni2.log()
     );
 }
+
+/// A forwardAuth target denying with a `len`-byte body: far more than any sidecar answer,
+/// to exercise the shipped `maxResponseBodySize` (the real sidecar never gets near it).
+async fn oversized_deny(len: usize) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| async move {
+                    let body = bytes::Bytes::from(vec![b'x'; len]);
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(401)
+                            .body(Full::new(body))
+                            .expect("static response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `maxResponseBodySize: 65536`: an auth answer over the limit never reaches the client
+/// (Traefik answers an error of its own) and never allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_refuses_auth_answers_over_max_response_body_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let echo = EchoUpstream::start().await;
+    let (auth, task) = oversized_deny(200_000).await;
+    let traefik = Traefik::start(dir.path(), auth, echo.addr).await;
+    let r = send(&traefik.target(), &Request::get("/api/v1/mcp/servers"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", traefik.log()));
+    println!(
+        "traefik: 200 kB auth answer -> {} ({} body bytes)",
+        r.status,
+        r.body.len()
+    );
+    assert_ne!(r.status, 200);
+    assert!(
+        r.body.len() < 65536,
+        "the oversized auth body reached the client: {} {} bytes",
+        r.status,
+        r.body.len()
+    );
+    task.abort();
+}
