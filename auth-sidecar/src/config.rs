@@ -828,6 +828,7 @@ fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Ru
         cidrs,
         allow_query_token: raw.allow_query_token,
         allow_preflight: raw.allow_preflight,
+        deny_encoded_separators: raw.deny_encoded_separators.unwrap_or(true),
         rate_limit,
         login,
     })

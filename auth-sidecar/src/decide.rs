@@ -26,7 +26,7 @@ use crate::jwt;
 use crate::login::prefers_html;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::{normalize, split_uri};
-use crate::policy::{Action, Rule, normalize_host};
+use crate::policy::{Action, Rule, has_encoded_separator, normalize_host};
 use crate::reason::{AllowReason, DenyReason};
 use crate::token;
 
@@ -175,6 +175,12 @@ fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, trace: &mut Tr
     };
     let rule = &rt.policy.rules[index];
     let at = Some(index);
+    if rule.deny_encoded_separators
+        && !matches!(rule.action, Action::Public)
+        && has_encoded_separator(raw_path)
+    {
+        return deny(at, DenyReason::Malformed, false);
+    }
 
     if !rule.cidrs.is_empty() && !address_allowed(facts, rt, rule) {
         return deny(at, DenyReason::IpDenied, false);

@@ -152,6 +152,10 @@ pub struct Rule {
     pub allow_query_token: bool,
     /// Allow CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) unauthenticated.
     pub allow_preflight: bool,
+    /// Deny (`malformed`) a raw path holding `%2F`, `%5C` or `%00` unless the rule is
+    /// `public`: a backend that decodes them before routing would serve another path than
+    /// the one decided on (`/api/v1/public/..%2Fadmin`).
+    pub deny_encoded_separators: bool,
     /// Token bucket per `sub` (per client address on public rules); `None` = unlimited.
     pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
     /// Where browsers are sent instead of a `401`.
@@ -177,6 +181,17 @@ impl Policy {
             .iter()
             .position(|r| r.matches(host, path, method))
     }
+}
+
+/// Whether a raw (undecoded) path holds an encoded `/`, `\\` or NUL, in any case.
+pub fn has_encoded_separator(raw_path: &str) -> bool {
+    raw_path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_uppercase()),
+                (b'2', b'F') | (b'5', b'C') | (b'0', b'0')
+            )
+    })
 }
 
 /// Lower-cases a `Host`/`X-Forwarded-Host` value and strips the port.
@@ -215,6 +230,23 @@ mod tests {
         let slash = PathMatcher::Prefix("/api/".into());
         assert!(slash.matches("/api/x"));
         assert!(!slash.matches("/api"));
+    }
+
+    #[test]
+    fn encoded_separators_any_case() {
+        for bad in [
+            "/a/..%2Fadmin",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a%5cb",
+            "/a%00",
+            "%2F",
+        ] {
+            assert!(has_encoded_separator(bad), "{bad}");
+        }
+        for good in ["/a/b", "/a%2eb", "/a%20b", "/a%2", "/a%5", "/a%0A", "/100%"] {
+            assert!(!has_encoded_separator(good), "{good}");
+        }
     }
 
     #[test]

@@ -126,6 +126,11 @@ async fn echo_matrix(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_relays_sidecar_decisions_to_the_echo_upstream() {
+    echo_matrix(Kind::Traefik).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_relays_sidecar_decisions_to_the_echo_upstream() {
     echo_matrix(Kind::Nginx).await;
 }
@@ -176,7 +181,7 @@ async fn xff_matrix(kind: Kind) {
                 None => r,
             }
         };
-        let r = send(&to, &request("/from-ten/x")).await.unwrap();
+        let r = send(&to, &request("/api/v1/from-ten/x")).await.unwrap();
         assert_eq!(
             r.status,
             403,
@@ -186,7 +191,9 @@ async fn xff_matrix(kind: Kind) {
         if kind.relays_deny_body() {
             assert_eq!(r.json()["error"], "ip_denied", "{}", ctx("deny reason"));
         }
-        let r = send(&to, &request("/from-loopback/x")).await.unwrap();
+        let r = send(&to, &request("/api/v1/from-loopback/x"))
+            .await
+            .unwrap();
         assert_eq!(
             r.status,
             loopback_status,
@@ -194,6 +201,11 @@ async fn xff_matrix(kind: Kind) {
             ctx(&format!("/from-loopback, XFF {spoofed:?}: {}", r.text()))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_client_forwarded_for_cannot_choose_the_ip() {
+    xff_matrix(Kind::Traefik).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::gateway::{Gateway, Kind, Upstream};
+use e2e::gateway::{Gateway, Kind};
 use e2e::http::{Request, Response, Target, WsOutcome, send, websocket};
 use e2e::process::eventually;
 use e2e::stack::{
@@ -103,12 +103,17 @@ async fn omni2_matrix(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mcp = McpServer::start(dir.path()).await;
     let mcp_url = mcp.url();
-    let (mut sidecar, omni2) = tokio::join!(
-        Sidecar::start(dir.path()),
-        Omni2::start(dir.path(), &mcp_url)
-    );
+    // Traefik proxies to TCP only: omni2 on loopback there (the netns tests isolate it).
+    let omni2_start = async {
+        if kind == Kind::Traefik {
+            Omni2::start_tcp(dir.path(), &mcp_url).await
+        } else {
+            Omni2::start(dir.path(), &mcp_url).await
+        }
+    };
+    let (mut sidecar, omni2) = tokio::join!(Sidecar::start(dir.path()), omni2_start);
     let identity = sidecar.identity_headers();
-    let upstream = Upstream::Unix(omni2.socket.clone());
+    let upstream = omni2.upstream();
     let gw = Gateway::start(kind, dir.path(), sidecar.addr, &upstream, &identity).await;
     let to = gw.target();
     let user = sidecar.token("alice", "user");
@@ -370,7 +375,12 @@ async fn omni2_matrix(kind: Kind) {
                 "cannot see omni2's sockets in /proc/{pid}/fd"
             );
             let tcp = tcp_listeners_of(pid);
-            ensure!(tcp.is_empty(), "omni2 listens on TCP (inodes {tcp:?})");
+            // Behind Traefik omni2 listens on loopback TCP; `netns` isolates it for real.
+            let want_tcp = usize::from(kind == Kind::Traefik);
+            ensure!(
+                tcp.len() == want_tcp,
+                "omni2 TCP listeners (inodes {tcp:?}), want {want_tcp}"
+            );
             // The probe can see TCP listeners: the sidecar has two (verify and admin).
             let sidecar_pid = sidecar.pid().ok_or("sidecar not running")?;
             let sidecar_tcp = tcp_listeners_of(sidecar_pid);
@@ -403,7 +413,7 @@ async fn omni2_matrix(kind: Kind) {
     );
 
     m.record(
-        "metrics: promtool clean; Prometheus up == 1 for sidecar and omni2",
+        "metrics: promtool clean; Prometheus up == 1 for every job (Traefik: its entry point too)",
         async {
             let sidecar_metrics =
                 send(&Target::Tcp(sidecar.admin), &Request::get("/metrics")).await?;
@@ -412,25 +422,29 @@ async fn omni2_matrix(kind: Kind) {
             let omni2_metrics = send(&omni2.target(), &Request::get("/metrics")).await?;
             status(&omni2_metrics, 200, "omni2 /metrics")?;
             promtool_check_metrics(&omni2_metrics.text()).map_err(|e| format!("omni2: {e}"))?;
-            // omni2 has no TCP port: Prometheus scrapes it through the gateway, as an operator
-            // would, with an admin token (the sidecar's `metrics` rule).
-            let prom = Prometheus::start(
-                dir.path(),
-                &[
-                    ("auth-sidecar", sidecar.admin, None),
-                    ("omni2", gw.addr, Some(&admin)),
-                ],
-            )
-            .await;
+            // Behind Traefik, as compose does: Traefik's metrics entry point, the sidecar's
+            // admin port and omni2, all directly. Elsewhere omni2 has no TCP port and is
+            // scraped through the gateway with an admin token (the sidecar's `metrics` rule).
+            let mut jobs = vec![("auth-sidecar", sidecar.admin, None)];
+            match (&gw.traefik_metrics, omni2.target()) {
+                (Some(traefik_metrics), Target::Tcp(omni2_addr)) => {
+                    jobs.push(("omni2", omni2_addr, None));
+                    jobs.push(("traefik", *traefik_metrics, None));
+                }
+                _ => jobs.push(("omni2", gw.addr, Some(admin.as_str()))),
+            }
+            let prom = Prometheus::start(dir.path(), &jobs).await;
+            let want: Vec<&str> = jobs.iter().map(|j| j.0).collect();
             eventually(
-                "Prometheus up == 1 for both jobs",
+                "Prometheus up == 1 for every job",
                 Duration::from_secs(20),
                 || {
-                    let prom = &prom;
+                    let (prom, want) = (&prom, &want);
                     async move {
                         let up = prom.up().await?;
-                        let is_up = |job: &str| up.iter().any(|(j, v)| j == job && v == "1");
-                        (is_up("auth-sidecar") && is_up("omni2"))
+                        let is_up = |job: &&str| up.iter().any(|(j, v)| j == job && v == "1");
+                        want.iter()
+                            .all(is_up)
                             .then_some(())
                             .ok_or(format!("up = {up:?}"))
                     }
@@ -446,7 +460,16 @@ async fn omni2_matrix(kind: Kind) {
         "sidecar stopped: 5xx or 403, never 200",
         async {
             sidecar.stop();
-            for req in [servers().bearer(&user), Request::get("/health")] {
+            // Traefik's /health router runs no `auth` (public), so it must stay 200 there.
+            if kind == Kind::Traefik {
+                status(&send(&to, &Request::get("/health")).await?, 200, "public")?;
+            }
+            let guarded = if kind == Kind::Traefik {
+                vec![servers().bearer(&user)]
+            } else {
+                vec![servers().bearer(&user), Request::get("/health")]
+            };
+            for req in guarded {
                 let r = send(&to, &req).await?;
                 let code = r.status.as_u16();
                 println!("{}: sidecar stopped, {} -> {code}", kind.name(), req.target);
@@ -469,6 +492,11 @@ async fn omni2_matrix(kind: Kind) {
         mcp.log()
     );
     m.finish(logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_in_front_of_the_real_stack() {
+    omni2_matrix(Kind::Traefik).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,18 @@
 //!
 //! - `deploy`: the shipped `traefik/` and `compose/` files against their JSON schemas, and
 //!   the cross-checks (labels == file config, headers, ports, auth on every router).
-//! - `gateway_echo`: the release sidecar behind nginx, Caddy and Envoy in front of an echo
+//! - `layout`: neither crate's module graph has a cycle.
+//! - `netns`: compose's two networks as network namespaces; only Traefik answers outside.
+//! - `traefik`: real Traefik on the shipped config: the asserted transformation and the
+//!   Traefik-only rows (CORS, rate limits, internal-only, stripping, floods, failures).
+//! - `gateway_echo`: the release sidecar behind Traefik, nginx, Caddy and Envoy in front of an echo
 //!   upstream (allow, 401, 403, forged identity never reaches the upstream).
-//! - `gateway_omni2`: the issue 5 matrix per gateway with the release omni2 on a unix
-//!   socket, the Python MCP example server and Prometheus.
+//! - `gateway_omni2`: the issue 5 matrix per gateway (Traefik included) with the release omni2 on a unix
+//!   socket (TCP behind Traefik), the Python MCP example server and Prometheus.
 
 mod deploy;
 mod gateway_echo;
 mod gateway_omni2;
 mod layout;
+mod netns;
+mod traefik;

@@ -401,8 +401,9 @@ fn lint_walk(v: &Value, path: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// Static-config invariants: Docker provider opt-in only, underscore headers deleted on
-/// every entry point that serves routers, no `forwardedHeaders.insecure`.
+/// Static-config invariants: Docker provider opt-in only, alias headers deleted and encoded
+/// separators refused on every entry point that serves routers, no
+/// `forwardedHeaders.insecure`.
 pub fn check_static(traefik: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if traefik["providers"]["docker"]["exposedByDefault"] != Value::Bool(false) {
@@ -414,9 +415,28 @@ pub fn check_static(traefik: &Value) -> Vec<String> {
             problems.push(format!("entry point {ep} missing"));
             continue;
         }
-        if e["http"]["underscoreHeadersStrategy"].as_str() != Some("delete") {
+        if e["http"]["aliasHeadersStrategy"].as_str() != Some("delete") {
             problems.push(format!(
-                "entryPoints.{ep}.http.underscoreHeadersStrategy must be delete"
+                "entryPoints.{ep}.http.aliasHeadersStrategy must be delete"
+            ));
+        }
+        for (option, value) in e["http"]["encodedCharacters"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            if value != &Value::Bool(false) {
+                problems.push(format!(
+                    "entryPoints.{ep}.http.encodedCharacters.{option} must be false"
+                ));
+            }
+        }
+        if e["http"]["encodedCharacters"]
+            .as_object()
+            .is_none_or(|o| o.len() < 7)
+        {
+            problems.push(format!(
+                "entryPoints.{ep}.http.encodedCharacters must set all seven allow* to false"
             ));
         }
         if e["forwardedHeaders"]["insecure"] == Value::Bool(true) {

@@ -1,6 +1,7 @@
-//! The stand-in gateways (Traefik cannot be installed here): nginx `auth_request`, Caddy's
-//! expanded `forward_auth`, Envoy `ext_authz`, configured as in the contract §4.2 with our
-//! identity headers, each in its own temporary directory on free loopback ports.
+//! The gateways of the matrix: real Traefik with the shipped config ([`crate::traefik`]), and
+//! nginx `auth_request`, Caddy's expanded `forward_auth`, Envoy `ext_authz`, configured as in
+//! the contract §4.2 with our identity headers; each in its own temporary directory on free
+//! loopback ports.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,16 +15,16 @@ use crate::process::{Proc, eventually, free_addr, which};
 /// Which gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    Traefik,
     Nginx,
     Caddy,
     Envoy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Nginx, Kind::Caddy, Kind::Envoy];
-
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Traefik => "traefik",
             Kind::Nginx => "nginx",
             Kind::Caddy => "caddy",
             Kind::Envoy => "envoy",
@@ -32,13 +33,14 @@ impl Kind {
 
     fn program(self) -> &'static str {
         match self {
+            Kind::Traefik => "traefik",
             Kind::Nginx => "/usr/sbin/nginx",
             Kind::Caddy => "caddy",
             Kind::Envoy => "envoy",
         }
     }
 
-    /// Whether the gateway is installed (`.ci/run` installs all three).
+    /// Whether the gateway is installed (`.ci/run` installs all four).
     pub fn installed(self) -> bool {
         which(self.program()).is_some()
     }
@@ -61,12 +63,15 @@ pub struct Gateway {
     pub kind: Kind,
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// Traefik's `metrics` entry point (Traefik only).
+    pub traefik_metrics: Option<SocketAddr>,
     proc: Proc,
 }
 
 impl Gateway {
     /// Writes the config into `dir`, starts the gateway and waits until it answers.
-    /// `identity` lists the header names the sidecar emits on allow.
+    /// `identity` lists the header names the sidecar emits on allow (Traefik runs the
+    /// shipped `authResponseHeaders` instead; `tests/e2e/deploy.rs` checks they are equal).
     pub async fn start(
         kind: Kind,
         dir: &Path,
@@ -74,6 +79,18 @@ impl Gateway {
         upstream: &Upstream,
         identity: &[String],
     ) -> Gateway {
+        if kind == Kind::Traefik {
+            let Upstream::Tcp(backend) = upstream else {
+                panic!("Traefik proxies to TCP only; start the backend on a TCP port");
+            };
+            let t = crate::traefik::Traefik::start(dir, sidecar, *backend).await;
+            return Gateway {
+                kind,
+                addr: t.addr(),
+                traefik_metrics: Some(t.wiring.metrics),
+                proc: t.into_proc(),
+            };
+        }
         let dir = dir.join(kind.name());
         std::fs::create_dir_all(&dir).expect("gateway dir");
         let addr = free_addr();
@@ -89,6 +106,7 @@ impl Gateway {
             Kind::Nginx => nginx_command(&wiring),
             Kind::Caddy => caddy_command(&wiring),
             Kind::Envoy => envoy_command(&wiring),
+            Kind::Traefik => unreachable!("started above"),
         };
         let mut proc = Proc::spawn(kind.name(), cmd, log);
         eventually(
@@ -106,7 +124,12 @@ impl Gateway {
             },
         )
         .await;
-        Gateway { kind, addr, proc }
+        Gateway {
+            kind,
+            addr,
+            traefik_metrics: None,
+            proc,
+        }
     }
 
     pub fn target(&self) -> Target {

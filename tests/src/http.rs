@@ -107,6 +107,26 @@ pub async fn send(to: &Target, req: &Request) -> Result<Response, String> {
         .map_err(|_| format!("{} {}: no answer within 20 s", req.method, req.target))?
 }
 
+/// Like [`send`] over TCP, from the local address `source` (e.g. 127.0.0.2: another
+/// loopback peer, outside `internal-only`'s 127.0.0.1/32).
+pub async fn send_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    req: &Request,
+) -> Result<Response, String> {
+    let exchange_from = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let io = socket.connect(to).await.map_err(|e| e.to_string())?;
+        exchange(io, &to.to_string(), req).await
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange_from)
+        .await
+        .map_err(|_| format!("{} {}: no answer within 20 s", req.method, req.target))?
+}
+
 async fn exchange<S>(io: S, host: &str, req: &Request) -> Result<Response, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -199,6 +219,33 @@ pub async fn websocket(
     tokio::time::timeout(Duration::from_secs(20), attempt)
         .await
         .map_err(|_| format!("WebSocket {target}: nothing within 20 s"))?
+}
+
+/// Opens a WebSocket to `target` on `addr` and reads until the server closes it, within
+/// `bound`: the close code and reason.
+pub async fn websocket_close(
+    addr: SocketAddr,
+    target: &str,
+    bound: Duration,
+) -> Result<(u16, String), String> {
+    use futures_util::StreamExt;
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{target}"), stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(msg) = ws.next().await {
+            if let tungstenite::Message::Close(frame) = msg.map_err(|e| e.to_string())? {
+                return frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .ok_or("close frame without a code".to_owned());
+            }
+        }
+        Err("stream ended without a close frame".into())
+    };
+    tokio::time::timeout(bound, attempt)
+        .await
+        .map_err(|_| format!("WebSocket {target}: not closed within {bound:?}"))?
 }
 
 /// An HTTP server on 127.0.0.1 that answers every request with 200 and a JSON report of

@@ -1,17 +1,22 @@
 //! Harness for the end-to-end tests: the real binaries (release `auth-sidecar`, `omni2`),
-//! real gateways (nginx, Caddy, Envoy), a real Python MCP server and Prometheus, all on
+//! real gateways (Traefik, nginx, Caddy, Envoy), a real Python MCP server and Prometheus, all on
 //! loopback with free ports and stopped by PID; plus the checks over the shipped Traefik
 //! and compose files.
 //!
 //! Layout:
 //! - [`process`]: free ports, release binaries (built once), `Proc` guards, `eventually`.
 //! - [`http`]: raw HTTP/1.1 and WebSocket clients, the echo upstream.
-//! - [`gateway`]: nginx / Caddy / Envoy configs (contract §4.2) and their processes.
+//! - [`gateway`]: the gateway kinds of the matrix and their processes: Traefik (below), and
+//!   nginx / Caddy / Envoy configs (contract §4.2).
+//! - [`traefik`]: real Traefik on the shipped config, changed by one asserted transformation.
 //! - [`stack`]: the sidecar with the shipped config, token minting.
+//! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
 //! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
 
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod netns;
 pub mod process;
 pub mod stack;
+pub mod traefik;

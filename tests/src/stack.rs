@@ -23,7 +23,7 @@ pub fn shipped_sidecar_config() -> PathBuf {
 }
 
 /// The environment the shipped config reads, with the given listen addresses.
-fn sidecar_env(listen: SocketAddr, admin: SocketAddr) -> Vec<(&'static str, String)> {
+pub fn sidecar_env(listen: SocketAddr, admin: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
         ("OMNI2_JWT_SECRET", JWT_SECRET.into()),
         ("OMNI2_IDENTITY_SECRET", IDENTITY_SECRET.into()),
@@ -111,25 +111,27 @@ impl Sidecar {
         self.mint_at(sub, role, now(), Duration::from_secs(3600))
     }
 
+    /// A `user` token for `sub` that expires `ttl` from now.
+    pub fn token_expiring_in(&self, sub: &str, ttl: Duration) -> String {
+        self.mint_at(sub, "user", now(), ttl)
+    }
+
     /// A token for `sub` that expired an hour ago (well past the 30 s leeway).
     pub fn expired_token(&self, sub: &str) -> String {
         self.mint_at(sub, "user", now() - 7200, Duration::from_secs(3600))
     }
 
     fn mint_at(&self, sub: &str, role: &str, at: i64, ttl: Duration) -> String {
-        let request = MintRequest {
-            sub: sub.into(),
-            role: Some(role.into()),
-            roles: vec![role.into()],
-            email: Some(format!("{sub}@example.com")),
-            ttl,
-            ..Default::default()
-        };
-        mint(&self.runtime, &request, at).expect("the shipped config has an HMAC key")
+        mint_at(&self.runtime, sub, role, at, ttl)
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.proc.pid()
+    }
+
+    /// Sends `signal` (SIGSTOP / SIGCONT: a hung sidecar).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.proc.signal(signal);
     }
 
     /// Stops the sidecar (to prove the gateways fail closed).
@@ -140,6 +142,23 @@ impl Sidecar {
     pub fn log(&self) -> String {
         self.proc.log()
     }
+}
+
+/// A token for `sub` with `role`, valid for an hour, signed with `rt`'s HMAC key.
+pub fn token_for(rt: &Runtime, sub: &str, role: &str) -> String {
+    mint_at(rt, sub, role, now(), Duration::from_secs(3600))
+}
+
+fn mint_at(rt: &Runtime, sub: &str, role: &str, at: i64, ttl: Duration) -> String {
+    let request = MintRequest {
+        sub: sub.into(),
+        role: Some(role.into()),
+        roles: vec![role.into()],
+        email: Some(format!("{sub}@example.com")),
+        ttl,
+        ..Default::default()
+    };
+    mint(rt, &request, at).expect("the shipped config has an HMAC key")
 }
 
 /// Identity header names in their canonical spelling (`X-User-Id`), in emission order.
@@ -204,50 +223,68 @@ impl McpServer {
     }
 }
 
-/// The release `omni2` with the shipped config, listening only on a unix socket.
+/// The release `omni2` with the shipped config, listening on a unix socket (nginx, Caddy,
+/// Envoy) or a loopback TCP port (Traefik, which proxies to TCP only).
 pub struct Omni2 {
-    pub socket: PathBuf,
+    listen: Target,
     proc: Proc,
 }
 
 impl Omni2 {
+    /// On `dir/omni2.sock`, no TCP listener at all.
     pub async fn start(dir: &Path, mcp_url: &str) -> Omni2 {
+        Omni2::start_on(dir, mcp_url, Target::Unix(dir.join("omni2.sock"))).await
+    }
+
+    /// On a free loopback TCP port.
+    pub async fn start_tcp(dir: &Path, mcp_url: &str) -> Omni2 {
+        Omni2::start_on(dir, mcp_url, Target::Tcp(free_addr())).await
+    }
+
+    async fn start_on(dir: &Path, mcp_url: &str, listen: Target) -> Omni2 {
         let binary = tokio::task::spawn_blocking(crate::process::omni2_binary)
             .await
             .expect("build task");
-        let socket = dir.join("omni2.sock");
+        let listen_arg = match &listen {
+            Target::Unix(socket) => format!("unix:{}", socket.display()),
+            Target::Tcp(addr) => addr.to_string(),
+        };
         let mut cmd = Command::new(binary);
         cmd.arg("--config")
             .arg(shipped_omni2_config())
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
+            .arg(listen_arg)
             .args(["--workers", "1"])
             .env("OMNI2_IDENTITY_SECRET", IDENTITY_SECRET)
             .env("OMNI2_MCP_EXAMPLE_URL", mcp_url)
             // The WebSocket logs which identity it accepted: the tests read it back.
             .env("RUST_LOG", "info,omni2_core::ws=debug");
         let mut proc = Proc::spawn("omni2", cmd, dir.join("omni2.log"));
-        let target = Target::Unix(socket.clone());
-        eventually(
-            "omni2 /health on its socket",
-            Duration::from_secs(30),
-            || {
-                proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
-                let target = target.clone();
-                async move {
-                    let r = send(&target, &Request::get("/health")).await?;
-                    (r.status == 200)
-                        .then_some(())
-                        .ok_or(format!("/health: {}", r.status))
-                }
-            },
-        )
+        let target = listen.clone();
+        eventually("omni2 /health", Duration::from_secs(30), || {
+            proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
+            let target = target.clone();
+            async move {
+                let r = send(&target, &Request::get("/health")).await?;
+                (r.status == 200)
+                    .then_some(())
+                    .ok_or(format!("/health: {}", r.status))
+            }
+        })
         .await;
-        Omni2 { socket, proc }
+        Omni2 { listen, proc }
+    }
+
+    /// What a gateway proxies to.
+    pub fn upstream(&self) -> crate::gateway::Upstream {
+        match &self.listen {
+            Target::Unix(p) => crate::gateway::Upstream::Unix(p.clone()),
+            Target::Tcp(a) => crate::gateway::Upstream::Tcp(*a),
+        }
     }
 
     pub fn target(&self) -> Target {
-        Target::Unix(self.socket.clone())
+        self.listen.clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -144,6 +144,8 @@ pub struct RawRule {
     pub deny_cidrs: Vec<String>,
     pub allow_query_token: bool,
     pub allow_preflight: bool,
+    /// Refuse `%2F`, `%5C`, `%00` in the path (default on; ignored on `public` rules).
+    pub deny_encoded_separators: Option<bool>,
     pub rate_limit: Option<RawRateLimit>,
     /// Absolute login page; browsers get a 302 there instead of a 401.
     pub login_url: Option<String>,

@@ -385,14 +385,73 @@ fn traversal_and_encoded_forms_hit_the_admin_rule() {
                 rule: Some(i),
                 ..
             } => assert_eq!(&*rt.policy.rules[i].name, "admin", "{uri}"),
-            // `..%2f..%2fadmin` is one opaque segment: it must never become a separator.
-            Decision::Allow { rule: Some(i), .. }
-                if uri.contains("%2f") && &*rt.policy.rules[i].name == "api" => {}
+            // `..%2f..%2fadmin` is one opaque segment: it must never become a separator,
+            // and `deny_encoded_separators` (default on) refuses it on the `api` rule.
+            Decision::Deny {
+                reason: DenyReason::Malformed,
+                rule: Some(i),
+                ..
+            } if uri.contains("%2f") && &*rt.policy.rules[i].name == "api" => {}
             other => panic!("{uri}: expected the admin rule to deny, got {other:?}"),
         }
     }
     // Escaping above the root stays at the root.
     assert_allow(&rt, &get("/../../health"), AllowReason::Public, "health");
+}
+
+#[test]
+fn encoded_separators_are_malformed_on_protected_rules_unless_opted_out() {
+    let rt = runtime();
+    let user = bearer(&token(json!({})));
+    for uri in [
+        "/api/v1/public/..%2Fadmin/x",
+        "/api/v1/public/..%2fadmin/x",
+        "/api/v1/a%5Cb",
+        "/api/v1/a%5cb",
+        "/api/v1/a%00",
+        "/ws/mcp-status%2F",
+    ] {
+        let facts = RequestFacts {
+            authorization: Single::One(&user),
+            ..get(uri)
+        };
+        let rule = if uri.starts_with("/ws") {
+            None
+        } else {
+            Some("api")
+        };
+        if rule.is_some() {
+            assert_deny(&rt, &facts, DenyReason::Malformed, rule);
+        } else {
+            // No rule matches `/ws/mcp-status%2F`: denied either way.
+            assert!(!decide(&facts, &rt, NOW).decision.is_allow(), "{uri}");
+        }
+    }
+    // `%2e` is not a separator.
+    let facts = RequestFacts {
+        authorization: Single::One(&user),
+        ..get("/api/v1/a%2eb")
+    };
+    assert_allow(&rt, &facts, AllowReason::Authenticated, "api");
+    // Opting out keeps the old behaviour (the path stays one opaque segment).
+    let opted_out = CONFIG.replace(
+        "    allow_preflight: true\n",
+        "    allow_preflight: true\n    deny_encoded_separators: false\n",
+    );
+    assert_ne!(opted_out, CONFIG);
+    let rt = Runtime::from_yaml(&opted_out, Path::new("."), &secret).expect("valid");
+    let facts = RequestFacts {
+        authorization: Single::One(&user),
+        ..get("/api/v1/public/..%2Fadmin/x")
+    };
+    assert_allow(&rt, &facts, AllowReason::Authenticated, "api");
+    // `public` rules are not checked: nothing to protect.
+    let with_docs = CONFIG.replace(
+        "rules:\n",
+        "rules:\n  - name: docs\n    path_prefix: /docs\n    action: public\n",
+    );
+    let rt = Runtime::from_yaml(&with_docs, Path::new("."), &secret).expect("valid");
+    assert_allow(&rt, &get("/docs/a%2Fb"), AllowReason::Public, "docs");
 }
 
 #[test]
