@@ -101,7 +101,10 @@ fn init_logging(json: bool) {
     } else {
         safe_log::Format::Text
     };
-    safe_log::init("info", format);
+    // actix-http's dispatcher logs each malformed or oversized request (a client's header
+    // flood, answered 431) at ERROR, one line per request: an attacker's log amplifier, and
+    // nothing for a person to do. The answer itself is unchanged.
+    safe_log::init("info,actix_http::h1::dispatcher=off", format);
 }
 
 fn load(config: Option<&Path>) -> anyhow::Result<Runtime> {

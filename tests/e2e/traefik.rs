@@ -396,6 +396,32 @@ async fn traefik_header_flood_is_answered_without_a_sidecar_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_flood_sent_straight_to_the_sidecar_is_refused_without_an_error_line() {
+    // Defence in depth behind authRequestHeaders: actix-http refuses more than 96 headers
+    // with 431 and logs each at ERROR unless the binary's filter silences its dispatcher.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = Sidecar::start(dir.path()).await;
+    let mut flood = Request::get("/verify");
+    for i in 0..200 {
+        flood = flood.header(&format!("X-Flood-{i}"), "x");
+    }
+    let r = send(&Target::Tcp(sidecar.addr), &flood).await;
+    // The connection may be closed before the answer is read; either way, never a 200.
+    if let Ok(r) = &r {
+        assert_eq!(r.status, 431, "flood straight to the sidecar: {}", r.text());
+    }
+    let fine = send(&Target::Tcp(sidecar.admin), &Request::get("/healthz"))
+        .await
+        .expect("the sidecar still answers");
+    assert_eq!(fine.status, 200);
+    let log = sidecar.log();
+    assert!(
+        !log.contains("ERROR"),
+        "the flood wrote an ERROR line:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_rate_limits_users_apart_and_anonymous_floods_at_the_edge() {
     let s = Stack::start().await;
     let (alice, bob) = (

@@ -40,9 +40,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     // rmcp's worker logs every refused connection at ERROR; the coordinator already reports
-    // state changes once, with the error text. A broken stderr loses lines, never the process.
+    // state changes once, with the error text. actix-http's dispatcher logs every malformed
+    // or oversized request (a client's header flood, answered 431) at ERROR: a log amplifier
+    // for clients, nothing for a person to do. A broken stderr loses lines, never the process.
     safe_log::init(
-        "info,rmcp=warn,rmcp::transport::worker=off",
+        "info,rmcp=warn,rmcp::transport::worker=off,actix_http::h1::dispatcher=off",
         if args.log_json {
             safe_log::Format::Json
         } else {
