@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderName;
-use aws_lc_rs::{digest, hmac};
+use aws_lc_rs::digest;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use regex::Regex;
@@ -934,7 +934,7 @@ fn compile_identity(
             );
             return None;
         }
-        Some((name, hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+        Some((name, identity_wire::SigningKey::new(&secret)))
     });
     (slots.len() == Slot::ALL.len()).then_some(IdentityMapping { slots, signature })
 }

@@ -12,6 +12,8 @@ use actix_web::http::header::HeaderName;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use identity_wire::{SIGNATURE_HEADER, Slot};
+
 use crate::breaker::BreakerConfig;
 
 /// The embedded default configuration (`omni2` with no `--config`).
@@ -215,16 +217,37 @@ pub struct IdentityHeaders {
 
 impl Default for IdentityHeaders {
     fn default() -> Self {
+        let [user_id, username, role, roles, email, expires] =
+            Slot::ALL.map(|slot| wire_header(slot.default_header()));
         Self {
-            user_id: HeaderName::from_static("x-user-id"),
-            username: HeaderName::from_static("x-user-username"),
-            role: HeaderName::from_static("x-user-role"),
-            roles: HeaderName::from_static("x-user-roles"),
-            email: HeaderName::from_static("x-user-email"),
-            expires: HeaderName::from_static("x-auth-expires"),
-            signature: HeaderName::from_static("x-auth-signature"),
+            user_id,
+            username,
+            role,
+            roles,
+            email,
+            expires,
+            signature: wire_header(SIGNATURE_HEADER),
         }
     }
+}
+
+impl IdentityHeaders {
+    /// The slot headers in `identity_wire::Slot::ALL` (signing) order.
+    pub fn slots(&self) -> [&HeaderName; 6] {
+        [
+            &self.user_id,
+            &self.username,
+            &self.role,
+            &self.roles,
+            &self.email,
+            &self.expires,
+        ]
+    }
+}
+
+/// A default name from the wire crate; its unit test shows every one is valid.
+fn wire_header(name: &'static str) -> HeaderName {
+    HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
 }
 
 /// Who may do what. An empty list means any authenticated identity.
@@ -945,6 +968,24 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.servers.len(), 2);
         assert!(c.identity_secret.is_some());
+    }
+
+    #[test]
+    fn default_identity_headers_are_the_wire_defaults() {
+        let h = IdentityHeaders::default();
+        let names: Vec<&str> = h.slots().iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-user-id",
+                "x-user-username",
+                "x-user-role",
+                "x-user-roles",
+                "x-user-email",
+                "x-auth-expires"
+            ]
+        );
+        assert_eq!(h.signature.as_str(), "x-auth-signature");
     }
 
     #[test]
