@@ -4,7 +4,6 @@
 //! (`rules[2].allow_cidrs[0]: invalid CIDR "10.0.0/8": ...`). Unknown keys are errors: in
 //! an auth policy a misspelt key must fail, not be silently ignored.
 
-mod env;
 mod raw;
 pub mod watch;
 
@@ -20,8 +19,9 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use regex::Regex;
 
-pub use env::{Env, ProcessEnv};
-use raw::{RawConfig, RawDuration, RawIssuer, RawKey, RawRule};
+pub use config_plumbing::{Env, ProcessEnv, Problem, Problems};
+use config_plumbing::{RawDuration, duration as duration_or, parse_duration};
+use raw::{RawConfig, RawIssuer, RawKey, RawRule};
 
 use crate::cache::{CacheSettings, TokenCache};
 use crate::decision::Realm;
@@ -44,50 +44,6 @@ pub const DEV_CONFIG: &str = include_str!("config/dev.yaml");
 pub const DEV_SECRET: &str = "dev-only-insecure-secret-do-not-use-in-production";
 pub const DEV_SECRET_ENV: &str = "AUTH_SIDECAR_DEV_SECRET";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
-
-/// One configuration problem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} configuration problem(s):", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
 
 /// A validated configuration, compiled for the request path. Immutable: a reload builds a
 /// new one and swaps it in, so in-flight requests finish on the one they started with.
@@ -168,38 +124,12 @@ impl Runtime {
     /// Parses and validates YAML text; relative file paths resolve against `base`.
     pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Runtime, Problems> {
         let mut problems = Problems::default();
-        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            let mut p = Problems::default();
-            p.push("", format!("invalid YAML: {e}"));
-            p
-        })?;
-        if value.is_null() {
-            value = serde_yaml::Value::Mapping(Default::default());
-        }
-        env::interpolate(&mut value, "", env, &mut problems);
-
-        let mut unknown = Vec::new();
-        let mut track = serde_path_to_error::Track::new();
-        let raw: Result<RawConfig, _> = serde_ignored::deserialize(
-            serde_path_to_error::Deserializer::new(value, &mut track),
-            |path| unknown.push(config_path(&path)),
-        );
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(e) => {
-                let path = track.path().to_string();
-                problems.push(
-                    if path == "." { String::new() } else { path },
-                    e.to_string(),
-                );
-                return Err(problems);
-            }
+        let Some(parsed) = config_plumbing::parse::<RawConfig>(text, env, &mut problems) else {
+            return Err(problems);
         };
-        for path in unknown {
-            problems.push(path, "unknown key");
-        }
-        let hash = short_hash(text);
-        let runtime = compile(raw, base, env, hash, &mut problems);
+        let before_compile = problems.len();
+        let runtime = compile(&parsed.raw, base, env, short_hash(text), &mut problems);
+        parsed.forget_consequences(&mut problems, before_compile);
         match runtime {
             Some(rt) if problems.is_empty() => Ok(rt),
             _ => Err(problems),
@@ -258,51 +188,9 @@ impl Runtime {
     }
 }
 
-/// A path in the notation problems use: `issuers[1].jwks.cooldown` (serde_ignored's own
-/// Display gives `issuers.1.jwks.?.cooldown`).
-fn config_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", config_path(parent)),
-        Path::Map { parent, key } => match config_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => config_path(parent),
-    }
-}
-
 fn short_hash(text: &str) -> String {
     let d = digest::digest(&digest::SHA256, text.as_bytes());
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
-    match raw {
-        RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
-        RawDuration::Text(t) => humantime::parse_duration(t).map_err(|e| {
-            format!("invalid duration {t:?}: {e} (examples: \"30s\", \"5m\", \"1h\")")
-        }),
-    }
-}
-
-fn duration_or(
-    raw: Option<&RawDuration>,
-    default: Duration,
-    path: &str,
-    problems: &mut Problems,
-) -> Duration {
-    match raw.map(parse_duration) {
-        None => default,
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            problems.push(path, e);
-            default
-        }
-    }
 }
 
 fn socket_addr(raw: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
@@ -940,7 +828,7 @@ fn compile_identity(
 }
 
 fn compile(
-    raw: RawConfig,
+    raw: &RawConfig,
     base: &Path,
     env: &dyn Env,
     hash: String,

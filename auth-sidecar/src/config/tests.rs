@@ -246,3 +246,41 @@ fn remote_issuers_take_documented_defaults() {
         rt.warnings
     );
 }
+
+#[test]
+fn every_type_error_is_reported_not_just_the_first() {
+    let text = problems(&format!(
+        "{}\nworkers: many\ntrusted_proxies: 7\n",
+        GOOD.replace("audiences: [omni2]", "audiences: 7")
+    ));
+    for path in ["workers", "trusted_proxies", "issuers[0].audiences"] {
+        assert!(text.contains(&format!("  - {path}: invalid type")), "{path} in {text}");
+    }
+    assert!(text.starts_with("3 configuration problem(s)"), "{text}");
+}
+
+#[test]
+fn durations_are_seconds_fractional_or_text() {
+    let per = |written: &str| {
+        let yaml = GOOD.replace(
+            "action: authenticated",
+            &format!("action: authenticated\n    rate_limit: {{requests: 1, per: {written}}}"),
+        );
+        let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+        let limiter = rt.policy.rules[0].rate_limit.clone().expect("limited");
+        limiter.limit.per
+    };
+    assert_eq!(per("2"), Duration::from_secs(2));
+    assert_eq!(per("0.5"), Duration::from_millis(500));
+    assert_eq!(per("\"1m\""), Duration::from_secs(60));
+    let yaml = GOOD.replace("audiences: [omni2]", "audiences: [omni2]\n    leeway: 45");
+    let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+    assert_eq!(rt.issuers[0].leeway, 45);
+}
+
+#[test]
+fn a_value_taken_out_for_its_type_is_not_also_missing() {
+    let text = problems("issuers: 7\nrules: [{name: api, action: authenticated}]\n");
+    assert!(text.contains("  - issuers: invalid type"), "{text}");
+    assert!(text.starts_with("1 configuration problem(s)"), "{text}");
+}
