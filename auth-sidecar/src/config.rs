@@ -129,7 +129,7 @@ impl Runtime {
         };
         let before_compile = problems.len();
         let runtime = compile(&parsed.raw, base, env, short_hash(text), &mut problems);
-        parsed.forget_consequences(&mut problems, before_compile);
+        parsed.cleared.forget_consequences(&mut problems, before_compile);
         match runtime {
             Some(rt) if problems.is_empty() => Ok(rt),
             _ => Err(problems),

@@ -15,5 +15,5 @@ pub mod problems;
 
 pub use duration::{RawDuration, duration, parse_duration};
 pub use env::{Env, ProcessEnv, expand, interpolate};
-pub use parse::{Parsed, parse};
+pub use parse::{Cleared, Parsed, parse};
 pub use problems::{Problem, Problems};

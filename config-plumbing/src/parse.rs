@@ -17,17 +17,21 @@ const MAX_TYPE_ERRORS: usize = 100;
 #[derive(Debug)]
 pub struct Parsed<T> {
     pub raw: T,
-    cleared: Vec<String>,
+    pub cleared: Cleared,
 }
 
-impl<T> Parsed<T> {
+/// The paths whose values were taken out for a type error.
+#[derive(Debug, Default)]
+pub struct Cleared(Vec<String>);
+
+impl Cleared {
     /// Drops problems found from index `since` on that lie under a taken-out value: a
     /// value removed for its type error is not also "missing" or "required" below it.
     pub fn forget_consequences(&self, problems: &mut Problems, since: usize) {
         let mut index = 0;
         problems.0.retain(|p| {
             index += 1;
-            index <= since || !self.cleared.iter().any(|c| is_under(&p.path, c))
+            index <= since || !self.0.iter().any(|c| is_under(&p.path, c))
         });
     }
 }
@@ -61,7 +65,10 @@ pub fn parse<T: DeserializeOwned>(
                 for path in unknown {
                     problems.push(path, "unknown key");
                 }
-                return Some(Parsed { raw, cleared });
+                return Some(Parsed {
+                    raw,
+                    cleared: Cleared(cleared),
+                });
             }
             Err(e) => {
                 let path = e.path().clone();
@@ -192,7 +199,7 @@ mod tests {
         let since = problems.len();
         problems.push("count", "must be at least 1");
         problems.push("name", "is required");
-        parsed.forget_consequences(&mut problems, since);
+        parsed.cleared.forget_consequences(&mut problems, since);
         assert_eq!(problems.len(), 2, "{problems}");
         assert!(problems.0[0].message.contains("many"));
         assert_eq!(problems.0[1].path, "name");

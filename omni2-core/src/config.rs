@@ -5,100 +5,25 @@
 //! misspelt `identity_secret` must not silently turn signature checks off.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderName;
 use serde::Deserialize;
-use serde_yaml::Value;
 
 use identity_wire::{SIGNATURE_HEADER, Slot};
 
+use config_plumbing::{RawDuration, parse};
+
 use crate::breaker::BreakerConfig;
+
+pub use config_plumbing::{Env, ProcessEnv, Problem, Problems as Error};
 
 /// The embedded default configuration (`omni2` with no `--config`).
 pub const DEFAULT_CONFIG: &str = include_str!("config/default.yaml");
 /// Environment variable naming one MCP server (`default`) for the embedded configuration.
 pub const MCP_URL_ENV: &str = "OMNI2_MCP_URL";
 
-/// One configuration problem: where and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the offending key, e.g. `servers[0].url`.
-    pub path: String,
-    /// What is wrong, quoting the value.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in one configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
-pub struct Error(pub Vec<Problem>);
-
-impl Error {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    /// True when a problem at exactly `path` was reported (for tests and tooling).
-    pub fn has(&self, path: &str) -> bool {
-        self.0.iter().any(|p| p.path == path)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} configuration problem(s):", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Where environment variables come from (a map in tests, the process otherwise).
-pub trait Env {
-    /// The variable's value, if set.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for BTreeMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
 // ---------------------------------------------------------------- as written
-
-/// A duration as written: seconds (number) or humantime text (`30s`, `1m 30s`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RawDuration {
-    Seconds(f64),
-    Text(String),
-}
 
 #[derive(Debug, Default, Deserialize)]
 struct RawConfig {
@@ -365,38 +290,13 @@ impl Config {
     /// Parses YAML text, interpolating `${VAR}`, `${VAR:-default}` and `$$` in string values.
     pub fn from_yaml(text: &str, env: &dyn Env) -> Result<Self, Error> {
         let mut errors = Error::default();
-        let mut value: Value = match serde_yaml::from_str(text) {
-            Ok(Value::Null) => Value::Mapping(Default::default()),
-            Ok(v) => v,
-            Err(e) => {
-                errors.push("", format!("invalid YAML: {e}"));
-                return Err(errors);
-            }
-        };
-        interpolate(&mut value, "", env, &mut errors);
-        let mut unknown = Vec::new();
-        let mut cleared = Vec::new();
-        let raw =
-            deserialize_collecting(value, &mut errors, &mut cleared, |path| unknown.push(path));
-        for path in unknown {
-            errors.push(bracket_indices(&path), "unknown key");
-        }
-        let Some(raw) = raw else {
+        let Some(parsed) = parse::<RawConfig>(text, env, &mut errors) else {
             return Err(errors);
         };
-        let before_check = errors.0.len();
-        let config = check(raw, &mut errors);
-        // A value taken out for its type error is not also "missing" below it.
-        let mut index = 0;
-        errors.0.retain(|p| {
-            index += 1;
-            index <= before_check || !cleared.iter().any(|c| is_under(&p.path, c))
-        });
-        if errors.0.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        let before_check = errors.len();
+        let config = check(parsed.raw, &mut errors);
+        parsed.cleared.forget_consequences(&mut errors, before_check);
+        errors.or_value(config)
     }
 
     /// The embedded default: no servers, unless `OMNI2_MCP_URL` names one (`default`).
@@ -435,180 +335,13 @@ impl ServerConfig {
     }
 }
 
-/// Deserializes `value`, reporting every type error rather than the first: serde stops at
-/// the first one, so each is recorded with its path, the offending value is taken out (set to
-/// null, i.e. "not given"), and deserialization runs again. The cleared paths are left in
-/// `seen`; unknown keys go to `unknown`.
-fn deserialize_collecting(
-    mut value: Value,
-    errors: &mut Error,
-    seen: &mut Vec<String>,
-    mut unknown: impl FnMut(String),
-) -> Option<RawConfig> {
-    loop {
-        let mut ignored = Vec::new();
-        let attempt: Result<RawConfig, _> =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-                value.clone(),
-                &mut |path: serde_ignored::Path<'_>| ignored.push(path.to_string()),
-            ));
-        match attempt {
-            Ok(raw) => {
-                ignored.into_iter().for_each(&mut unknown);
-                return Some(raw);
-            }
-            Err(e) => {
-                let path = e.path().clone();
-                let shown = path.to_string();
-                // A value that is still wrong once removed (e.g. a required list item) ends
-                // the search; what was found so far is reported.
-                if seen.contains(&shown) {
-                    return None;
-                }
-                let at = if shown == "." { "" } else { shown.as_str() };
-                errors.push(at, e.inner().to_string());
-                if seen.len() >= 100 || !clear_at(&mut value, &path) {
-                    return None;
-                }
-                seen.push(shown);
-            }
-        }
-    }
-}
-
-/// Whether `path` is `parent` or lies below it (`parent.x`, `parent[0]`).
-fn is_under(path: &str, parent: &str) -> bool {
-    path.strip_prefix(parent)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-}
-
-/// Sets the node at `path` to null; false when the path does not lead to a node.
-fn clear_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
-    use serde_path_to_error::Segment;
-    let mut node = value;
-    for segment in path.iter() {
-        node = match (segment, node) {
-            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
-                Some(item) => item,
-                None => return false,
-            },
-            (Segment::Map { key }, Value::Mapping(map)) => match map.get_mut(key.as_str()) {
-                Some(item) => item,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    if node.is_null() {
-        return false;
-    }
-    *node = Value::Null;
-    true
-}
-
-/// `servers.0.breaker.x` (serde_ignored's form) → `servers[0].breaker.x`.
-fn bracket_indices(path: &str) -> String {
-    let mut out = String::new();
-    for part in path.split('.') {
-        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(part);
-        }
-    }
-    out
-}
-
-/// Replaces `${VAR}`, `${VAR:-default}` and `$$` inside every string scalar.
-fn interpolate(value: &mut Value, path: &str, env: &dyn Env, errors: &mut Error) {
-    match value {
-        Value::String(s) if s.contains('$') => match expand(s, env) {
-            Ok(expanded) => *s = expanded,
-            Err(message) => errors.push(path, message),
-        },
-        Value::Sequence(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{path}[{i}]"), env, errors);
-            }
-        }
-        Value::Mapping(map) => {
-            for (key, item) in map.iter_mut() {
-                let key = key.as_str().unwrap_or("?");
-                let child = if path.is_empty() {
-                    key.to_owned()
-                } else {
-                    format!("{path}.{key}")
-                };
-                interpolate(item, &child, env, errors);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn expand(s: &str, env: &dyn Env) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        if let Some(tail) = rest.strip_prefix("$$") {
-            out.push('$');
-            rest = tail;
-        } else if let Some(tail) = rest.strip_prefix("${") {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| format!("unterminated \"${{\" in {s:?}"))?;
-            let inner = &tail[..end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            let valid =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(format!("invalid variable name {name:?}"));
-            }
-            match (env.var(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set")),
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = &rest[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 fn duration(
     raw: Option<RawDuration>,
     default: Duration,
     path: &str,
     errors: &mut Error,
 ) -> Duration {
-    let parsed = match raw {
-        None => return default,
-        Some(RawDuration::Seconds(s)) if s.is_finite() && s >= 0.0 => {
-            Ok(Duration::from_secs_f64(s))
-        }
-        Some(RawDuration::Seconds(s)) => Err(format!("invalid duration {s}: must be >= 0")),
-        Some(RawDuration::Text(t)) => humantime::parse_duration(t.trim())
-            .map_err(|e| format!("invalid duration {t:?}: {e} (e.g. \"30s\", \"1m\")")),
-    };
-    match parsed {
-        Ok(d) => d,
-        Err(m) => {
-            errors.push(path, m);
-            default
-        }
-    }
+    config_plumbing::duration(raw.as_ref(), default, path, errors)
 }
 
 fn positive(raw: Option<i64>, default: u64, path: &str, errors: &mut Error) -> u64 {
@@ -1058,6 +791,6 @@ servers:
         assert_eq!(c.servers[0].url, "http://h/mcp");
         let e = Config::from_yaml("identity_secret: ${NOPE}", &env(&[])).expect_err("unset");
         assert!(e.has("identity_secret"), "{e}");
-        assert_eq!(expand("a$$b", &env(&[])).expect("ok"), "a$b");
+        assert_eq!(config_plumbing::expand("a$$b", &env(&[])).expect("ok"), "a$b");
     }
 }
