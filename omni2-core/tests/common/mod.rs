@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use identity_wire::{SIGNATURE_HEADER, Slot, SigningKey};
+use identity_wire::{SIGNATURE_HEADER, SigningKey, Slot};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
