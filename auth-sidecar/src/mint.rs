@@ -5,7 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::config::Runtime;
+use crate::config::{ProcessEnv, Runtime, first_hmac_key};
 
 /// What to put in a minted token.
 #[derive(Clone, Debug, Default)]
@@ -20,9 +20,9 @@ pub struct MintRequest {
 
 /// Signs a token valid from `now` for `ttl`, for the first issuer and its first audience.
 pub fn mint(rt: &Runtime, req: &MintRequest, now: i64) -> Result<String, String> {
-    let key = rt
-        .mint_key
-        .as_ref()
+    // Read from the configuration's source now: compiling keeps no signing secret.
+    let key = first_hmac_key(&rt.source, &ProcessEnv)
+        .map_err(|p| p.to_string())?
         .ok_or("the first issuer has no HMAC key to mint with")?;
     let issuer = &rt.issuers[0];
     let mut claims = json!({

@@ -55,11 +55,11 @@ pub fn parse<T: DeserializeOwned>(
     let mut cleared = Vec::new();
     loop {
         let mut unknown = Vec::new();
-        let attempt: Result<T, _> = serde_path_to_error::deserialize(
-            serde_ignored::Deserializer::new(value.clone(), &mut |path: serde_ignored::Path<'_>| {
-                unknown.push(config_path(&path))
-            }),
-        );
+        let attempt: Result<T, _> =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                value.clone(),
+                &mut |path: serde_ignored::Path<'_>| unknown.push(config_path(&path)),
+            ));
         match attempt {
             Ok(raw) => {
                 for path in unknown {
@@ -132,9 +132,9 @@ fn config_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", config_path(parent)),
         Path::Map { parent, key } => crate::problems::child(&config_path(parent), key),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            config_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => config_path(parent),
     }
 }
 
@@ -212,7 +212,10 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(parsed.raw.name, "");
         assert!(parse::<Raw>("a: [", &no_env, &mut problems).is_none());
-        assert!(problems.0[0].message.starts_with("invalid YAML"), "{problems}");
+        assert!(
+            problems.0[0].message.starts_with("invalid YAML"),
+            "{problems}"
+        );
     }
 
     #[test]

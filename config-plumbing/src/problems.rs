@@ -55,7 +55,11 @@ impl Problems {
 
     /// `Ok(value)` when nothing was reported, else every problem.
     pub fn or_value<T>(self, value: T) -> Result<T, Problems> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use config_plumbing::{RawDuration, parse};
 
 use crate::breaker::BreakerConfig;
 
-pub use config_plumbing::{Env, ProcessEnv, Problem, Problems as Error};
+pub use config_plumbing::{Env, Problem, Problems as Error, ProcessEnv};
 
 /// The embedded default configuration (`omni2` with no `--config`).
 pub const DEFAULT_CONFIG: &str = include_str!("config/default.yaml");
@@ -295,7 +295,9 @@ impl Config {
         };
         let before_check = errors.len();
         let config = check(parsed.raw, &mut errors);
-        parsed.cleared.forget_consequences(&mut errors, before_check);
+        parsed
+            .cleared
+            .forget_consequences(&mut errors, before_check);
         errors.or_value(config)
     }
 
@@ -791,6 +793,9 @@ servers:
         assert_eq!(c.servers[0].url, "http://h/mcp");
         let e = Config::from_yaml("identity_secret: ${NOPE}", &env(&[])).expect_err("unset");
         assert!(e.has("identity_secret"), "{e}");
-        assert_eq!(config_plumbing::expand("a$$b", &env(&[])).expect("ok"), "a$b");
+        assert_eq!(
+            config_plumbing::expand("a$$b", &env(&[])).expect("ok"),
+            "a$b"
+        );
     }
 }

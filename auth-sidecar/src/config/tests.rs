@@ -2,6 +2,7 @@
 //! `${ENV}` interpolation, and the embedded development config.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
@@ -147,8 +148,9 @@ fn the_embedded_config_is_valid_and_uses_the_dev_secret() {
     let rt = Runtime::embedded(&none).expect("embedded config is valid");
     let names: Vec<&str> = rt.policy.rules.iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["health", "ws-status", "admin", "api"]);
+    let mint_key = first_hmac_key(&rt.source, &none).expect("readable");
     assert_eq!(
-        rt.mint_key.as_ref().map(|k| k.secret.as_slice()),
+        mint_key.as_ref().map(|k| k.secret.as_slice()),
         Some(DEV_SECRET.as_bytes())
     );
     assert!(rt.listen.ip().is_loopback());
@@ -254,7 +256,10 @@ fn every_type_error_is_reported_not_just_the_first() {
         GOOD.replace("audiences: [omni2]", "audiences: 7")
     ));
     for path in ["workers", "trusted_proxies", "issuers[0].audiences"] {
-        assert!(text.contains(&format!("  - {path}: invalid type")), "{path} in {text}");
+        assert!(
+            text.contains(&format!("  - {path}: invalid type")),
+            "{path} in {text}"
+        );
     }
     assert!(text.starts_with("3 configuration problem(s)"), "{text}");
 }
