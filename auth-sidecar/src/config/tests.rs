@@ -289,3 +289,31 @@ fn a_value_taken_out_for_its_type_is_not_also_missing() {
     assert!(text.contains("  - issuers: invalid type"), "{text}");
     assert!(text.starts_with("1 configuration problem(s)"), "{text}");
 }
+
+#[test]
+fn fingerprints_cover_the_key_material_read() {
+    let with =
+        |secret: &'static str| move |name: &str| (name == "SECRET").then(|| secret.to_owned());
+    let a = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("a-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    let same = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("a-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    let other = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("b-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    assert_eq!(a.issuers[0].fingerprint, same.issuers[0].fingerprint);
+    assert_eq!(a.validation_fingerprint, same.validation_fingerprint);
+    assert_ne!(a.issuers[0].fingerprint, other.issuers[0].fingerprint);
+    assert_ne!(a.validation_fingerprint, other.validation_fingerprint);
+}
