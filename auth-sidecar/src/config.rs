@@ -3,6 +3,12 @@
 //! Every problem is collected before failing, each as `path: message` naming the value
 //! (`rules[2].allow_cidrs[0]: invalid CIDR "10.0.0/8": ...`). Unknown keys are errors: in
 //! an auth policy a misspelt key must fail, not be silently ignored.
+//!
+//! Parsing, `${VAR}`, durations and type-error collection are the `config-plumbing` crate's.
+//! Sections compile in `issuer` (keys, JWKS), `rule`, `identity`, all with one
+//! `compiler::Compiler` context (base directory, variables, problems, warnings, and the
+//! digest of the key material read, so each file is read once and fingerprints cover the
+//! bytes compiled). `raw` is the file as written; `watch` reloads it.
 
 mod compiler;
 mod identity;

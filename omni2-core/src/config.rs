@@ -3,6 +3,9 @@
 //! Every problem is collected before failing, each as `path: message` quoting the value
 //! (`servers[1].probe_timeout: invalid duration "5 sec": ...`). Unknown keys are errors: a
 //! misspelt `identity_secret` must not silently turn signature checks off.
+//!
+//! Parsing, `${VAR}`, durations and type-error collection are the `config-plumbing` crate's
+//! (shared with auth-sidecar); `raw` is the file as written, `checks` builds [`Config`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
