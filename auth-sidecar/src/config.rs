@@ -70,8 +70,10 @@ pub struct Runtime {
     pub hash: String,
     /// Things that work but deserve attention (inline secrets, ...).
     pub warnings: Vec<String>,
-    /// Where the configuration came from (`mint` reads its key from there on demand).
+    /// Where the configuration came from.
     pub source: Source,
+    /// The key `mint` finds in `issuers[0].keys` when asked (development).
+    pub mint_key: Option<MintKey>,
 }
 
 /// Where a configuration comes from.
@@ -80,7 +82,7 @@ pub enum Source {
     File(PathBuf),
     /// The embedded development config.
     Embedded,
-    /// Text given to `Runtime::from_yaml` (tests, tools); not kept.
+    /// Text given to `Runtime::from_yaml` (tests, tools).
     Text,
 }
 
@@ -203,65 +205,26 @@ impl Env for WithDevSecret<'_> {
     }
 }
 
-/// An HMAC signing key for `mint`; its Debug leaves the secret out.
-#[derive(Clone)]
+/// Which compiled key `mint` signs with: the first HMAC key of the first issuer (`mint`
+/// sets that issuer's `iss`). Names the key only; the secret stays inside the key set.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintKey {
     pub kid: Option<String>,
     pub alg: Algorithm,
-    pub secret: Vec<u8>,
 }
 
-impl std::fmt::Debug for MintKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The first HMAC key of the first issuer, read from the configuration's source when asked
-/// (`auth-sidecar mint`): development only, so production compilation keeps no secret for it.
-pub fn first_hmac_key(source: &Source, env: &dyn Env) -> Result<Option<MintKey>, Problems> {
-    let (text, base, env): (String, PathBuf, &dyn Env) = match source {
-        Source::File(path) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| Problems::one("", format!("cannot read {}: {e}", path.display())))?,
-            path.parent().unwrap_or(Path::new(".")).to_owned(),
-            env,
-        ),
-        Source::Embedded => (
-            DEV_CONFIG.to_owned(),
-            PathBuf::from("."),
-            &WithDevSecret(env),
-        ),
-        Source::Text => {
-            return Err(Problems::one(
-                "",
-                "the configuration was given as text; minting needs a file or the embedded config",
-            ));
-        }
-    };
-    let mut problems = Problems::default();
-    let raw = config_plumbing::parse::<RawConfig>(&text, env, &mut problems).map(|p| p.raw);
-    let mut c = Compiler::new(&base, env, &mut problems);
-    let found = raw.as_ref().and_then(|raw| {
-        let issuer = raw.issuers.first()?;
-        issuer.keys.iter().enumerate().find_map(|(i, key)| {
-            let alg = key
-                .alg
-                .parse::<Algorithm>()
-                .ok()
-                .filter(|a| issuer::is_hmac(*a))?;
-            let secret = issuer::key_secret(key, &format!("issuers[0].keys[{i}]"), &mut c)?;
-            Some(MintKey {
-                kid: key.kid.clone(),
-                alg,
-                secret,
-            })
+fn mint_key(issuers: &[RawIssuer]) -> Option<MintKey> {
+    issuers.first()?.keys.iter().find_map(|key| {
+        let alg = key
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| issuer::is_hmac(*a))?;
+        Some(MintKey {
+            kid: key.kid.clone(),
+            alg,
         })
-    });
-    problems.or_value(found)
+    })
 }
 
 /// Everything a runtime is compiled from the file, before its hash and source are known.
@@ -279,6 +242,7 @@ struct Compiled {
     revocation: Revocations,
     validation_fingerprint: Vec<u8>,
     warnings: Vec<String>,
+    mint_key: Option<MintKey>,
 }
 
 impl Compiled {
@@ -299,6 +263,7 @@ impl Compiled {
             hash,
             warnings: self.warnings,
             source,
+            mint_key: self.mint_key,
         }
     }
 }
@@ -340,6 +305,7 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         revocation: revocation?,
         validation_fingerprint,
         warnings: std::mem::take(&mut c.warnings),
+        mint_key: mint_key(&raw.issuers),
     })
 }
 

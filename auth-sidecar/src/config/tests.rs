@@ -148,11 +148,21 @@ fn the_embedded_config_is_valid_and_uses_the_dev_secret() {
     let rt = Runtime::embedded(&none).expect("embedded config is valid");
     let names: Vec<&str> = rt.policy.rules.iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["health", "ws-status", "admin", "api"]);
-    let mint_key = first_hmac_key(&rt.source, &none).expect("readable");
-    assert_eq!(
-        mint_key.as_ref().map(|k| k.secret.as_slice()),
-        Some(DEV_SECRET.as_bytes())
-    );
+    // `mint` signs with the dev secret: the token verifies under DEV_SECRET.
+    let request = crate::mint::MintRequest {
+        sub: "alice".into(),
+        ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let token = crate::mint::mint(&rt, &request, unix_now()).expect("minted");
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(DEV_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("signed with the dev secret");
     assert!(rt.listen.ip().is_loopback());
 }
 
