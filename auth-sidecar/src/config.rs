@@ -3,40 +3,39 @@
 //! Every problem is collected before failing, each as `path: message` naming the value
 //! (`rules[2].allow_cidrs[0]: invalid CIDR "10.0.0/8": ...`). Unknown keys are errors: in
 //! an auth policy a misspelt key must fail, not be silently ignored.
+//!
+//! Parsing, `${VAR}`, durations and type-error collection are the `config-plumbing` crate's.
+//! Sections compile in `issuer` (keys, JWKS), `rule`, `identity`, all with one
+//! `compiler::Compiler` context (base directory, variables, problems, warnings, and the
+//! digest of the key material read, so each file is read once and fingerprints cover the
+//! bytes compiled). `raw` is the file as written; `crate::reload` reloads it.
 
-mod env;
+mod compiler;
+mod identity;
+mod issuer;
 mod raw;
+mod rule;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::http::header::HeaderName;
-use aws_lc_rs::{digest, hmac};
-use ipnet::IpNet;
+use aws_lc_rs::digest;
 use jsonwebtoken::Algorithm;
-use regex::Regex;
 
-pub use env::{Env, ProcessEnv};
-use raw::{RawConfig, RawDuration, RawIssuer, RawKey, RawRule};
+pub use config_plumbing::{Env, Problem, Problems, ProcessEnv};
+use raw::{RawCache, RawConfig, RawIssuer, RawRule, RawTokens};
 
 use crate::cache::{CacheSettings, TokenCache};
 use crate::clock::unix_now;
 use crate::http::answer::Realm;
-use crate::identity::{IdentityMapping, SIGNATURE_HEADER, Slot};
+use crate::identity::IdentityMapping;
 use crate::jwt::Issuer;
-use crate::keys::jwks::{JwksSettings, JwksSource, RemoteKeys};
-use crate::keys::{KeySet, SUPPORTED, VerifyingKey};
-use crate::login::LoginRedirect;
 use crate::net::CidrSet;
-use crate::policy::{
-    Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, Policy, RoleRequirement, Rule,
-};
-use crate::ratelimit::{RateLimit, RateLimiter};
+use crate::policy::{Policy, Rule};
 use crate::revocation::Revocations;
 use crate::token::TokenSources;
+use compiler::Compiler;
 
 /// The embedded development configuration (`auth-sidecar` with no arguments).
 pub const DEV_CONFIG: &str = include_str!("config/dev.yaml");
@@ -44,50 +43,6 @@ pub const DEV_CONFIG: &str = include_str!("config/dev.yaml");
 pub const DEV_SECRET: &str = "dev-only-insecure-secret-do-not-use-in-production";
 pub const DEV_SECRET_ENV: &str = "AUTH_SIDECAR_DEV_SECRET";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
-
-/// One configuration problem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} configuration problem(s):", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
 
 /// A validated configuration, compiled for the request path. Immutable: a reload builds a
 /// new one and swaps it in, so in-flight requests finish on the one they started with.
@@ -114,25 +69,10 @@ pub struct Runtime {
     pub hash: String,
     /// Things that work but deserve attention (inline secrets, ...).
     pub warnings: Vec<String>,
-    /// The first HMAC key of the first issuer, for `auth-sidecar mint` (development).
+    /// Where the configuration came from.
+    pub source: Source,
+    /// The key `mint` finds in `issuers[0].keys` when asked (development).
     pub mint_key: Option<MintKey>,
-}
-
-/// An HMAC signing key kept for `mint`.
-#[derive(Clone)]
-pub struct MintKey {
-    pub kid: Option<String>,
-    pub alg: Algorithm,
-    pub secret: Vec<u8>,
-}
-
-impl fmt::Debug for MintKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MintKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where a configuration comes from.
@@ -141,6 +81,8 @@ pub enum Source {
     File(PathBuf),
     /// The embedded development config.
     Embedded,
+    /// Text given to `Runtime::from_yaml` (tests, tools).
+    Text,
 }
 
 impl Runtime {
@@ -152,54 +94,42 @@ impl Runtime {
             p
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Runtime::from_yaml(&text, base, env)
+        Runtime::compile_text(&text, base, env, Source::File(path.to_owned()))
     }
 
     /// The embedded development config. Its HMAC secret comes from
     /// `AUTH_SIDECAR_DEV_SECRET`, else a fixed development value (the caller warns).
     pub fn embedded(env: &dyn Env) -> Result<Runtime, Problems> {
-        let with_dev_secret = |name: &str| {
-            env.var(name)
-                .or_else(|| (name == DEV_SECRET_ENV).then(|| DEV_SECRET.to_owned()))
-        };
-        Runtime::from_yaml(DEV_CONFIG, Path::new("."), &with_dev_secret)
+        Runtime::compile_text(
+            DEV_CONFIG,
+            Path::new("."),
+            &WithDevSecret(env),
+            Source::Embedded,
+        )
     }
 
     /// Parses and validates YAML text; relative file paths resolve against `base`.
     pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Runtime, Problems> {
-        let mut problems = Problems::default();
-        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            let mut p = Problems::default();
-            p.push("", format!("invalid YAML: {e}"));
-            p
-        })?;
-        if value.is_null() {
-            value = serde_yaml::Value::Mapping(Default::default());
-        }
-        env::interpolate(&mut value, "", env, &mut problems);
+        Runtime::compile_text(text, base, env, Source::Text)
+    }
 
-        let mut unknown = Vec::new();
-        let mut track = serde_path_to_error::Track::new();
-        let raw: Result<RawConfig, _> = serde_ignored::deserialize(
-            serde_path_to_error::Deserializer::new(value, &mut track),
-            |path| unknown.push(config_path(&path)),
-        );
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(e) => {
-                let path = track.path().to_string();
-                problems.push(
-                    if path == "." { String::new() } else { path },
-                    e.to_string(),
-                );
-                return Err(problems);
-            }
+    fn compile_text(
+        text: &str,
+        base: &Path,
+        env: &dyn Env,
+        source: Source,
+    ) -> Result<Runtime, Problems> {
+        let mut problems = Problems::default();
+        let Some(parsed) = config_plumbing::parse::<RawConfig>(text, env, &mut problems) else {
+            return Err(problems);
         };
-        for path in unknown {
-            problems.push(path, "unknown key");
-        }
-        let hash = short_hash(text);
-        let runtime = compile(raw, base, env, hash, &mut problems);
+        let before_compile = problems.len();
+        let mut c = Compiler::new(base, env, &mut problems);
+        let runtime =
+            compile(&parsed.raw, &mut c).map(|parts| parts.finish(short_hash(text), source));
+        parsed
+            .cleared
+            .forget_consequences(&mut problems, before_compile);
         match runtime {
             Some(rt) if problems.is_empty() => Ok(rt),
             _ => Err(problems),
@@ -258,858 +188,245 @@ impl Runtime {
     }
 }
 
-/// A path in the notation problems use: `issuers[1].jwks.cooldown` (serde_ignored's own
-/// Display gives `issuers.1.jwks.?.cooldown`).
-fn config_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", config_path(parent)),
-        Path::Map { parent, key } => match config_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => config_path(parent),
-    }
-}
-
 pub fn short_hash(text: &str) -> String {
     let d = digest::digest(&digest::SHA256, text.as_bytes());
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
-    match raw {
-        RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
-        RawDuration::Text(t) => humantime::parse_duration(t).map_err(|e| {
-            format!("invalid duration {t:?}: {e} (examples: \"30s\", \"5m\", \"1h\")")
-        }),
+/// The embedded config's variables: `AUTH_SIDECAR_DEV_SECRET` falls back to [`DEV_SECRET`].
+struct WithDevSecret<'a>(&'a dyn Env);
+
+impl Env for WithDevSecret<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0
+            .var(name)
+            .or_else(|| (name == DEV_SECRET_ENV).then(|| DEV_SECRET.to_owned()))
     }
 }
 
-fn duration_or(
-    raw: Option<&RawDuration>,
-    default: Duration,
-    path: &str,
-    problems: &mut Problems,
-) -> Duration {
-    match raw.map(parse_duration) {
-        None => default,
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            problems.push(path, e);
-            default
-        }
-    }
+/// Which compiled key `mint` signs with: the first HMAC key of the first issuer (`mint`
+/// sets that issuer's `iss`). Names the key only; the secret stays inside the key set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintKey {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
 }
 
-fn socket_addr(raw: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
-    match raw.parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            problems.push(
-                path,
-                format!("invalid address {raw:?}: expected host:port, e.g. \"127.0.0.1:8700\""),
-            );
-            None
-        }
-    }
-}
-
-fn cidrs(raw: &[String], path: &str, problems: &mut Problems) -> CidrSet {
-    CidrSet::new(raw.iter().enumerate().filter_map(|(i, s)| {
-        // A bare address means a single host.
-        let parsed = s
-            .parse::<IpNet>()
-            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
-        match parsed {
-            Ok(n) => Some(n),
-            Err(_) => {
-                problems.push(
-                    format!("{path}[{i}]"),
-                    format!("invalid CIDR {s:?}: expected address/prefix, e.g. \"10.0.0.0/8\""),
-                );
-                None
-            }
-        }
-    }))
-}
-
-fn header_name(raw: &str, path: &str, problems: &mut Problems) -> Option<HeaderName> {
-    match HeaderName::from_bytes(raw.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            problems.push(path, format!("invalid header name {raw:?}"));
-            None
-        }
-    }
-}
-
-fn read_file(base: &Path, file: &Path, path: &str, problems: &mut Problems) -> Option<Vec<u8>> {
-    let full = base.join(file);
-    match std::fs::read(&full) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            problems.push(
-                path,
-                format!("cannot read {:?}: {e}", full.display().to_string()),
-            );
-            None
-        }
-    }
-}
-
-/// A secret from exactly one of `secret_env`, `secret_file`, `secret` (inline: warning).
-fn secret(
-    inline: Option<&String>,
-    from_env: Option<&String>,
-    file: Option<&PathBuf>,
-    ctx: (&Path, &dyn Env, &str),
-    problems: &mut Problems,
-    warnings: &mut Vec<String>,
-) -> Option<Vec<u8>> {
-    let (base, env, path) = ctx;
-    match (inline, from_env, file) {
-        (Some(s), None, None) => {
-            warnings.push(format!(
-                "{path}.secret: inline secret in the config file; prefer secret_env or secret_file"
-            ));
-            Some(s.as_bytes().to_vec())
-        }
-        (None, Some(var), None) => match env.var(var) {
-            Some(v) if !v.is_empty() => Some(v.into_bytes()),
-            _ => {
-                problems.push(
-                    format!("{path}.secret_env"),
-                    format!("environment variable {var} is not set"),
-                );
-                None
-            }
-        },
-        (None, None, Some(f)) => {
-            read_file(base, f, &format!("{path}.secret_file"), problems).map(|mut b| {
-                // Files usually end with a newline that is not part of the secret.
-                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                    b.pop();
-                }
-                b
-            })
-        }
-        (None, None, None) => {
-            problems.push(path, "needs one of secret_env, secret_file or secret");
-            None
-        }
-        _ => {
-            problems.push(path, "give only one of secret_env, secret_file or secret");
-            None
-        }
-    }
-}
-
-fn compile_key(
-    raw: &RawKey,
-    path: &str,
-    base: &Path,
-    env: &dyn Env,
-    problems: &mut Problems,
-    warnings: &mut Vec<String>,
-    mint: &mut Option<MintKey>,
-) -> Option<VerifyingKey> {
-    let alg = match raw.alg.parse::<Algorithm>() {
-        Ok(a) if SUPPORTED.contains(&a) => a,
-        _ => {
-            problems.push(
-                format!("{path}.alg"),
-                format!(
-                    "unsupported algorithm {:?}: expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
-                    raw.alg
-                ),
-            );
-            return None;
-        }
-    };
-    let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-    let result = if is_hmac {
-        if raw.pem_file.is_some() {
-            problems.push(
-                format!("{path}.pem_file"),
-                format!("{alg:?} takes a secret, not a PEM key"),
-            );
-            return None;
-        }
-        let secret = secret(
-            raw.secret.as_ref(),
-            raw.secret_env.as_ref(),
-            raw.secret_file.as_ref(),
-            (base, env, path),
-            problems,
-            warnings,
-        )?;
-        let key = VerifyingKey::hmac(raw.kid.clone(), alg, &secret);
-        if key.is_ok() && mint.is_none() {
-            *mint = Some(MintKey {
-                kid: raw.kid.clone(),
-                alg,
-                secret,
-            });
-        }
-        key
-    } else {
-        if raw.secret.is_some() || raw.secret_env.is_some() || raw.secret_file.is_some() {
-            problems.push(
-                path,
-                format!("{alg:?} takes pem_file (a public key), not a secret"),
-            );
-            return None;
-        }
-        let Some(file) = &raw.pem_file else {
-            problems.push(path, format!("{alg:?} needs pem_file"));
-            return None;
-        };
-        let pem = read_file(base, file, &format!("{path}.pem_file"), problems)?;
-        VerifyingKey::from_pem(raw.kid.clone(), alg, &pem)
-    };
-    match result {
-        Ok(k) => Some(k),
-        Err(e) => {
-            problems.push(path, e.to_string());
-            None
-        }
-    }
-}
-
-fn compile_issuer(
-    raw: &RawIssuer,
-    path: &str,
-    base: &Path,
-    env: &dyn Env,
-    problems: &mut Problems,
-    warnings: &mut Vec<String>,
-    mint: &mut Option<MintKey>,
-) -> Issuer {
-    if raw.issuer.is_empty() {
-        problems.push(
-            format!("{path}.issuer"),
-            "is required (the exact `iss` value)",
-        );
-    }
-    let leeway = duration_or(
-        raw.leeway.as_ref(),
-        Duration::from_secs(30),
-        &format!("{path}.leeway"),
-        problems,
-    );
-    let max_lifetime = raw
-        .max_lifetime
-        .as_ref()
-        .and_then(|d| match parse_duration(d) {
-            Ok(d) => Some(d.as_secs() as i64),
-            Err(e) => {
-                problems.push(format!("{path}.max_lifetime"), e);
-                None
-            }
-        });
-    let mut keys = KeySet::default();
-    for (i, k) in raw.keys.iter().enumerate() {
-        let key_path = format!("{path}.keys[{i}]");
-        if let Some(key) = compile_key(k, &key_path, base, env, problems, warnings, mint) {
-            keys.insert(key);
-        }
-    }
-    if let Some(file) = &raw.jwks_file {
-        let jwks_path = format!("{path}.jwks_file");
-        if let Some(bytes) = read_file(base, file, &jwks_path, problems) {
-            match KeySet::from_jwks(&String::from_utf8_lossy(&bytes), true) {
-                Ok((set, skipped)) => {
-                    for s in skipped {
-                        warnings.push(format!("{jwks_path}: skipped {s}"));
-                    }
-                    if set.is_empty() {
-                        problems.push(&jwks_path, "contains no usable signing key");
-                    }
-                    for key in set.into_keys() {
-                        keys.insert(key);
-                    }
-                }
-                Err(e) => problems.push(&jwks_path, e),
-            }
-        }
-    }
-    let remote = remote_keys(raw, path, problems, warnings);
-    if raw.keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_uri.is_none() && !raw.discovery {
-        problems.push(path, "needs keys, jwks_file, jwks_uri or discovery: true");
-    }
-    Issuer {
-        issuer: raw.issuer.clone(),
-        audiences: raw.audiences.clone(),
-        leeway: leeway.as_secs() as i64,
-        require_exp: raw.require_exp.unwrap_or(true),
-        max_lifetime,
-        required_claims: raw.required_claims.clone(),
-        keys,
-        remote,
-        fingerprint: issuer_fingerprint(raw, base, env),
-    }
-}
-
-/// Checks a remote URL: absolute http(s) with a host; plain http only with a warning.
-fn remote_url(url: &str, path: &str, problems: &mut Problems, warnings: &mut Vec<String>) {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-            if u.scheme() == "http" && !loopback {
-                warnings.push(format!(
-                    "{path}: {url:?} is plain http; keys fetched without TLS can be forged in transit"
-                ));
-            }
-        }
-        _ => problems.push(
-            path,
-            format!("invalid URL {url:?}: expected an absolute http(s) URL"),
-        ),
-    }
-}
-
-fn remote_keys(
-    raw: &RawIssuer,
-    path: &str,
-    problems: &mut Problems,
-    warnings: &mut Vec<String>,
-) -> Option<Arc<RemoteKeys>> {
-    let source = match (&raw.jwks_uri, raw.discovery) {
-        (Some(_), true) => {
-            problems.push(path, "give either jwks_uri or discovery: true, not both");
-            return None;
-        }
-        (Some(uri), false) => {
-            remote_url(uri, &format!("{path}.jwks_uri"), problems, warnings);
-            JwksSource::Uri(uri.clone())
-        }
-        (None, true) => {
-            remote_url(&raw.issuer, &format!("{path}.issuer"), problems, warnings);
-            JwksSource::Discovery {
-                issuer: raw.issuer.clone(),
-            }
-        }
-        (None, false) => {
-            if raw.jwks.is_some() {
-                problems.push(
-                    format!("{path}.jwks"),
-                    "applies only with jwks_uri or discovery: true",
-                );
-            }
-            return None;
-        }
-    };
-    let mut settings = JwksSettings::new(source);
-    if let Some(tuning) = &raw.jwks {
-        let p = |key: &str| format!("{path}.jwks.{key}");
-        let mut set = |value: &Option<RawDuration>, key: &str, target: &mut Duration| {
-            *target = duration_or(value.as_ref(), *target, &p(key), problems);
-            if target.is_zero() {
-                problems.push(p(key), "must be greater than zero");
-            }
-        };
-        set(&tuning.timeout, "timeout", &mut settings.timeout);
-        set(
-            &tuning.refresh_min,
-            "refresh_min",
-            &mut settings.refresh_min,
-        );
-        set(
-            &tuning.refresh_max,
-            "refresh_max",
-            &mut settings.refresh_max,
-        );
-        set(&tuning.cooldown, "cooldown", &mut settings.cooldown);
-        set(
-            &tuning.unknown_kid_ttl,
-            "unknown_kid_ttl",
-            &mut settings.unknown_kid_ttl,
-        );
-        set(&tuning.max_stale, "max_stale", &mut settings.max_stale);
-        settings.required = tuning.required.unwrap_or(true);
-        if settings.refresh_min > settings.refresh_max {
-            problems.push(
-                p("refresh_min"),
-                format!(
-                    "{:?} is longer than refresh_max {:?}",
-                    settings.refresh_min, settings.refresh_max
-                ),
-            );
-        }
-    }
-    match RemoteKeys::new(&raw.issuer, settings) {
-        Ok(keys) => Some(Arc::new(keys)),
-        Err(e) => {
-            problems.push(path, e);
-            None
-        }
-    }
-}
-
-/// Digest of what decides which tokens an issuer accepts: its settings as written and the
-/// key material behind them (files and environment variables are read again).
-fn issuer_fingerprint(raw: &RawIssuer, base: &Path, env: &dyn Env) -> Vec<u8> {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(format!("{raw:?}").as_bytes());
-    for key in &raw.keys {
-        secret_material(
-            &mut ctx,
-            key.secret_env.as_ref(),
-            key.secret_file.as_ref(),
-            base,
-            env,
-        );
-        if let Some(file) = &key.pem_file {
-            ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
-        }
-    }
-    if let Some(file) = &raw.jwks_file {
-        ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
-    }
-    ctx.finish().as_ref().to_vec()
-}
-
-fn secret_material(
-    ctx: &mut digest::Context,
-    from_env: Option<&String>,
-    file: Option<&PathBuf>,
-    base: &Path,
-    env: &dyn Env,
-) {
-    // Separators keep ("ab", "") and ("a", "b") apart.
-    ctx.update(b"\0");
-    if let Some(var) = from_env {
-        ctx.update(env.var(var).unwrap_or_default().as_bytes());
-    }
-    ctx.update(b"\0");
-    if let Some(file) = file {
-        ctx.update(&std::fs::read(base.join(file)).unwrap_or_default());
-    }
-}
-
-fn compile_rule(raw: &RawRule, path: &str, problems: &mut Problems) -> Option<Rule> {
-    let before = problems.0.len();
-    if raw.name.is_empty() {
-        problems.push(
-            format!("{path}.name"),
-            "is required (it labels metrics and logs)",
-        );
-    }
-    let given = [&raw.path, &raw.path_prefix, &raw.path_regex]
-        .iter()
-        .filter(|p| p.is_some())
-        .count();
-    if given > 1 {
-        problems.push(path, "give at most one of path, path_prefix, path_regex");
-    }
-    let check_path = |p: &str, key: &str, problems: &mut Problems| {
-        if !p.starts_with('/') {
-            problems.push(
-                format!("{path}.{key}"),
-                format!("{p:?} must start with \"/\""),
-            );
-        }
-    };
-    let matcher = if let Some(p) = &raw.path {
-        check_path(p, "path", problems);
-        PathMatcher::Exact(p.clone())
-    } else if let Some(p) = &raw.path_prefix {
-        check_path(p, "path_prefix", problems);
-        PathMatcher::Prefix(p.clone())
-    } else if let Some(r) = &raw.path_regex {
-        match Regex::new(r) {
-            Ok(re) => PathMatcher::Regex(re),
-            Err(e) => {
-                problems.push(
-                    format!("{path}.path_regex"),
-                    format!("invalid regex {r:?}: {e}"),
-                );
-                PathMatcher::Any
-            }
-        }
-    } else {
-        PathMatcher::Any
-    };
-    let mut methods = MethodSet::default();
-    for (i, m) in raw.methods.iter().enumerate() {
-        match MethodSet::bit(m) {
-            Some(b) => methods.insert(b),
-            None => problems.push(
-                format!("{path}.methods[{i}]"),
-                format!("unknown HTTP method {m:?}"),
-            ),
-        }
-    }
-    let mut hosts = Vec::new();
-    for (i, h) in raw.hosts.iter().enumerate() {
-        let lower = h.to_ascii_lowercase();
-        let body = lower.strip_prefix("*.").unwrap_or(&lower);
-        if body.is_empty() || body.contains('*') || body.contains(':') || body.contains('/') {
-            problems.push(
-                format!("{path}.hosts[{i}]"),
-                format!("invalid host {h:?}: expected a name or \"*.suffix\""),
-            );
-        }
-        hosts.push(lower);
-    }
-    let action = match raw.action.as_str() {
-        "public" => Action::Public,
-        "authenticated" => Action::Authenticated,
-        "deny" => Action::Deny,
-        "roles" => {
-            if raw.roles.is_empty() {
-                problems.push(
-                    format!("{path}.roles"),
-                    "action roles needs at least one role",
-                );
-            }
-            match raw.roles_mode.as_deref().unwrap_or("any") {
-                "any" => Action::Roles(RoleRequirement::AnyOf(raw.roles.clone())),
-                "all" => Action::Roles(RoleRequirement::AllOf(raw.roles.clone())),
-                other => {
-                    problems.push(
-                        format!("{path}.roles_mode"),
-                        format!("invalid value {other:?}: expected any or all"),
-                    );
-                    Action::Deny
-                }
-            }
-        }
-        other => {
-            problems.push(
-                format!("{path}.action"),
-                format!("invalid action {other:?}: expected public, authenticated, roles or deny"),
-            );
-            Action::Deny
-        }
-    };
-    if !matches!(action, Action::Roles(_)) && (!raw.roles.is_empty() || raw.roles_mode.is_some()) {
-        problems.push(
-            format!("{path}.roles"),
-            "roles only apply with action: roles",
-        );
-    }
-    let cidrs = CidrFilter {
-        allow: cidrs(&raw.allow_cidrs, &format!("{path}.allow_cidrs"), problems),
-        deny: cidrs(&raw.deny_cidrs, &format!("{path}.deny_cidrs"), problems),
-    };
-    let rate_limit = raw
-        .rate_limit
-        .as_ref()
-        .and_then(|r| compile_rate_limit(r, &format!("{path}.rate_limit"), problems));
-    let login = raw.login_url.as_ref().and_then(|url| {
-        let key = format!("{path}.login_url");
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                if matches!(action, Action::Public | Action::Deny) {
-                    problems.push(&key, "applies only to authenticated and roles rules");
-                }
-                Some(LoginRedirect { url: url.clone() })
-            }
-            _ => {
-                problems.push(
-                    key,
-                    format!("invalid URL {url:?}: must be absolute (https://login.example.com/...), since a relative Location is resolved against the sidecar's address"),
-                );
-                None
-            }
-        }
-    });
-    (problems.0.len() == before).then(|| Rule {
-        name: Arc::from(raw.name.as_str()),
-        hosts: HostMatcher::new(&hosts),
-        path: matcher,
-        methods,
-        action,
-        cidrs,
-        allow_query_token: raw.allow_query_token,
-        allow_preflight: raw.allow_preflight,
-        deny_encoded_separators: raw.deny_encoded_separators.unwrap_or(true),
-        rate_limit,
-        login,
+fn mint_key(issuers: &[RawIssuer]) -> Option<MintKey> {
+    issuers.first()?.keys.iter().find_map(|key| {
+        let alg = key
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| issuer::is_hmac(*a))?;
+        Some(MintKey {
+            kid: key.kid.clone(),
+            alg,
+        })
     })
 }
 
-fn compile_rate_limit(
-    raw: &raw::RawRateLimit,
-    path: &str,
-    problems: &mut Problems,
-) -> Option<Arc<RateLimiter>> {
-    let before = problems.0.len();
-    if raw.requests == 0 {
-        problems.push(format!("{path}.requests"), "must be at least 1");
-    }
-    let per = duration_or(
-        raw.per.as_ref(),
-        Duration::from_secs(1),
-        &format!("{path}.per"),
-        problems,
-    );
-    if per.is_zero() {
-        problems.push(format!("{path}.per"), "must be greater than zero");
-    }
-    let burst = raw.burst.unwrap_or(raw.requests);
-    if burst == 0 {
-        problems.push(format!("{path}.burst"), "must be at least 1");
-    }
-    let max_keys = raw.max_keys.unwrap_or(100_000);
-    if max_keys == 0 {
-        problems.push(format!("{path}.max_keys"), "must be at least 1");
-    }
-    (problems.0.len() == before).then(|| {
-        Arc::new(RateLimiter::new(RateLimit {
-            requests: raw.requests,
-            per,
-            burst,
-            max_keys,
-        }))
-    })
+/// Everything a runtime is compiled from the file, before its hash and source are known.
+struct Compiled {
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    realm: Realm,
+    trusted_proxies: CidrSet,
+    tokens: TokenSources,
+    issuers: Vec<Issuer>,
+    identity: IdentityMapping,
+    rules: Vec<Rule>,
+    cache: CacheSettings,
+    revocation: Revocations,
+    validation_fingerprint: Vec<u8>,
+    warnings: Vec<String>,
+    mint_key: Option<MintKey>,
 }
 
-fn compile_identity(
-    raw: &raw::RawIdentity,
-    base: &Path,
-    env: &dyn Env,
-    problems: &mut Problems,
-    warnings: &mut Vec<String>,
-) -> Option<IdentityMapping> {
-    let raw_slots = [
-        &raw.user_id,
-        &raw.username,
-        &raw.role,
-        &raw.roles,
-        &raw.email,
-        &raw.expires,
-    ];
-    let mut slots = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (slot, raw_slot) in Slot::ALL.iter().zip(raw_slots) {
-        let path = format!("identity.{}", slot.key());
-        let header = raw_slot.header.as_deref().unwrap_or(slot.default_header());
-        let claim = raw_slot.claim.as_deref().unwrap_or(slot.default_claim());
-        if *slot == Slot::Expires && claim != "exp" {
-            problems.push(
-                format!("{path}.claim"),
-                "the expires header always carries `exp`",
-            );
-        }
-        if let Some(name) = header_name(header, &format!("{path}.header"), problems) {
-            if !seen.insert(name.clone()) {
-                problems.push(
-                    format!("{path}.header"),
-                    format!("header {header:?} is used twice"),
-                );
-            }
-            slots.push((name, claim.to_owned()));
+impl Compiled {
+    fn finish(self, hash: String, source: Source) -> Runtime {
+        Runtime {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            workers: self.workers,
+            realm: self.realm,
+            trusted_proxies: self.trusted_proxies,
+            tokens: self.tokens,
+            issuers: self.issuers,
+            identity: self.identity,
+            policy: Policy { rules: self.rules },
+            cache: Arc::new(TokenCache::new(self.cache)),
+            revocation: Arc::new(self.revocation),
+            validation_fingerprint: self.validation_fingerprint,
+            hash,
+            warnings: self.warnings,
+            source,
+            mint_key: self.mint_key,
         }
     }
-    let signature = raw.signature.as_ref().and_then(|sig| {
-        let path = "identity.signature";
-        let name = header_name(
-            sig.header.as_deref().unwrap_or(SIGNATURE_HEADER),
-            &format!("{path}.header"),
-            problems,
-        )?;
-        if seen.contains(&name) {
-            problems.push(format!("{path}.header"), "collides with an identity header");
-        }
-        let secret = secret(
-            sig.secret.as_ref(),
-            sig.secret_env.as_ref(),
-            sig.secret_file.as_ref(),
-            (base, env, path),
-            problems,
-            warnings,
-        )?;
-        if secret.len() < 32 {
-            problems.push(
-                path,
-                format!(
-                    "the signature secret is {} bytes; use at least 32",
-                    secret.len()
-                ),
-            );
-            return None;
-        }
-        Some((name, hmac::Key::new(hmac::HMAC_SHA256, &secret)))
-    });
-    (slots.len() == Slot::ALL.len()).then_some(IdentityMapping { slots, signature })
 }
 
-fn compile(
-    raw: RawConfig,
-    base: &Path,
-    env: &dyn Env,
-    hash: String,
-    problems: &mut Problems,
-) -> Option<Runtime> {
-    let mut warnings = Vec::new();
-    let listen = socket_addr(
-        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-        "listen",
-        problems,
-    );
+/// Compiles every section in file order, so problems are reported in that order.
+fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
+    let listen = c.socket_addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "listen");
     let admin_listen = raw
         .admin_listen
         .as_deref()
-        .and_then(|a| socket_addr(a, "admin_listen", problems));
+        .and_then(|a| c.socket_addr(a, "admin_listen"));
     if raw.workers == Some(0) {
-        problems.push("workers", "must be at least 1");
+        c.push("workers", "must be at least 1");
     }
-    let realm = raw.realm.clone().unwrap_or_else(|| "omni2".into());
+    let realm = compile_realm(raw.realm.as_deref(), c);
+    let trusted_proxies = c.cidrs(&raw.trusted_proxies, "trusted_proxies");
+    let tokens = compile_tokens(&raw.tokens, c);
+    let issuers = compile_issuers(&raw.issuers, c);
+    c.start_material(format!("{:?}{:?}", raw.identity, raw.cache).as_bytes());
+    let identity = identity::compile_identity(&raw.identity, c);
+    let validation_fingerprint = validation_fingerprint(&issuers, &c.finish_material());
+    let revocation = compile_revocation(raw, c);
+    let cache = compile_cache(&raw.cache, c);
+    let rules = compile_rules(&raw.rules, c);
+    if !c.problems.is_empty() {
+        return None;
+    }
+    Some(Compiled {
+        listen: listen?,
+        admin_listen,
+        workers: raw.workers,
+        realm: Realm::new(&realm),
+        trusted_proxies,
+        tokens,
+        issuers,
+        identity: identity?,
+        rules,
+        cache,
+        revocation: revocation?,
+        validation_fingerprint,
+        warnings: std::mem::take(&mut c.warnings),
+        mint_key: mint_key(&raw.issuers),
+    })
+}
+
+fn compile_realm(raw: Option<&str>, c: &mut Compiler) -> String {
+    let realm = raw.unwrap_or("omni2").to_owned();
     if realm.is_empty()
         || !realm
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
-        problems.push(
+        c.push(
             "realm",
             format!("invalid realm {realm:?}: printable ASCII without quotes or backslashes"),
         );
     }
-    let trusted_proxies = cidrs(&raw.trusted_proxies, "trusted_proxies", problems);
+    realm
+}
+
+fn compile_tokens(raw: &RawTokens, c: &mut Compiler) -> TokenSources {
     let tokens = TokenSources {
-        max_length: raw.tokens.max_length.unwrap_or(8192),
-        cookie: raw.tokens.cookie.clone(),
+        max_length: raw.max_length.unwrap_or(8192),
+        cookie: raw.cookie.clone(),
         query_param: raw
-            .tokens
             .query_param
             .clone()
             .unwrap_or_else(|| "access_token".into()),
         websocket_protocol_prefix: Some(
-            raw.tokens
-                .websocket_protocol_prefix
+            raw.websocket_protocol_prefix
                 .clone()
                 .unwrap_or_else(|| "base64url.bearer.authorization.k8s.io.".into()),
         )
         .filter(|p| !p.is_empty()),
     };
     if tokens.max_length == 0 {
-        problems.push("tokens.max_length", "must be at least 1");
+        c.push("tokens.max_length", "must be at least 1");
     }
-    if raw.issuers.is_empty() {
-        problems.push("issuers", "at least one issuer is required");
+    tokens
+}
+
+fn compile_issuers(raw: &[RawIssuer], c: &mut Compiler) -> Vec<Issuer> {
+    if raw.is_empty() {
+        c.push("issuers", "at least one issuer is required");
     }
-    let mut mint_key = None;
     let issuers: Vec<Issuer> = raw
-        .issuers
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            // Only the first issuer's key can mint: `mint` sets that issuer's `iss`.
-            let mut scratch = None;
-            let mint = if i == 0 { &mut mint_key } else { &mut scratch };
-            compile_issuer(
-                r,
-                &format!("issuers[{i}]"),
-                base,
-                env,
-                problems,
-                &mut warnings,
-                mint,
-            )
-        })
+        .map(|(i, r)| issuer::compile_issuer(r, &format!("issuers[{i}]"), c))
         .collect();
     for (i, issuer) in issuers.iter().enumerate() {
         if issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {
-            problems.push(
+            c.push(
                 format!("issuers[{i}].issuer"),
                 format!("duplicate issuer {:?}", issuer.issuer),
             );
         }
     }
-    let identity = compile_identity(&raw.identity, base, env, problems, &mut warnings);
-    let revocation = match &raw.revocation_file {
-        None => Some(Revocations::default()),
-        Some(file) => match Revocations::load(&base.join(file), unix_now()) {
-            Ok(r) => Some(r),
-            Err(p) => {
-                problems.0.extend(p.0);
-                None
-            }
-        },
+    issuers
+}
+
+/// Digest of the issuers' fingerprints and the identity and cache settings with the
+/// signature secret: equal digests let a reload keep the verification cache.
+fn validation_fingerprint(issuers: &[Issuer], identity_material: &[u8]) -> Vec<u8> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for issuer in issuers {
+        ctx.update(&issuer.fingerprint);
+    }
+    ctx.update(identity_material);
+    ctx.finish().as_ref().to_vec()
+}
+
+fn compile_revocation(raw: &RawConfig, c: &mut Compiler) -> Option<Revocations> {
+    let Some(file) = &raw.revocation_file else {
+        return Some(Revocations::default());
     };
-    let validation_fingerprint = {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        for issuer in &issuers {
-            ctx.update(&issuer.fingerprint);
+    match Revocations::load(&c.base.join(file), unix_now()) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            c.problems.0.extend(p.0);
+            None
         }
-        ctx.update(format!("{:?}{:?}", raw.identity, raw.cache).as_bytes());
-        if let Some(sig) = &raw.identity.signature {
-            secret_material(
-                &mut ctx,
-                sig.secret_env.as_ref(),
-                sig.secret_file.as_ref(),
-                base,
-                env,
-            );
-        }
-        ctx.finish().as_ref().to_vec()
-    };
+    }
+}
+
+fn compile_cache(raw: &RawCache, c: &mut Compiler) -> CacheSettings {
     let defaults = CacheSettings::default();
     let cache = CacheSettings {
-        max_entries: raw.cache.max_entries.unwrap_or(defaults.max_entries),
-        max_bytes: raw.cache.max_bytes.unwrap_or(defaults.max_bytes),
-        max_ttl: duration_or(
-            raw.cache.max_ttl.as_ref(),
-            defaults.max_ttl,
-            "cache.max_ttl",
-            problems,
-        ),
-        negative_ttl: duration_or(
-            raw.cache.negative_ttl.as_ref(),
+        max_entries: raw.max_entries.unwrap_or(defaults.max_entries),
+        max_bytes: raw.max_bytes.unwrap_or(defaults.max_bytes),
+        max_ttl: c.duration(raw.max_ttl.as_ref(), defaults.max_ttl, "cache.max_ttl"),
+        negative_ttl: c.duration(
+            raw.negative_ttl.as_ref(),
             defaults.negative_ttl,
             "cache.negative_ttl",
-            problems,
         ),
     };
     if cache.max_entries == 0 || cache.max_bytes == 0 {
-        problems.push("cache", "max_entries and max_bytes must be at least 1");
+        c.push("cache", "max_entries and max_bytes must be at least 1");
     }
-    if raw.rules.is_empty() {
-        problems.push(
+    cache
+}
+
+fn compile_rules(raw: &[RawRule], c: &mut Compiler) -> Vec<Rule> {
+    if raw.is_empty() {
+        c.push(
             "rules",
             "at least one rule is required (unmatched requests are denied)",
         );
     }
     let mut rules = Vec::new();
-    for (i, r) in raw.rules.iter().enumerate() {
+    for (i, r) in raw.iter().enumerate() {
         let path = format!("rules[{i}]");
-        if raw.rules[..i].iter().any(|o| o.name == r.name) && !r.name.is_empty() {
-            problems.push(
+        if raw[..i].iter().any(|o| o.name == r.name) && !r.name.is_empty() {
+            c.push(
                 format!("{path}.name"),
                 format!("duplicate rule name {:?}", r.name),
             );
         }
-        if let Some(rule) = compile_rule(r, &path, problems) {
+        if let Some(rule) = rule::compile_rule(r, &path, c) {
             rules.push(rule);
         }
     }
-    Some(Runtime {
-        listen: listen?,
-        admin_listen,
-        workers: raw.workers,
-        realm: if problems.is_empty() {
-            Realm::new(&realm)
-        } else {
-            return None;
-        },
-        trusted_proxies,
-        tokens,
-        issuers,
-        identity: identity?,
-        policy: Policy { rules },
-        cache: Arc::new(TokenCache::new(cache)),
-        revocation: Arc::new(revocation?),
-        validation_fingerprint,
-        hash,
-        warnings,
-        mint_key,
-    })
+    rules
 }
 
 #[cfg(test)]

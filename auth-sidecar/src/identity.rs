@@ -1,93 +1,26 @@
 //! Identity headers: what the backend receives on allow.
 //!
-//! Every configured header is emitted exactly once, on one line (lists comma-joined), empty
-//! when the claim is absent, so every gateway overwrites a client's copy. Values are ASCII:
-//! non-ASCII bytes, `%` and (inside a list item) `,` are percent-encoded as UTF-8; a claim
-//! with a control character is refused (`malformed`), never sanitised into something else.
-//!
-//! Optional signature (`X-Auth-Signature`): base64url (no padding) of
-//! HMAC-SHA256(secret, S) where
-//! `S = "v1\n" + id + "\n" + username + "\n" + role + "\n" + roles + "\n" + email + "\n" + expires`
-//! over the header values exactly as emitted. omni2-core verifies the same string.
+//! Every configured header is emitted exactly once, on one line, empty when the claim is
+//! absent, so every gateway overwrites a client's copy. The encoding of the values and the
+//! optional signature are the wire format of the `identity-wire` crate, which omni2-core
+//! verifies with the same code. A claim that has no encoding (a control character) is
+//! refused (`malformed`), never sanitised into something else; a token without a user id
+//! (the `user_id` claim, `sub` by default) is refused (`missing_claim`), since an empty
+//! `X-User-Id` would make every such caller one user to the backend and the rate limits.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use identity_wire::{SigningKey, Unencodable, encode_list, encode_scalar};
 use serde_json::{Map, Value};
 
 use crate::reason::DenyReason;
 
-/// The six identity slots, in signing order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    UserId,
-    Username,
-    Role,
-    Roles,
-    Email,
-    Expires,
-}
-
-impl Slot {
-    pub const ALL: [Slot; 6] = [
-        Slot::UserId,
-        Slot::Username,
-        Slot::Role,
-        Slot::Roles,
-        Slot::Email,
-        Slot::Expires,
-    ];
-
-    /// Config key of the slot.
-    pub const fn key(self) -> &'static str {
-        match self {
-            Slot::UserId => "user_id",
-            Slot::Username => "username",
-            Slot::Role => "role",
-            Slot::Roles => "roles",
-            Slot::Email => "email",
-            Slot::Expires => "expires",
-        }
-    }
-
-    pub const fn default_header(self) -> &'static str {
-        match self {
-            Slot::UserId => "X-User-Id",
-            Slot::Username => "X-User-Username",
-            Slot::Role => "X-User-Role",
-            Slot::Roles => "X-User-Roles",
-            Slot::Email => "X-User-Email",
-            Slot::Expires => "X-Auth-Expires",
-        }
-    }
-
-    pub const fn default_claim(self) -> &'static str {
-        match self {
-            Slot::UserId => "sub",
-            Slot::Username => "preferred_username",
-            Slot::Role => "role",
-            Slot::Roles => "roles",
-            Slot::Email => "email",
-            Slot::Expires => "exp",
-        }
-    }
-}
-
-/// Default name of the signature header.
-pub const SIGNATURE_HEADER: &str = "X-Auth-Signature";
-
-/// Scalars: non-ASCII (always encoded by `utf8_percent_encode`) and `%`.
-const SCALAR: &AsciiSet = &CONTROLS.add(b'%');
-/// List items: also `,`, the list separator.
-const LIST_ITEM: &AsciiSet = &SCALAR.add(b',');
+pub use identity_wire::{SIGNATURE_HEADER, Slot};
 
 /// Compiled claim-to-header mapping.
 pub struct IdentityMapping {
     /// Header name and claim name per slot, in `Slot::ALL` order.
     pub slots: Vec<(HeaderName, String)>,
-    pub signature: Option<(HeaderName, hmac::Key)>,
+    pub signature: Option<(HeaderName, SigningKey)>,
 }
 
 impl std::fmt::Debug for IdentityMapping {
@@ -119,6 +52,10 @@ impl IdentityMapping {
         for slot in Slot::ALL {
             let claim = claims.get(self.claim(slot));
             let value = match slot {
+                Slot::UserId => match scalar_value(claim)? {
+                    id if id.is_empty() => return Err(DenyReason::MissingClaim),
+                    id => id,
+                },
                 Slot::Role | Slot::Roles => list_value(claim)?,
                 Slot::Expires => match claim {
                     None | Some(Value::Null) => String::new(),
@@ -129,7 +66,7 @@ impl IdentityMapping {
                         .to_string(),
                     Some(_) => return Err(DenyReason::Malformed),
                 },
-                _ => scalar_value(claim)?,
+                Slot::Username | Slot::Email => scalar_value(claim)?,
             };
             values.push(value);
         }
@@ -147,7 +84,11 @@ impl IdentityMapping {
             headers.push((name.clone(), value));
         }
         if let Some((name, key)) = &self.signature {
-            let signature = sign(key, &values);
+            let values: &[String; 6] = values
+                .as_slice()
+                .try_into()
+                .map_err(|_| DenyReason::Malformed)?;
+            let signature = key.sign(values);
             headers.push((
                 name.clone(),
                 HeaderValue::from_str(&signature).map_err(|_| DenyReason::Malformed)?,
@@ -160,23 +101,8 @@ impl IdentityMapping {
     }
 }
 
-/// The string the identity signature covers (see module docs).
-pub fn signing_string(values: &[String]) -> String {
-    let mut s = String::from("v1");
-    for v in values {
-        s.push('\n');
-        s.push_str(v);
-    }
-    s
-}
-
-fn sign(key: &hmac::Key, values: &[String]) -> String {
-    let tag = hmac::sign(key, signing_string(values).as_bytes());
-    URL_SAFE_NO_PAD.encode(tag.as_ref())
-}
-
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
+fn malformed(_: Unencodable) -> DenyReason {
+    DenyReason::Malformed
 }
 
 fn scalar_text(v: &Value) -> Result<String, DenyReason> {
@@ -191,33 +117,19 @@ fn scalar_text(v: &Value) -> Result<String, DenyReason> {
 fn scalar_value(claim: Option<&Value>) -> Result<String, DenyReason> {
     match claim {
         None | Some(Value::Null) => Ok(String::new()),
-        Some(v) => encode(&scalar_text(v)?, SCALAR),
+        Some(v) => encode_scalar(&scalar_text(v)?).map_err(malformed),
     }
 }
 
-/// A string, or an array of strings joined with `,` (items with `,` inside are encoded).
+/// A role list: an array of items, or one string that is one item (a `,` inside it is
+/// encoded, so `"user,admin"` stays one role on the backend too).
 fn list_value(claim: Option<&Value>) -> Result<String, DenyReason> {
-    match claim {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::Array(items)) => {
-            let mut out = String::new();
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&encode(&scalar_text(item)?, LIST_ITEM)?);
-            }
-            Ok(out)
-        }
-        Some(v) => encode(&scalar_text(v)?, SCALAR),
-    }
-}
-
-fn encode(raw: &str, set: &'static AsciiSet) -> Result<String, DenyReason> {
-    if has_control(raw) {
-        return Err(DenyReason::Malformed);
-    }
-    Ok(utf8_percent_encode(raw, set).to_string())
+    let items = match claim {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::Array(items)) => items.iter().map(scalar_text).collect::<Result<_, _>>()?,
+        Some(v) => vec![scalar_text(v)?],
+    };
+    encode_list(items.iter().map(String::as_str)).map_err(malformed)
 }
 
 fn collect_roles(claim: Option<&Value>, out: &mut Vec<String>) {
@@ -258,6 +170,9 @@ pub struct Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::hmac;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     fn mapping(secret: Option<&[u8]>) -> IdentityMapping {
@@ -281,7 +196,7 @@ mod tests {
             signature: secret.map(|s| {
                 (
                     HeaderName::from_static("x-auth-signature"),
-                    hmac::Key::new(hmac::HMAC_SHA256, s),
+                    SigningKey::new(s),
                 )
             }),
         }
@@ -367,5 +282,45 @@ mod tests {
             id.headers.get("x-auth-signature"),
             Some(URL_SAFE_NO_PAD.encode(tag.as_ref()).as_str())
         );
+    }
+
+    #[test]
+    fn a_user_id_is_required() {
+        for missing in [json!({}), json!({"sub": ""}), json!({"sub": null})] {
+            let err = mapping(None)
+                .build(&claims(missing.clone()))
+                .expect_err("no subject");
+            assert_eq!(err, DenyReason::MissingClaim, "{missing}");
+        }
+    }
+
+    #[test]
+    fn a_role_with_a_comma_is_one_role_on_both_sides() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let id = mapping(Some(secret))
+            .build(&claims(
+                json!({"sub": " alice ", "role": "user,admin", "roles": ["ops "]}),
+            ))
+            .expect("valid");
+        assert_eq!(&*id.roles, ["ops ", "user,admin"]);
+        assert_eq!(id.headers.get("x-user-role"), Some("user%2Cadmin"));
+        // Edge spaces are encoded: a proxy that trims header values changes nothing.
+        assert_eq!(id.headers.get("x-user-id"), Some("%20alice%20"));
+        assert_eq!(id.headers.get("x-user-roles"), Some("ops%20"));
+
+        // What omni2 does with the headers: verify, then decode.
+        let values: [&str; 6] = Slot::ALL.map(|s| {
+            id.headers
+                .get(&s.default_header().to_ascii_lowercase())
+                .expect("every slot emitted")
+        });
+        let signature = id.headers.get("x-auth-signature").expect("signed");
+        assert!(SigningKey::new(secret).verify(&values, signature));
+        let mut roles: Vec<String> = identity_wire::decode_list(values[2])
+            .chain(identity_wire::decode_list(values[3]))
+            .collect();
+        roles.sort_unstable();
+        assert_eq!(roles, *id.roles);
+        assert_eq!(identity_wire::decode_scalar(values[0]), " alice ");
     }
 }

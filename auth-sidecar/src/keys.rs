@@ -245,6 +245,14 @@ impl VerifyingKey {
             Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
         }
     }
+
+    /// Signs `message` with an HMAC key (`mint`, development); `None` for a public key.
+    pub fn sign_hmac(&self, message: &[u8]) -> Option<Vec<u8>> {
+        match &self.verifier {
+            Verifier::Hmac(key) => Some(hmac::sign(key, message).as_ref().to_vec()),
+            Verifier::Public(_) => None,
+        }
+    }
 }
 
 /// Whether the JWK's type (and curve) is the one `alg` is defined over (RFC 7518 §3.1).

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Header;
 use serde_json::{Value, json};
 
 use crate::config::Runtime;
@@ -20,11 +22,16 @@ pub struct MintRequest {
 
 /// Signs a token valid from `now` for `ttl`, for the first issuer and its first audience.
 pub fn mint(rt: &Runtime, req: &MintRequest, now: i64) -> Result<String, String> {
-    let key = rt
+    let id = rt
         .mint_key
         .as_ref()
         .ok_or("the first issuer has no HMAC key to mint with")?;
     let issuer = &rt.issuers[0];
+    // Found now, in the compiled key set: compiling keeps no separate copy of the secret.
+    let key = issuer
+        .keys
+        .find(id.kid.as_deref(), id.alg)
+        .ok_or("the first issuer's HMAC key is ambiguous: give it a kid")?;
     let mut claims = json!({
         "iss": issuer.issuer,
         "sub": req.sub,
@@ -48,8 +55,17 @@ pub fn mint(rt: &Runtime, req: &MintRequest, now: i64) -> Result<String, String>
     if let Some(email) = &req.email {
         obj.insert("email".into(), json!(email));
     }
-    let mut header = Header::new(key.alg);
-    header.kid = key.kid.clone();
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret))
-        .map_err(|e| format!("cannot sign: {e}"))
+    let mut header = Header::new(id.alg);
+    header.kid = id.kid.clone();
+    let header = serde_json::to_vec(&header).map_err(|e| format!("cannot encode: {e}"))?;
+    let claims = serde_json::to_vec(&claims).map_err(|e| format!("cannot encode: {e}"))?;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let signature = key
+        .sign_hmac(input.as_bytes())
+        .ok_or("the first issuer's mint key is not an HMAC key")?;
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use crate::cache::Authenticated;
-use crate::config::Problems;
+use config_plumbing::Problems;
 
 #[derive(Deserialize)]
 #[serde(untagged)]

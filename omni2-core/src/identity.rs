@@ -1,10 +1,10 @@
 //! The caller's identity, from the headers the gateway (auth-sidecar via Traefik) sets.
 //!
-//! Missing id → 401. With `identity_secret` configured, `X-Auth-Signature` must be the
-//! base64url (no padding) HMAC-SHA256 of
-//! `"v1\n" + id + "\n" + username + "\n" + role + "\n" + roles + "\n" + email + "\n" + expires`
-//! over the header values exactly as received (empty when absent), and a past
-//! `X-Auth-Expires` is refused: a request that bypasses the gateway cannot invent an identity.
+//! Missing id → 401. With `identity_secret` configured, `X-Auth-Signature` must sign the
+//! header values exactly as received (empty when absent), in the `identity-wire` format the
+//! sidecar signs with the same code, and a past `X-Auth-Expires` is refused: a request that
+//! bypasses the gateway cannot invent an identity. Values are decoded as `identity-wire`
+//! encodes them: role headers are `,`-separated lists of percent-encoded items.
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -14,10 +14,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use percent_encoding::percent_decode_str;
+use identity_wire::{SigningKey, decode_list, decode_scalar};
 use serde::Serialize;
 
 use crate::config::IdentityHeaders;
@@ -90,7 +87,7 @@ impl ResponseError for IdentityError {
 /// How identities are read and checked; shared by every request.
 pub struct IdentityVerifier {
     headers: IdentityHeaders,
-    key: Option<hmac::Key>,
+    key: Option<SigningKey>,
 }
 
 impl std::fmt::Debug for IdentityVerifier {
@@ -107,7 +104,7 @@ impl IdentityVerifier {
     pub fn new(headers: IdentityHeaders, secret: Option<&[u8]>) -> Self {
         Self {
             headers,
-            key: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)),
+            key: secret.map(SigningKey::new),
         }
     }
 
@@ -119,15 +116,7 @@ impl IdentityVerifier {
     /// Reads and checks the identity in `headers` at `now` (unix seconds).
     pub fn verify(&self, headers: &HeaderMap, now: u64) -> Result<Identity, IdentityError> {
         let h = &self.headers;
-        let values = [
-            &h.user_id,
-            &h.username,
-            &h.role,
-            &h.roles,
-            &h.email,
-            &h.expires,
-        ]
-        .map(|name| single(headers, name));
+        let values = h.slots().map(|name| single(headers, name));
         let mut raw: [&str; 6] = [""; 6];
         for (slot, value) in raw.iter_mut().zip(values) {
             *slot = value?;
@@ -138,12 +127,9 @@ impl IdentityVerifier {
         }
         if let Some(key) = &self.key {
             let signature = single(headers, &h.signature)?;
-            let tag = URL_SAFE_NO_PAD
-                .decode(signature)
-                .map_err(|_| IdentityError::BadSignature)?;
-            let signed = signing_string(&raw);
-            // Constant-time comparison inside aws-lc.
-            hmac::verify(key, signed.as_bytes(), &tag).map_err(|_| IdentityError::BadSignature)?;
+            if !key.verify(&raw, signature) {
+                return Err(IdentityError::BadSignature);
+            }
         }
         let expires = match expires {
             "" => None,
@@ -152,33 +138,18 @@ impl IdentityVerifier {
         if expires.is_some_and(|e| e <= now) {
             return Err(IdentityError::Expired);
         }
-        let mut all_roles: Vec<String> = role
-            .split(',')
-            .chain(roles.split(','))
-            .filter(|r| !r.is_empty())
-            .map(decode)
-            .collect();
+        let mut all_roles: Vec<String> = decode_list(role).chain(decode_list(roles)).collect();
         all_roles.sort_unstable();
         all_roles.dedup();
         Ok(Identity {
-            id: decode(id),
-            username: decode(username),
-            role: decode(role),
+            id: decode_scalar(id),
+            username: decode_scalar(username),
+            role: decode_scalar(role),
             roles: all_roles,
-            email: decode(email),
+            email: decode_scalar(email),
             expires,
         })
     }
-}
-
-/// The string the sidecar signs (see module docs).
-pub fn signing_string(values: &[&str; 6]) -> String {
-    let mut s = String::from("v1");
-    for v in values {
-        s.push('\n');
-        s.push_str(v);
-    }
-    s
 }
 
 /// The header's value, `""` when absent; repeated or non-ASCII values are malformed.
@@ -194,10 +165,6 @@ fn single<'a>(
         return Err(IdentityError::Malformed);
     }
     first.to_str().map_err(|_| IdentityError::Malformed)
-}
-
-fn decode(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// Unix seconds now.
@@ -261,11 +228,7 @@ mod tests {
     }
 
     fn sign(values: [&str; 6]) -> String {
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, SECRET),
-            signing_string(&values).as_bytes(),
-        );
-        URL_SAFE_NO_PAD.encode(tag.as_ref())
+        SigningKey::new(SECRET).sign(&values)
     }
 
     #[test]
@@ -364,19 +327,33 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_known_vector() {
-        // Same input and secret as auth-sidecar's identity test: the two crates must agree.
-        let s = signing_string(&[
-            "alice",
-            "Alice",
-            "admin",
-            "admin,ops",
-            "a@example.com",
-            "1700000000",
-        ]);
+    fn a_role_with_a_comma_stays_one_role_through_a_signed_round_trip() {
+        // As the sidecar emits a `role` claim "user,admin" and a `roles` claim [" ops"].
+        let role = identity_wire::encode_list(["user,admin"]).expect("encodable");
+        let roles = identity_wire::encode_list([" ops"]).expect("encodable");
+        let id = identity_wire::encode_scalar("alice ").expect("encodable");
+        let values = [id.as_str(), "", &role, &roles, "", "2000"];
+        let signature = sign(values);
+        let v = IdentityVerifier::new(IdentityHeaders::default(), Some(SECRET));
+        let got = v
+            .verify(
+                &headers(&[
+                    ("x-user-id", &id),
+                    ("x-user-role", &role),
+                    ("x-user-roles", &roles),
+                    ("x-auth-expires", "2000"),
+                    ("x-auth-signature", &signature),
+                ]),
+                1000,
+            )
+            .expect("valid");
+        assert_eq!(got.roles, [" ops", "user,admin"]);
+        assert_eq!(got.role, "user,admin");
+        assert_eq!(got.id, "alice ");
         assert_eq!(
-            s,
-            "v1\nalice\nAlice\nadmin\nadmin,ops\na@example.com\n1700000000"
+            got.require_any(&["admin".into()]),
+            Err(IdentityError::RoleDenied),
+            "\"user,admin\" is not the role admin"
         );
     }
 }

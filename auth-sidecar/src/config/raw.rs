@@ -3,15 +3,8 @@
 
 use std::path::PathBuf;
 
+use config_plumbing::RawDuration;
 use serde::Deserialize;
-
-/// A duration: `"30s"`, `"5m"`, `"1h 30m"` (humantime) or a number of seconds.
-#[derive(Clone, Debug, Deserialize, PartialEq, Hash)]
-#[serde(untagged)]
-pub enum RawDuration {
-    Seconds(u64),
-    Text(String),
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -2,6 +2,7 @@
 //! `${ENV}` interpolation, and the embedded development config.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
@@ -147,10 +148,21 @@ fn the_embedded_config_is_valid_and_uses_the_dev_secret() {
     let rt = Runtime::embedded(&none).expect("embedded config is valid");
     let names: Vec<&str> = rt.policy.rules.iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["health", "ws-status", "admin", "api"]);
-    assert_eq!(
-        rt.mint_key.as_ref().map(|k| k.secret.as_slice()),
-        Some(DEV_SECRET.as_bytes())
-    );
+    // `mint` signs with the dev secret: the token verifies under DEV_SECRET.
+    let request = crate::mint::MintRequest {
+        sub: "alice".into(),
+        ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let token = crate::mint::mint(&rt, &request, unix_now()).expect("minted");
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(DEV_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("signed with the dev secret");
     assert!(rt.listen.ip().is_loopback());
 }
 
@@ -245,4 +257,73 @@ fn remote_issuers_take_documented_defaults() {
         "{:?}",
         rt.warnings
     );
+}
+
+#[test]
+fn every_type_error_is_reported_not_just_the_first() {
+    let text = problems(&format!(
+        "{}\nworkers: many\ntrusted_proxies: 7\n",
+        GOOD.replace("audiences: [omni2]", "audiences: 7")
+    ));
+    for path in ["workers", "trusted_proxies", "issuers[0].audiences"] {
+        assert!(
+            text.contains(&format!("  - {path}: invalid type")),
+            "{path} in {text}"
+        );
+    }
+    assert!(text.starts_with("3 configuration problem(s)"), "{text}");
+}
+
+#[test]
+fn durations_are_seconds_fractional_or_text() {
+    let per = |written: &str| {
+        let yaml = GOOD.replace(
+            "action: authenticated",
+            &format!("action: authenticated\n    rate_limit: {{requests: 1, per: {written}}}"),
+        );
+        let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+        let limiter = rt.policy.rules[0].rate_limit.clone().expect("limited");
+        limiter.limit.per
+    };
+    assert_eq!(per("2"), Duration::from_secs(2));
+    assert_eq!(per("0.5"), Duration::from_millis(500));
+    assert_eq!(per("\"1m\""), Duration::from_secs(60));
+    let yaml = GOOD.replace("audiences: [omni2]", "audiences: [omni2]\n    leeway: 45");
+    let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+    assert_eq!(rt.issuers[0].leeway, 45);
+}
+
+#[test]
+fn a_value_taken_out_for_its_type_is_not_also_missing() {
+    let text = problems("issuers: 7\nrules: [{name: api, action: authenticated}]\n");
+    assert!(text.contains("  - issuers: invalid type"), "{text}");
+    assert!(text.starts_with("1 configuration problem(s)"), "{text}");
+}
+
+#[test]
+fn fingerprints_cover_the_key_material_read() {
+    let with =
+        |secret: &'static str| move |name: &str| (name == "SECRET").then(|| secret.to_owned());
+    let a = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("a-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    let same = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("a-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    let other = Runtime::from_yaml(
+        GOOD,
+        Path::new("."),
+        &with("b-development-secret-of-at-least-32-bytes"),
+    )
+    .expect("valid");
+    assert_eq!(a.issuers[0].fingerprint, same.issuers[0].fingerprint);
+    assert_eq!(a.validation_fingerprint, same.validation_fingerprint);
+    assert_ne!(a.issuers[0].fingerprint, other.issuers[0].fingerprint);
+    assert_ne!(a.validation_fingerprint, other.validation_fingerprint);
 }

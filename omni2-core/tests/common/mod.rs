@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use identity_wire::{SIGNATURE_HEADER, SigningKey, Slot};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
@@ -290,26 +288,15 @@ pub fn identity(
     secret: Option<&str>,
 ) -> Vec<(String, String)> {
     let values = [id, "", "", roles, "", &expires.to_string()].map(str::to_owned);
-    let names = [
-        "x-user-id",
-        "x-user-username",
-        "x-user-role",
-        "x-user-roles",
-        "x-user-email",
-        "x-auth-expires",
-    ];
-    let mut headers: Vec<(String, String)> = names
+    let mut headers: Vec<(String, String)> = Slot::ALL
         .iter()
         .zip(&values)
-        .map(|(n, v)| (n.to_string(), v.clone()))
+        .map(|(slot, v)| (slot.default_header().to_ascii_lowercase(), v.clone()))
         .collect();
     if let Some(secret) = secret {
-        let signed = format!("v1\n{}", values.join("\n"));
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-        let tag = hmac::sign(&key, signed.as_bytes());
         headers.push((
-            "x-auth-signature".into(),
-            URL_SAFE_NO_PAD.encode(tag.as_ref()),
+            SIGNATURE_HEADER.to_ascii_lowercase(),
+            SigningKey::new(secret.as_bytes()).sign(&values),
         ));
     }
     headers

@@ -1,12 +1,15 @@
 //! `${VAR}` / `${VAR:-default}` interpolation in string values (`$$` is a literal `$`).
 //! Done on parsed YAML values, never on the text, so a variable can't inject structure.
 
+use std::collections::BTreeMap;
+
 use serde_yaml::Value;
 
-use super::Problems;
+use crate::problems::{Problems, child};
 
-/// Where variables come from: the process environment, or a map in tests.
+/// Where variables come from: the process environment, or a map or closure in tests.
 pub trait Env {
+    /// The variable's value, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -26,6 +29,12 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
     }
 }
 
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
 /// Interpolates every string in `value`, recording problems under their path.
 pub fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut Problems) {
     match value {
@@ -41,12 +50,7 @@ pub fn interpolate(value: &mut Value, path: &str, env: &dyn Env, problems: &mut 
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
-                let child = if path.is_empty() {
-                    key
-                } else {
-                    format!("{path}.{key}")
-                };
-                interpolate(v, &child, env, problems);
+                interpolate(v, &child(path, &key), env, problems);
             }
         }
         Value::Tagged(tagged) => interpolate(&mut tagged.value, path, env, problems),
@@ -106,6 +110,7 @@ mod tests {
             expand("${NOPE:-fallback}", &env).expect("default"),
             "fallback"
         );
+        assert_eq!(expand("${NOPE:-}", &env).expect("empty default"), "");
         assert_eq!(
             expand("cost $$5 and $x", &env).expect("literal"),
             "cost $5 and $x"
@@ -116,5 +121,19 @@ mod tests {
         );
         assert!(expand("${bad-name}", &env).is_err());
         assert!(expand("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn interpolates_nested_values_and_names_the_path() {
+        let mut value: Value =
+            serde_yaml::from_str("a: [x, \"${HOME_DIR}\"]\nb: {c: \"${UNSET}\"}\n").expect("yaml");
+        let mut problems = Problems::default();
+        let map: BTreeMap<String, String> = [("HOME_DIR".to_owned(), "/h".to_owned())].into();
+        interpolate(&mut value, "", &map, &mut problems);
+        assert_eq!(value["a"][1].as_str(), Some("/h"));
+        assert_eq!(
+            problems.to_string(),
+            "1 configuration problem(s):\n  - b.c: environment variable UNSET is not set"
+        );
     }
 }

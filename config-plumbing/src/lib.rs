@@ -1,0 +1,19 @@
+//! Config plumbing shared by auth-sidecar and omni2-core.
+//!
+//! YAML text → [`parse`] (`${VAR}` interpolation, every type error and unknown key as a
+//! [`Problem`] with its path) → the crate's own `Raw*` structs → the crate's own checks,
+//! which use the field helpers here ([`duration`]) and push more problems.
+//!
+//! Layout: [`problems`] (what is reported), [`env`] (where variables come from and
+//! `${VAR}` expansion), [`duration`] (the one duration syntax), [`parse`] (YAML to raw
+//! structs, collecting every type error).
+
+pub mod duration;
+pub mod env;
+pub mod parse;
+pub mod problems;
+
+pub use duration::{RawDuration, duration, parse_duration};
+pub use env::{Env, ProcessEnv, expand, interpolate};
+pub use parse::{Cleared, Parsed, parse};
+pub use problems::{Problem, Problems};

@@ -1,0 +1,131 @@
+//! omni2 configuration: defaults, every problem at once, interpolation, the shipped example.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn embedded_default_has_no_servers_unless_env_names_one() {
+    let c = Config::embedded(&env(&[])).expect("valid");
+    assert!(c.servers.is_empty());
+    assert_eq!(c.listen, "127.0.0.1:8000");
+    assert!(c.identity_secret.is_none());
+    let c = Config::embedded(&env(&[(MCP_URL_ENV, "http://127.0.0.1:9/mcp")])).expect("ok");
+    assert_eq!(c.servers.len(), 1);
+    assert_eq!(c.servers[0].name, "default");
+    assert_eq!(c.servers[0].probe_interval, Duration::from_secs(30));
+    assert!(Config::embedded(&env(&[(MCP_URL_ENV, "ftp://x")])).is_err());
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../examples/omni2.yaml");
+    let c = Config::from_yaml(
+        text,
+        &env(&[("OMNI2_IDENTITY_SECRET", "0123456789abcdef0123456789abcdef")]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.servers.len(), 2);
+    assert!(c.identity_secret.is_some());
+}
+
+#[test]
+fn default_identity_headers_are_the_wire_defaults() {
+    let h = IdentityHeaders::default();
+    let names: Vec<&str> = h.slots().iter().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "x-user-id",
+            "x-user-username",
+            "x-user-role",
+            "x-user-roles",
+            "x-user-email",
+            "x-auth-expires"
+        ]
+    );
+    assert_eq!(h.signature.as_str(), "x-auth-signature");
+}
+
+#[test]
+fn every_problem_reported_at_once_with_path() {
+    let text = r#"
+listen: nowhere
+identity_secret: short
+identty_secret: typo
+cache: {max_bytes: 0}
+servers:
+  - name: a
+    url: http://127.0.0.1:1/mcp
+    probe_timeout: 5 parsecs
+    breaker: {failure_rate: 2, colour: red}
+  - name: a
+    url: not a url
+"#;
+    let e = Config::from_yaml(text, &env(&[])).expect_err("invalid");
+    for path in [
+        "listen",
+        "identity_secret",
+        "identty_secret",
+        "cache.max_bytes",
+        "servers[0].probe_timeout",
+        "servers[0].breaker.failure_rate",
+        "servers[0].breaker.colour",
+        "servers[1].name",
+        "servers[1].url",
+    ] {
+        assert!(e.has(path), "missing {path} in {e}");
+    }
+    assert!(e.to_string().contains("\"5 parsecs\""), "{e}");
+}
+
+#[test]
+fn every_type_error_is_reported_not_just_the_first() {
+    let text = r#"
+probes: {max_concurrent: many}
+websocket: {max_connections: [1, 2], queue: 8}
+servers:
+  - name: a
+    url: http://127.0.0.1:1/mcp
+    enabled: "sometimes"
+    breaker: {window: ten}
+"#;
+    let e = Config::from_yaml(text, &env(&[])).expect_err("invalid");
+    for path in [
+        "probes.max_concurrent",
+        "websocket.max_connections",
+        "servers[0].enabled",
+        "servers[0].breaker.window",
+    ] {
+        assert!(e.has(path), "missing {path} in {e}");
+    }
+    assert!(e.to_string().contains("many"), "the value is named: {e}");
+    // A list item that cannot be taken out is reported once, and the search stops.
+    let e = Config::from_yaml("servers: [5]\n", &env(&[])).expect_err("invalid");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.has("servers[0]"), "{e}");
+}
+
+#[test]
+fn env_interpolation() {
+    let text = "identity_secret: ${S}\nservers:\n  - {name: x, url: \"${U:-http://h/mcp}\"}\n";
+    let c = Config::from_yaml(text, &env(&[("S", &"k".repeat(32))])).expect("valid");
+    assert_eq!(
+        c.identity_secret.as_deref(),
+        Some("k".repeat(32).as_bytes())
+    );
+    assert_eq!(c.servers[0].url, "http://h/mcp");
+    let e = Config::from_yaml("identity_secret: ${NOPE}", &env(&[])).expect_err("unset");
+    assert!(e.has("identity_secret"), "{e}");
+    assert_eq!(
+        config_plumbing::expand("a$$b", &env(&[])).expect("ok"),
+        "a$b"
+    );
+}
