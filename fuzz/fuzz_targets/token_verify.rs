@@ -67,7 +67,7 @@ fn runtime() -> &'static Runtime {
 }
 
 /// The oracle can fail: a token really signed with the key is allowed, on every source,
-/// and the same token with its signature altered is not.
+/// and the same token with its signature altered or stripped is not.
 fn self_check(rt: &Runtime) {
     let request = MintRequest {
         sub: "alice".into(),
@@ -87,8 +87,15 @@ fn self_check(rt: &Runtime) {
     let mut forged = good.clone();
     let last = forged.pop().expect("non-empty token");
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    let header = header.replace(&good, &forged);
-    assert!(!run(rt, &header).0, "an altered signature must be denied");
+    assert!(
+        !run(rt, &header.replace(&good, &forged)).0,
+        "an altered signature must be denied"
+    );
+    let stripped = &good[..=good.rfind('.').expect("three parts")];
+    assert!(
+        !run(rt, &header.replace(&good, stripped)).0,
+        "a stripped signature must be denied"
+    );
 }
 
 /// Whether the request is allowed, and whether any token was verified.
