@@ -323,6 +323,10 @@ fn compile_realm(raw: Option<&str>, c: &mut Compiler) -> String {
     realm
 }
 
+/// The largest `tokens.max_length`: 64 KiB, far beyond any real access token and below
+/// actix-http's 128 KiB request-head limit; a larger bound only invites absurd arithmetic.
+const MAX_TOKEN_LENGTH: usize = 64 * 1024;
+
 fn compile_tokens(raw: &RawTokens, c: &mut Compiler) -> TokenSources {
     let tokens = TokenSources {
         max_length: raw.max_length.unwrap_or(8192),
@@ -340,6 +344,14 @@ fn compile_tokens(raw: &RawTokens, c: &mut Compiler) -> TokenSources {
     };
     if tokens.max_length == 0 {
         c.push("tokens.max_length", "must be at least 1");
+    } else if tokens.max_length > MAX_TOKEN_LENGTH {
+        c.push(
+            "tokens.max_length",
+            format!(
+                "{} is more than {MAX_TOKEN_LENGTH}, far beyond any real access token",
+                tokens.max_length
+            ),
+        );
     }
     tokens
 }

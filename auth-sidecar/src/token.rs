@@ -78,7 +78,8 @@ fn check_length(token: &str, max: usize) -> Result<&str, DenyReason> {
 
 /// `Bearer <token>`, scheme case-insensitive (RFC 7235 §2.1), exactly one space-separated token.
 fn bearer(value: &str, max: usize) -> Result<&str, DenyReason> {
-    if value.len() > max + 16 {
+    // Saturating: config bounds `max`, but a bound is no reason for an overflow to be possible.
+    if value.len() > max.saturating_add(16) {
         return Err(DenyReason::Malformed);
     }
     let (scheme, token) = value.trim().split_once(' ').ok_or(DenyReason::Malformed)?;
@@ -193,6 +194,12 @@ mod tests {
             query_param: "access_token".into(),
             websocket_protocol_prefix: Some("base64url.bearer.authorization.k8s.io.".into()),
         }
+    }
+
+    #[test]
+    fn the_largest_length_bound_cannot_overflow() {
+        // Found by the config_load fuzz target's review: `max + 16` overflowed for usize::MAX.
+        assert_eq!(bearer("Bearer abc", usize::MAX), Ok("abc"));
     }
 
     #[track_caller]

@@ -20,6 +20,16 @@ fn problems(yaml: &str) -> String {
     }
 }
 
+#[test]
+fn a_token_length_bound_past_any_header_is_refused() {
+    let yaml = format!("{GOOD}tokens:\n  max_length: 18446744073709551615\n");
+    let p = problems(&yaml);
+    assert!(
+        p.contains("tokens.max_length: 18446744073709551615 is more than 65536"),
+        "{p}"
+    );
+}
+
 const GOOD: &str = r#"
 issuers:
   - issuer: https://idp.test
