@@ -3,19 +3,17 @@
 //! fetch, discovery, readiness and metrics. The clock is injected (`now`); only the hang
 //! case waits for the configured 300 ms fetch timeout.
 
-mod jwks_support;
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::jwks_support::{EcKey, JwksServer, Mode};
+use crate::support;
 use actix_web::test::TestRequest;
 use auth_sidecar::config::Runtime;
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::{Decision, DenyReason};
 use auth_sidecar::facts::{RequestFacts, Single};
-use jwks_support::{EcKey, JwksServer, Mode};
 use serde_json::{Value, json};
 
 const NOW: i64 = 1_900_000_000;
@@ -281,34 +279,6 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
     assert!(format!("{:?}", why).contains("someone-else"), "{why:?}");
 }
 
-fn promtool_check(text: &str) {
-    let promtool = Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        return;
-    }
-    use std::io::Write;
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("promtool finishes");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[actix_web::test]
 async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     let iss = ISS;
@@ -359,7 +329,7 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     ] {
         assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
     }
-    promtool_check(&metrics);
+    test_support::assert_promtool_metrics(&metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

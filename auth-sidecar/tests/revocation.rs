@@ -2,17 +2,15 @@
 //! verified and cached before; a bad list is refused and the last good one stays; the
 //! watcher picks up a changed file.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::{app, call, claims, env, forwarded, hs, unix_now};
 use actix_web::dev::{Service, ServiceResponse};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::http::AppState;
 use auth_sidecar::reload::{reload_revocations, watch};
 use serde_json::json;
-use support::{app, call, claims, env, forwarded, hs, unix_now};
 
 const CONFIG: &str = r#"
 revocation_file: revoked.yaml

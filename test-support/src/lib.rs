@@ -12,6 +12,7 @@ pub mod promtool;
 pub mod wait;
 
 pub use net::{free_addr, free_port};
+pub use nix::sys::signal::Signal;
 pub use process::{Proc, wait_for_log_line};
 pub use promtool::{assert_promtool_config, assert_promtool_metrics, promtool_check_metrics};
 pub use wait::{Probe, eventually, eventually_blocking, patience, poll_blocking};

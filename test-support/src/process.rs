@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -15,7 +15,8 @@ use crate::wait::{eventually_blocking, poll_blocking};
 pub struct Proc {
     name: String,
     child: Option<Child>,
-    log: PathBuf,
+    /// Where stdout and stderr go; `None` for an adopted child (its pipes are the test's).
+    log: Option<PathBuf>,
 }
 
 impl Proc {
@@ -32,7 +33,16 @@ impl Proc {
         Proc {
             name: name.into(),
             child: Some(child),
-            log,
+            log: Some(log),
+        }
+    }
+
+    /// Guards a child the test spawned itself (e.g. with piped output it reads).
+    pub fn adopt(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            log: None,
         }
     }
 
@@ -42,7 +52,10 @@ impl Proc {
 
     /// The process's output so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default()
     }
 
     /// `Err` with the log when the process has already exited.
@@ -66,6 +79,34 @@ impl Proc {
         if let Some(pid) = self.pid() {
             let _ = kill(Pid::from_raw(pid as i32), signal);
         }
+    }
+
+    /// SIGKILL and reap, at once (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself and returns its status; panics (with the
+    /// log) if it has not within `deadline`.
+    #[track_caller]
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let name = self.name.clone();
+        let child = self
+            .child
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name} was stopped"));
+        let status = eventually_blocking(&format!("{name} to exit"), deadline, || {
+            match child.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => Err("still running".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        self.child = None;
+        status
     }
 
     /// SIGTERM, up to 5 s for a clean exit (nginx's master stops its workers), then SIGKILL.
@@ -136,6 +177,16 @@ mod tests {
             kill(Pid::from_raw(pid), None).is_err(),
             "pid {pid} still alive"
         );
+    }
+
+    #[test]
+    fn an_adopted_child_reports_its_exit_status() {
+        let child = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .expect("sh");
+        let mut p = Proc::adopt("sh", child);
+        assert_eq!(p.wait_exit(Duration::from_secs(10)).code(), Some(3));
     }
 
     #[test]
