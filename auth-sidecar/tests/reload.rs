@@ -18,7 +18,7 @@ use auth_sidecar::config::Runtime;
 use auth_sidecar::http::{AppState, configure_verify};
 use auth_sidecar::reload::{reload, watch};
 use serde_json::json;
-use test_support::{Proc, eventually_blocking};
+use test_support::{Proc, eventually, eventually_blocking};
 
 fn token(sub: &str, role: &str) -> String {
     hs().mint(&claims(sub, role))
@@ -144,16 +144,17 @@ async fn the_file_watcher_reloads_on_change() {
     let watcher = actix_web::rt::spawn(watch(state.clone(), file.path.clone(), Box::new(env)));
     let user = token("alice", "user");
     // The watch starts asynchronously: rewrite until a reload is seen (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut status = 200;
-    while status != 403 && Instant::now() < deadline {
-        if reloads(&state, "success") == 0 {
-            file.write(&config("ops", ""));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        status = call(&app, verify("/api/x", Some(&user))).await.status;
-    }
-    assert_eq!(status, 403, "the change was picked up");
+    eventually(
+        "the change to be picked up (403)",
+        Duration::from_secs(10),
+        || async {
+            if reloads(&state, "success") == 0 {
+                file.write(&config("ops", ""));
+            }
+            call(&app, verify("/api/x", Some(&user))).await.status == 403
+        },
+    )
+    .await;
     watcher.abort();
 }
 
@@ -333,9 +334,9 @@ fn a_hundred_reloads_under_load_give_no_failed_or_wrong_decision() {
         .collect();
 
     // Let the load start, then reload 100 times.
-    while requests.load(Ordering::Relaxed) < 200 {
-        std::thread::yield_now();
-    }
+    eventually_blocking("the load to start", Duration::from_secs(30), || {
+        requests.load(Ordering::Relaxed) >= 200
+    });
     let started = Instant::now();
     for i in 0..100 {
         file.write(if i % 2 == 0 { &config_b } else { &config_a });
