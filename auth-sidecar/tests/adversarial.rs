@@ -3,17 +3,15 @@
 //! time bounds. Every case must be a 401 with `error="invalid_token"` and the stable reason,
 //! never a 5xx and never an allow.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::net::TcpListener;
 
+use crate::support::*;
 use auth_sidecar::test_util::{asymmetric_key, hmac_key};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
-use support::*;
 
 const CONFIG: &str = r#"
 realm: omni2

@@ -2,10 +2,12 @@
 //! embedded development config, driven as a user would from a shell.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use test_support::{Proc, eventually_blocking, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-sidecar");
 /// A fixed secret so the test does not depend on the publicly known development default.
@@ -155,23 +157,6 @@ fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     );
 }
 
-/// A running sidecar, killed by PID on drop.
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// One HTTP/1.1 request over a fresh connection; returns (status, raw head).
 fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -217,7 +202,7 @@ fn serve_on_the_embedded_config_follows_the_readme() {
     let port = free_port();
     let mut child = spawn_embedded(port, "warn");
     let out = child.stdout.take().expect("stdout");
-    let sidecar = Sidecar(child);
+    let sidecar = Proc::adopt("auth-sidecar", child);
 
     // The quick-start line carries a ready-made admin token.
     let mut lines = BufReader::new(out).lines();
@@ -283,17 +268,17 @@ fn a_bad_config_stops_serve_with_the_problem_list() {
 }
 
 fn wait_up(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while request(port, "/healthz", &[]).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking("the sidecar to come up", Duration::from_secs(10), || {
+        request(port, "/healthz", &[])
+    });
 }
 
 #[test]
 fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
     let port = free_port();
     let mut child = spawn_embedded(port, "debug");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut child = Proc::adopt("auth-sidecar", child);
     wait_up(port);
     let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
     let token = stdout(&minted).trim().to_owned();
@@ -327,7 +312,7 @@ fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
     );
 
     // SIGTERM: actix drains and the process exits by itself, successfully.
-    let pid = child.id().to_string();
+    let pid = child.pid().expect("running").to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -335,23 +320,11 @@ fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
             .expect("kill")
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 
     let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read logs");
+    stderr.read_to_string(&mut logs).expect("read logs");
     assert!(
         logs.contains("Decided."),
         "debug decision lines are logged:\n{logs}"

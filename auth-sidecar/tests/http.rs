@@ -2,13 +2,8 @@
 //! methods answer, that only the forwarded facts count, the exact shape of allow and deny
 //! answers, and the admin endpoints (with the metrics checked by the real `promtool`).
 
-mod support;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
-
+use crate::support::*;
 use actix_web::test::TestRequest;
-use support::*;
 
 const CONFIG: &str = r#"
 realm: omni2
@@ -309,33 +304,5 @@ async fn health_readiness_and_metrics() {
         !text.contains(auth.trim_start_matches("Bearer ")),
         "a token leaked into metrics"
     );
-    promtool_check(text);
-}
-
-/// Runs the real `promtool check metrics` (Debian `prometheus`, installed by `.ci/run`).
-#[track_caller]
-fn promtool_check(exposition: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (apt-get install prometheus; .ci/run does)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("promtool ran");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
+    test_support::assert_promtool_metrics(text);
 }

@@ -3,20 +3,19 @@
 //! fetch, discovery, readiness and metrics. The clock is injected (`now`); only the hang
 //! case waits for the configured 300 ms fetch timeout.
 
-mod jwks_support;
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::jwks_support::{EcKey, JwksServer, Mode};
+use crate::support;
 use actix_web::test::TestRequest;
 use auth_sidecar::config::Runtime;
 use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::{Decision, DenyReason};
 use auth_sidecar::facts::{RequestFacts, Single};
-use jwks_support::{EcKey, JwksServer, Mode};
 use serde_json::{Value, json};
+use test_support::eventually;
 
 const NOW: i64 = 1_900_000_000;
 /// One issuer name for every test: nothing is shared between runtimes.
@@ -281,34 +280,6 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
     assert!(format!("{:?}", why).contains("someone-else"), "{why:?}");
 }
 
-fn promtool_check(text: &str) {
-    let promtool = Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        return;
-    }
-    use std::io::Write;
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("promtool finishes");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[actix_web::test]
 async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     let iss = ISS;
@@ -320,16 +291,17 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     let get = |path: &str| TestRequest::get().uri(path);
 
     // The background refresh fetched (and failed) at start; poll, bounded, until it did.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let readyz = loop {
-        let res = support::call(&app, get("/readyz")).await;
-        assert_eq!(res.status, 503);
-        let text = res.body;
-        if text.contains("HTTP 503") || std::time::Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let readyz = eventually(
+        "/readyz to name the failed fetch",
+        Duration::from_secs(10),
+        || async {
+            let res = support::call(&app, get("/readyz")).await;
+            assert_eq!(res.status, 503);
+            let text = res.body;
+            text.contains("HTTP 503").then_some(text)
+        },
+    )
+    .await;
     let v: Value = serde_json::from_str(&readyz).expect("JSON");
     assert_eq!(v["ready"], false);
     assert_eq!(v["not_ready"][0]["issuer"], iss);
@@ -359,7 +331,7 @@ async fn readiness_follows_required_issuers_and_metrics_pass_promtool() {
     ] {
         assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
     }
-    promtool_check(&metrics);
+    test_support::assert_promtool_metrics(&metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,23 +379,27 @@ async fn a_dead_key_refresh_fails_readiness_and_is_restarted() {
     let get = || TestRequest::get().uri("/readyz");
 
     // Bounded polls: down first (the panic), then ready once the restarted task fetched.
-    let mut saw_down = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let ready = loop {
-        let res = support::call(&app, get()).await;
-        if res
-            .body
-            .contains("the key refresh task is down: the task panicked")
-        {
-            assert_eq!(res.status, 503, "{}", res.body);
-            saw_down = true;
-        }
-        if res.status == 200 || std::time::Instant::now() > deadline {
-            break res;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(saw_down, "/readyz never reported the dead refresh task");
+    let saw_down = std::cell::Cell::new(false);
+    let ready = eventually(
+        "/readyz to be ready again",
+        Duration::from_secs(20),
+        || async {
+            let res = support::call(&app, get()).await;
+            if res
+                .body
+                .contains("the key refresh task is down: the task panicked")
+            {
+                assert_eq!(res.status, 503, "{}", res.body);
+                saw_down.set(true);
+            }
+            (res.status == 200).then_some(res)
+        },
+    )
+    .await;
+    assert!(
+        saw_down.get(),
+        "/readyz never reported the dead refresh task"
+    );
     assert_eq!(ready.status, 200, "not restarted: {}", ready.body);
     assert!(server.jwks_hits() >= 1, "the restarted task fetched");
 }

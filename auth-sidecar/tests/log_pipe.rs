@@ -3,29 +3,14 @@
 //! deciding and still exit 0 on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use test_support::{Proc, eventually_blocking, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-sidecar");
 const DEV_SECRET: &str = "log-pipe-test-secret-0123456789abcdefghijkl";
-
-/// Killed by PID on drop if the test did not see it exit.
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// `GET /verify` for `uri` over a fresh connection; the status code.
 fn verify(port: u16, uri: &str, token: Option<&str>) -> std::io::Result<u16> {
@@ -63,7 +48,7 @@ fn closed_log_pipes_do_not_stop_decisions_or_sigterm() {
         .expect("spawn auth-sidecar");
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
-    let mut sidecar = Sidecar(child);
+    let mut sidecar = Proc::adopt("auth-sidecar", child);
 
     // The quick-start line (stdout) carries an admin token; then both read ends close.
     let mut lines = BufReader::new(stdout).lines();
@@ -76,11 +61,9 @@ fn closed_log_pipes_do_not_stop_decisions_or_sigterm() {
     drop(lines);
     drop(stderr);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while verify(port, "/api/v1/mcp/servers", None).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking("the sidecar to come up", Duration::from_secs(10), || {
+        verify(port, "/api/v1/mcp/servers", None)
+    });
     // One worker: if a log line killed it, the next answers would not come.
     for _ in 0..5 {
         let allowed = verify(port, "/api/v1/mcp/servers", Some(&token)).expect("answer");
@@ -89,16 +72,9 @@ fn closed_log_pipes_do_not_stop_decisions_or_sigterm() {
         assert_eq!(denied, 401);
     }
 
-    let pid = sidecar.0.id().to_string();
+    let pid = sidecar.pid().expect("running").to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(killed.expect("kill").success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = sidecar.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sidecar.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 }

@@ -2,12 +2,10 @@
 //! client address on public rules) and login redirects (browsers get 302 to an absolute
 //! login URL, API clients keep 401).
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::{self, app, call, claims, hs, runtime};
 use actix_web::test::TestRequest;
-use support::{app, call, claims, hs, runtime};
 
 const CONFIG: &str = r#"
 issuers:

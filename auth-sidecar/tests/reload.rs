@@ -3,24 +3,22 @@
 //! fetched keys, and 100 reloads under a bounded loopback load give no failed or wrong
 //! decision.
 
-mod jwks_support;
-mod support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::jwks_support::{EcKey, JwksServer};
+use crate::support::{self, app, call, claims, env, hs, unix_now};
 use actix_web::test::TestRequest;
 use actix_web::{App, HttpServer};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::http::{AppState, configure_verify};
 use auth_sidecar::reload::{reload, watch};
-use jwks_support::{EcKey, JwksServer};
 use serde_json::json;
-use support::{app, call, claims, env, hs, unix_now};
+use test_support::{Proc, eventually, eventually_blocking};
 
 fn token(sub: &str, role: &str) -> String {
     hs().mint(&claims(sub, role))
@@ -146,16 +144,17 @@ async fn the_file_watcher_reloads_on_change() {
     let watcher = actix_web::rt::spawn(watch(state.clone(), file.path.clone(), Box::new(env)));
     let user = token("alice", "user");
     // The watch starts asynchronously: rewrite until a reload is seen (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut status = 200;
-    while status != 403 && Instant::now() < deadline {
-        if reloads(&state, "success") == 0 {
-            file.write(&config("ops", ""));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        status = call(&app, verify("/api/x", Some(&user))).await.status;
-    }
-    assert_eq!(status, 403, "the change was picked up");
+    eventually(
+        "the change to be picked up (403)",
+        Duration::from_secs(10),
+        || async {
+            if reloads(&state, "success") == 0 {
+                file.write(&config("ops", ""));
+            }
+            call(&app, verify("/api/x", Some(&user))).await.status == 403
+        },
+    )
+    .await;
     watcher.abort();
 }
 
@@ -335,9 +334,9 @@ fn a_hundred_reloads_under_load_give_no_failed_or_wrong_decision() {
         .collect();
 
     // Let the load start, then reload 100 times.
-    while requests.load(Ordering::Relaxed) < 200 {
-        std::thread::yield_now();
-    }
+    eventually_blocking("the load to start", Duration::from_secs(30), || {
+        requests.load(Ordering::Relaxed) >= 200
+    });
     let started = Instant::now();
     for i in 0..100 {
         file.write(if i % 2 == 0 { &config_b } else { &config_a });
@@ -367,16 +366,6 @@ fn a_hundred_reloads_under_load_give_no_failed_or_wrong_decision() {
     assert_eq!(failed, 0);
 }
 
-/// The real binary: SIGHUP reloads; a bad file is refused and counted; the old config answers.
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `f` on a fresh single-thread runtime (for plain threads and `#[test]`s).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -399,15 +388,6 @@ fn get(url: &str) -> Option<(u16, String)> {
     })
 }
 
-#[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[test]
 fn the_binary_reloads_on_sighup_and_refuses_a_bad_file() {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -425,7 +405,8 @@ fn the_binary_reloads_on_sighup_and_refuses_a_bad_file() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the sidecar");
-    let sidecar = Sidecar(child);
+    // The real binary: SIGHUP reloads; a bad file is refused and counted; the old config answers.
+    let sidecar = Proc::adopt("auth-sidecar", child);
     let base = format!("http://127.0.0.1:{port}");
     let metric = |result: &str| {
         get(&format!("{base}/metrics")).is_some_and(|(_, text)| {
@@ -434,22 +415,33 @@ fn the_binary_reloads_on_sighup_and_refuses_a_bad_file() {
             ))
         })
     };
-    eventually("the sidecar to serve", || {
+    eventually_blocking("the sidecar to serve", Duration::from_secs(15), || {
         get(&format!("{base}/readyz")).is_some_and(|(s, _)| s == 200)
     });
 
     // The shell's builtin `kill`: no procps needed.
     let status = Command::new("sh")
-        .args(["-c", &format!("kill -HUP {}", sidecar.0.id())])
+        .args([
+            "-c",
+            &format!("kill -HUP {}", sidecar.pid().expect("running")),
+        ])
         .status()
         .expect("kill -HUP");
     assert!(status.success());
-    eventually("a reload counted after SIGHUP", || metric("success"));
+    eventually_blocking(
+        "a reload counted after SIGHUP",
+        Duration::from_secs(15),
+        || metric("success"),
+    );
 
     file.write(&format!(
         "listen: 127.0.0.1:{port}\nrules: []\nissuers: nope\n"
     ));
-    eventually("the bad file to be refused", || metric("failure"));
+    eventually_blocking(
+        "the bad file to be refused",
+        Duration::from_secs(15),
+        || metric("failure"),
+    );
     let (status, _) = get(&format!("{base}/verify")).expect("still serving");
     assert_eq!(status, 401, "the last good config answers");
     assert!(Path::new(&file.path).exists());

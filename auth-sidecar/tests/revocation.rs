@@ -2,17 +2,16 @@
 //! verified and cached before; a bad list is refused and the last good one stays; the
 //! watcher picks up a changed file.
 
-mod support;
-
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::{app, call, claims, env, forwarded, hs, unix_now};
 use actix_web::dev::{Service, ServiceResponse};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::http::AppState;
 use auth_sidecar::reload::{reload_revocations, watch};
 use serde_json::json;
-use support::{app, call, claims, env, forwarded, hs, unix_now};
+use test_support::eventually;
 
 const CONFIG: &str = r#"
 revocation_file: revoked.yaml
@@ -158,13 +157,10 @@ async fn the_watcher_reloads_a_changed_revocation_file() {
     assert_eq!(ask(&app, &carol).await.0, 200);
     let list = format!("subjects:\n  - {{sub: carol, not_before: {now}}}\n");
     // The watch starts asynchronously: rewrite until the change is seen (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut error = String::new();
-    while error != "revoked" && Instant::now() < deadline {
+    eventually("carol to be revoked", Duration::from_secs(10), || {
         write(&s.revoked, &list);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        error = ask(&app, &carol).await.1;
-    }
-    assert_eq!(error, "revoked");
+        async { ask(&app, &carol).await.1 == "revoked" }
+    })
+    .await;
     watcher.abort();
 }

@@ -2,34 +2,17 @@
 //! after rewriting the file, a clean stop when the shutdown future resolves, and a config
 //! watcher that dies being reported by `/readyz` and restarted.
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::{claims, hs};
 use auth_sidecar::app::{ConfigSource, Serve, run_state};
 use auth_sidecar::http::AppState;
-use support::{claims, hs};
+use test_support::eventually;
 use tokio::sync::oneshot;
-
-/// Polls `check` every 50 ms until it returns true or `limit` passes; false then.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 fn config(api_action: &str) -> String {
     format!(
@@ -164,11 +147,12 @@ async fn rewriting_the_file_reloads_it() {
     let token = user_token();
     assert_eq!(sidecar.verify(Some(&token)).await.map(|a| a.0), Some(200));
     std::fs::write(&sidecar.path, config(ADMIN_ONLY)).expect("rewrite");
-    let reloaded = eventually(Duration::from_secs(20), || async {
-        sidecar.verify(Some(&token)).await.map(|a| a.0) == Some(403)
-    })
+    eventually(
+        "the rewritten config to take effect",
+        Duration::from_secs(20),
+        || async { sidecar.verify(Some(&token)).await.map(|a| a.0) == Some(403) },
+    )
     .await;
-    assert!(reloaded, "the rewritten config never took effect");
     sidecar.stop().await.expect("clean stop");
 }
 
@@ -195,34 +179,41 @@ async fn a_dead_config_watcher_fails_readiness_and_is_restarted() {
         .panic_watcher
         .store(true, Ordering::SeqCst);
     let mut touches = 0;
-    let went_down = eventually(Duration::from_secs(20), || {
-        touches += 1;
-        std::fs::write(sidecar.dir().join("touch"), touches.to_string()).expect("touch");
-        async {
-            match sidecar.readyz().await {
-                Some((503, body)) => body["not_ready"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|e| e["task"] == "config_watcher")),
-                _ => false,
+    eventually(
+        "/readyz to report the dead watcher",
+        Duration::from_secs(20),
+        || {
+            touches += 1;
+            std::fs::write(sidecar.dir().join("touch"), touches.to_string()).expect("touch");
+            async {
+                match sidecar.readyz().await {
+                    Some((503, body)) => body["not_ready"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|e| e["task"] == "config_watcher")),
+                    _ => false,
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    assert!(went_down, "/readyz never reported the dead watcher");
 
     // Restarted after the first delay: ready again, and reloads work again.
-    let back = eventually(Duration::from_secs(20), || async {
-        sidecar.readyz().await.map(|r| r.0) == Some(200)
-    })
+    eventually(
+        "the watcher to be restarted",
+        Duration::from_secs(20),
+        || async { sidecar.readyz().await.map(|r| r.0) == Some(200) },
+    )
     .await;
-    assert!(back, "the watcher was not restarted");
     let token = user_token();
-    let reloaded = eventually(Duration::from_secs(20), || {
-        std::fs::write(&sidecar.path, config(ADMIN_ONLY)).expect("rewrite");
-        async { sidecar.verify(Some(&token)).await.map(|a| a.0) == Some(403) }
-    })
+    eventually(
+        "the restarted watcher to reload",
+        Duration::from_secs(20),
+        || {
+            std::fs::write(&sidecar.path, config(ADMIN_ONLY)).expect("rewrite");
+            async { sidecar.verify(Some(&token)).await.map(|a| a.0) == Some(403) }
+        },
+    )
     .await;
-    assert!(reloaded, "the restarted watcher does not reload");
     sidecar.stop().await.expect("clean stop");
 }
 
@@ -233,19 +224,22 @@ async fn a_watcher_that_keeps_dying_ends_run_with_an_error() {
     // Re-arm the hook and wake the watcher until its restarts are used up (about 16 s of
     // restart delays in all); `run` then stops serving and fails.
     let mut touches = 0;
-    let ended = eventually(Duration::from_secs(90), || {
-        touches += 1;
-        sidecar
-            .state
-            .test_hooks
-            .panic_watcher
-            .store(true, Ordering::SeqCst);
-        std::fs::write(sidecar.dir().join("touch"), touches.to_string()).expect("touch");
-        let finished = done.is_finished();
-        async move { finished }
-    })
+    eventually(
+        "run to end with a dead watcher",
+        Duration::from_secs(90),
+        || {
+            touches += 1;
+            sidecar
+                .state
+                .test_hooks
+                .panic_watcher
+                .store(true, Ordering::SeqCst);
+            std::fs::write(sidecar.dir().join("touch"), touches.to_string()).expect("touch");
+            let finished = done.is_finished();
+            async move { finished }
+        },
+    )
     .await;
-    assert!(ended, "run kept going with a dead watcher");
     let error = done
         .await
         .expect("run did not panic")

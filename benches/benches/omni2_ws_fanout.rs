@@ -384,5 +384,9 @@ fn floor_sender(n: &str) {
     }
     eprintln!("floor sender: {n} writes in {:.2?}", started.elapsed());
     // Keep the sockets open until the bench is done with them (it kills this process).
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a child process parked until the bench kills it; nothing to poll"
+    )]
     std::thread::sleep(DEADLINE);
 }

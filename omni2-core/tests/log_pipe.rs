@@ -2,11 +2,9 @@
 //! meets a broken pipe; omni2 must keep probing (a killed server turns unhealthy), keep
 //! answering, and still exit 0 on SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -20,7 +18,7 @@ async fn closed_log_pipes_do_not_stop_probes_or_sigterm() {
     let mut mcp = McpServer::start(&["--json"]);
     let mut o = Omni2::start_with_logs_closed(&config(&[("py", &mcp.url())], ""));
     let http = reqwest::Client::new();
-    eventually(WAIT, "py healthy", || async {
+    eventually("py healthy", WAIT, || async {
         (state(&http, &o).await.as_deref() == Some("healthy")).then_some(())
     })
     .await;
@@ -28,7 +26,7 @@ async fn closed_log_pipes_do_not_stop_probes_or_sigterm() {
     // The coordinator logs this change (WARN "MCP server unhealthy", breaker transitions)
     // into the closed pipe; it must still publish it.
     mcp.kill();
-    eventually(WAIT, "py unhealthy after the kill", || async {
+    eventually("py unhealthy after the kill", WAIT, || async {
         (state(&http, &o).await.as_deref() == Some("unhealthy")).then_some(())
     })
     .await;

@@ -1,11 +1,9 @@
 //! The real `omni2` binary against the real Python MCP server: tool calls, cache, metrics,
 //! identity, and chaos (kill, restart, SIGSTOP, slow server).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -49,7 +47,7 @@ async fn wait_state(
     state: &str,
     circuit: Option<&str>,
 ) -> Value {
-    eventually(WAIT, &format!("{server} {state} {circuit:?}"), || async {
+    eventually(&format!("{server} {state} {circuit:?}"), WAIT, || async {
         let s = server_status(http, o, server).await;
         let ok = s["state"] == state && circuit.is_none_or(|c| s["circuit"] == c);
         ok.then_some(s)
@@ -177,27 +175,7 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
     ] {
         assert!(text.contains(name), "{name} missing in:\n{text}");
     }
-    let mut promtool = std::process::Command::new("/usr/bin/promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (apt-get install prometheus)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::assert_promtool_metrics(&text);
 }
 
 #[tokio::test]
@@ -417,7 +395,7 @@ async fn announced_tool_appears(
     )
     .await;
     assert_eq!(added["isError"], false, "{added}");
-    let after = eventually(WAIT, "the announced tool in the status", || async {
+    let after = eventually("the announced tool in the status", WAIT, || async {
         let s = server_status(&http, &o, "py").await;
         has_tool(&s, "late").then_some(s)
     })

@@ -1,10 +1,8 @@
 //! `/ws/mcp-status` with a real WebSocket client (tokio-tungstenite) against the real binary.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -82,7 +80,7 @@ async fn snapshot_then_deltas_with_sequence_numbers_and_filters() {
     let o = Omni2::start(&config(&[("a", &a.url()), ("b", &b.url())], ""), None);
     let http = reqwest::Client::new();
     for s in ["a", "b"] {
-        eventually(WAIT, "healthy", || async {
+        eventually("healthy", WAIT, || async {
             (server_status(&http, &o, s).await["state"] == "healthy").then_some(())
         })
         .await;
@@ -228,7 +226,7 @@ async fn a_client_that_does_not_read_does_not_delay_one_that_does() {
         until(&mut reader, &mut seq, |_| true).await;
     }
     // The stalled client's lag is counted...
-    eventually(WAIT, "drops counted", || async {
+    eventually("drops counted", WAIT, || async {
         let text = http
             .get(o.url("/metrics"))
             .send()

@@ -439,18 +439,7 @@ fn prometheus_config_scrapes_the_sidecar_admin_port_and_omni2() {
     );
     assert!(targets.contains(&"omni2:8000".to_owned()), "{targets:?}");
 
-    if let Some(promtool) = e2e::process::which("promtool") {
-        let out = std::process::Command::new(promtool)
-            .args(["check", "config"])
-            .arg(&path)
-            .output()
-            .expect("run promtool");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    test_support::assert_promtool_config(&path);
 }
 
 #[test]

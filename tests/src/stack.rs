@@ -370,34 +370,7 @@ impl Prometheus {
     }
 }
 
-/// `promtool check metrics` on an exposition text: `Err` with promtool's findings.
-pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run promtool: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(text.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() && findings.trim().is_empty() {
-        Ok(())
-    } else {
-        Err(format!("promtool: {}", findings.trim()))
-    }
-}
+pub use test_support::promtool_check_metrics;
 
 /// Inodes of the TCP sockets in LISTEN state (IPv4 and IPv6) on this machine.
 fn tcp_listen_inodes() -> Vec<String> {

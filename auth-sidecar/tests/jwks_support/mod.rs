@@ -2,8 +2,6 @@
 //! thread. It can rotate keys, fail in every way a real IdP does (500, garbage, an empty
 //! set, hanging, slow, down) and counts its hits. Also ES256 keys with their JWKs.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +70,6 @@ pub enum Mode {
 struct Shared {
     keys: Mutex<Vec<Value>>,
     mode: Mutex<Mode>,
-    cache_control: Mutex<Option<String>>,
     /// `issuer` in the discovery document; the server's own URL when unset.
     discovery_issuer: Mutex<Option<String>>,
     url: Mutex<String>,
@@ -95,9 +92,6 @@ async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
     let keys = shared.keys.lock().expect("lock").clone();
     let mut ok = HttpResponse::Ok();
     ok.content_type("application/json");
-    if let Some(cc) = shared.cache_control.lock().expect("lock").clone() {
-        ok.insert_header(("Cache-Control", cc));
-    }
     match mode {
         Mode::Serve => ok.body(json!({ "keys": keys }).to_string()),
         Mode::Slow(delay) => {
@@ -138,7 +132,6 @@ impl JwksServer {
         let shared = Arc::new(Shared {
             keys: Mutex::new(keys.iter().map(|k| k.jwk()).collect()),
             mode: Mutex::new(Mode::Serve),
-            cache_control: Mutex::new(None),
             discovery_issuer: Mutex::new(None),
             url: Mutex::new(url.clone()),
             jwks_hits: AtomicUsize::new(0),
@@ -187,10 +180,6 @@ impl JwksServer {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().expect("lock") = mode;
-    }
-
-    pub fn set_cache_control(&self, value: &str) {
-        *self.shared.cache_control.lock().expect("lock") = Some(value.into());
     }
 
     /// Makes the discovery document name another issuer.

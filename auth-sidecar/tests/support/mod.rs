@@ -1,8 +1,6 @@
 //! Shared by the in-process HTTP suites: a config on disk, the real actix app, and requests
 //! shaped the way Traefik sends them.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,15 +1,15 @@
 //! Process-level helpers: the real Python MCP server, the real `omni2` binary, identity
-//! headers, and `eventually` (poll with a bounded deadline). Children are killed by PID on
-//! drop.
-
-#![allow(dead_code)]
+//! headers. Children are [`Proc`] guards, killed by PID on drop; `eventually` is
+//! test-support's.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use identity_wire::{SIGNATURE_HEADER, SigningKey, Slot};
+pub use test_support::eventually;
+use test_support::{Proc, Signal};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
@@ -35,17 +35,9 @@ fn wait_for_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
         .unwrap_or_else(|_| panic!("no {prefix:?} line within {limit:?}"))
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
 /// The reference Python MCP server (mcp SDK), on 127.0.0.1.
 pub struct McpServer {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     args: Vec<String>,
 }
@@ -55,7 +47,7 @@ impl McpServer {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (child, port) = Self::spawn(&args, 0);
         Self {
-            child: Some(child),
+            child: Some(Proc::adopt("mcp_server.py", child)),
             port,
             args,
         }
@@ -81,15 +73,14 @@ impl McpServer {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+    fn proc(&self) -> &Proc {
+        self.child.as_ref().expect("running")
     }
 
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.child.take() {
+            p.kill();
         }
     }
 
@@ -98,25 +89,23 @@ impl McpServer {
         self.kill();
         let (child, port) = Self::spawn(&self.args, self.port);
         assert_eq!(port, self.port);
-        self.child = Some(child);
+        self.child = Some(Proc::adopt("mcp_server.py", child));
     }
 
     pub fn pause(&self) {
-        signal(self.pid(), "-STOP");
+        self.proc().signal(Signal::SIGSTOP);
     }
 
     pub fn resume(&self) {
-        signal(self.pid(), "-CONT");
+        self.proc().signal(Signal::SIGCONT);
     }
 }
 
 impl Drop for McpServer {
     fn drop(&mut self) {
-        if let Some(c) = &self.child {
+        if let Some(p) = &self.child {
             // A stopped process must be continued to die cleanly on some kernels.
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
+            p.signal(Signal::SIGCONT);
         }
         self.kill();
     }
@@ -142,7 +131,7 @@ fn read_line_then_close(pipe: std::process::ChildStdout, prefix: &str, limit: Du
 
 /// The real `omni2` binary with a config file.
 pub struct Omni2 {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub addr: String,
     _dir: tempfile::TempDir,
 }
@@ -167,7 +156,7 @@ impl Omni2 {
             .expect("spawn omni2");
         let addr = wait_for_line(&mut child, "omni2 listening on ", Duration::from_secs(30));
         Self {
-            child: Some(child),
+            child: Some(Proc::adopt("omni2", child)),
             addr,
             _dir: dir,
         }
@@ -194,7 +183,7 @@ impl Omni2 {
         let addr = read_line_then_close(stdout, "omni2 listening on ", Duration::from_secs(30));
         drop(stderr);
         Self {
-            child: Some(child),
+            child: Some(Proc::adopt("omni2", child)),
             addr,
             _dir: dir,
         }
@@ -209,29 +198,24 @@ impl Omni2 {
     }
 
     pub fn sigterm(&self) {
-        signal(self.child.as_ref().expect("running").id(), "-TERM");
+        self.child
+            .as_ref()
+            .expect("running")
+            .signal(Signal::SIGTERM);
     }
 
     /// Waits (bounded) for the process to exit; returns its success.
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let child = self.child.as_mut().expect("running");
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("omni2 did not exit within {limit:?}");
+        let mut p = self.child.take().expect("running");
+        p.wait_exit(limit).success()
     }
 }
 
 impl Drop for Omni2 {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        // At once: a clean shutdown with open sockets would only slow the tests down.
+        if let Some(mut p) = self.child.take() {
+            p.kill();
         }
     }
 }
@@ -318,22 +302,6 @@ pub fn with(
         req = req.header(k, v);
     }
     req
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `GET /api/v1/mcp/servers/{name}` as JSON.

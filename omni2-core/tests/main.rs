@@ -1,0 +1,9 @@
+//! omni2-core's integration tests, in one binary: one link instead of one per file.
+//! A new test file is a new `mod` line here (`autotests = false` in Cargo.toml).
+
+mod common;
+
+mod log_pipe;
+mod mcp_live;
+mod rmcp_server;
+mod ws_status;
