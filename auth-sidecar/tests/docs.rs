@@ -32,11 +32,15 @@ fn repo_root() -> PathBuf {
 /// The markdown docs of the repository (the root README, each crate's, docs/*.md).
 fn doc_files() -> Vec<PathBuf> {
     let root = repo_root();
-    let mut files: Vec<PathBuf> = ["README.md", "auth-sidecar/README.md", "omni2-core/README.md"]
-        .iter()
-        .chain(&["benches/README.md"])
-        .map(|p| root.join(p))
-        .collect();
+    let mut files: Vec<PathBuf> = [
+        "README.md",
+        "auth-sidecar/README.md",
+        "omni2-core/README.md",
+        "benches/README.md",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
     let docs = std::fs::read_dir(root.join("docs")).expect("docs/");
     let mut more: Vec<PathBuf> = docs
         .map(|e| e.expect("docs/ entry").path())
@@ -163,7 +167,10 @@ fn every_sidecar_config_in_the_docs_compiles() {
                 let path = dir.path().join("revoked.yaml");
                 std::fs::write(&path, &b.text).expect("write revocations");
                 if let Err(problems) = Revocations::load(&path, 0) {
-                    panic!("{}: the docs' revocation file is refused:\n{problems}", b.at);
+                    panic!(
+                        "{}: the docs' revocation file is refused:\n{problems}",
+                        b.at
+                    );
                 }
             }
             "omni2" | "none" => continue,
@@ -172,7 +179,10 @@ fn every_sidecar_config_in_the_docs_compiles() {
         checked += 1;
     }
     // The reference config, the revocation file and the deployment's rules fragment.
-    assert!(checked >= 3, "only {checked} sidecar examples found in the docs");
+    assert!(
+        checked >= 3,
+        "only {checked} sidecar examples found in the docs"
+    );
 }
 
 /// The full reference config is a real one: the rules a reader copies are the rules compiled.
@@ -206,7 +216,12 @@ fn documented_reasons() -> Vec<(String, u16, String)> {
     readme[begin..end]
         .lines()
         .filter_map(|l| {
-            let cells: Vec<&str> = l.trim().trim_matches('|').split('|').map(str::trim).collect();
+            let cells: Vec<&str> = l
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
             let name = cells.first()?.strip_prefix('`')?.strip_suffix('`')?;
             let status = cells.get(1)?.parse().ok()?;
             Some((name.to_owned(), status, cells.get(2)?.to_string()))
@@ -326,5 +341,8 @@ fn every_relative_link_in_the_docs_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked > 20, "only {checked} links found: is the parser broken?");
+    assert!(
+        checked > 20,
+        "only {checked} links found: is the parser broken?"
+    );
 }

@@ -74,7 +74,10 @@ fn compile(text: &str, at: &str) -> Config {
 #[test]
 fn every_omni2_config_in_the_docs_compiles() {
     let blocks = omni2_blocks();
-    assert!(!blocks.is_empty(), "no `doc-config: omni2` block in the docs");
+    assert!(
+        !blocks.is_empty(),
+        "no `doc-config: omni2` block in the docs"
+    );
     for (at, text) in &blocks {
         compile(text, at);
     }
@@ -111,6 +114,11 @@ fn the_readme_example_matches_the_compose_config() {
         "{at}: roles"
     );
     // Every server setting, defaults included (ServerConfig has no PartialEq).
-    let servers = |c: &Config| c.servers.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>();
+    let servers = |c: &Config| {
+        c.servers
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(servers(&shown), servers(&shipped), "{at}: servers");
 }
