@@ -535,7 +535,10 @@ fn readme_reference_config() -> String {
         .skip_while(|l| !l.starts_with("rules:") || !l.contains("first match wins"))
         .take_while(|l| !l.starts_with("```"))
         .collect();
-    assert!(rules.len() > 5, "no reference rules block in auth-sidecar/README.md");
+    assert!(
+        rules.len() > 5,
+        "no reference rules block in auth-sidecar/README.md"
+    );
     let fixture = std::fs::read_to_string(repo_root().join("tests/fixtures/sidecar-cidr.yaml"))
         .expect("fixture");
     let head = &fixture[..fixture.find("\nrules:").expect("fixture rules") + 1];
