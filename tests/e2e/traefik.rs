@@ -525,15 +525,20 @@ async fn traefik_sidecar_hung_or_stopped_never_allows() {
     assert_eq!(s.send(&Request::get("/health")).await.status, 200);
 }
 
-/// The README's reference `rules:` (its "Configuration" block), under the test issuer.
+/// The reference `rules:` of auth-sidecar/README.md ("Configuration reference"), under the
+/// test issuer.
 fn readme_reference_config() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(repo_root().join("auth-sidecar/README.md"))
+        .expect("auth-sidecar/README.md");
     let rules: Vec<&str> = readme
         .lines()
         .skip_while(|l| !l.starts_with("rules:") || !l.contains("first match wins"))
         .take_while(|l| !l.starts_with("```"))
         .collect();
-    assert!(rules.len() > 5, "no reference rules block in README.md");
+    assert!(
+        rules.len() > 5,
+        "no reference rules block in auth-sidecar/README.md"
+    );
     let fixture = std::fs::read_to_string(repo_root().join("tests/fixtures/sidecar-cidr.yaml"))
         .expect("fixture");
     let head = &fixture[..fixture.find("\nrules:").expect("fixture rules") + 1];
