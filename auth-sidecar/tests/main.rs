@@ -6,6 +6,7 @@ mod support;
 
 mod adversarial;
 mod cli;
+mod docs;
 mod http;
 mod jwks;
 mod log_pipe;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod docs;
 mod log_pipe;
 mod mcp_live;
 mod rmcp_server;
