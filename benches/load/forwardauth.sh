@@ -22,29 +22,12 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-for tool in nginx wrk taskset curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
+source benches/load/lib.sh
+need_tools nginx wrk taskset curl
 
-cargo build --release -q -p auth-sidecar
+# The same build as the e2e tests (tests/src/process.rs), so neither rebuilds the other's.
+cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
 BIN=$PWD/target/release/auth-sidecar
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { # url
-  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "not up: $1" >&2; return 1
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of one process
-clk_tck=$(getconf CLK_TCK)
-
 export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 cat >"$WORK/sidecar.yaml" <<YAML
 realm: omni2
@@ -154,11 +137,7 @@ run() { # name url pid [lua]
   printf '%-9s %10s req/s   p99 %8s   server CPU %6s us/req\n' "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}"
 }
 
-to_us() { # wrk latency (e.g. 1.23ms, 850.00us, 1.01s) -> microseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else m = 1000000; printf "%.1f", n * m }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-
+print_context
 echo "== forwardAuth load: wrk -t1 -c$CONNS -d$DURATION; servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU"
 # The same request bytes to every target: nginx gets (and ignores) the sidecar's headers.
 run nginx "http://127.0.0.1:$NGINX_PORT/verify" "$NGINX_WORKER" "$WORK/cached.lua"

@@ -126,6 +126,10 @@ pub struct WebsocketConfig {
     pub max_lag_strikes: u32,
     /// Period of `cache_stats` messages (default 10 s).
     pub cache_stats_interval: Duration,
+    /// Browser origins (`scheme://host[:port]`, lowercase) allowed to open the socket. A
+    /// handshake with any other `Origin` is refused with 403 (cross-site WebSocket
+    /// hijacking); one without `Origin` (a non-browser client) is allowed. Default: none.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Per-tool cache policy.

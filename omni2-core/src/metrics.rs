@@ -37,6 +37,8 @@ pub struct Metrics {
     pub ws_messages: IntCounter,
     /// `omni2_ws_dropped_total`: deltas dropped for lagging clients.
     pub ws_dropped: IntCounter,
+    /// `omni2_ws_origin_refused_total`: handshakes refused for an `Origin` not allowed.
+    pub ws_origin_refused: IntCounter,
     /// `omni2_log_lines_lost_total`: log lines a broken log sink swallowed (from
     /// `safe_log`, brought up to date on every scrape).
     pub log_lines_lost: IntCounter,
@@ -151,6 +153,10 @@ impl Metrics {
             "omni2_ws_dropped_total",
             "Messages dropped for lagging /ws/mcp-status clients.",
         ));
+        let ws_origin_refused = must(IntCounter::new(
+            "omni2_ws_origin_refused_total",
+            "/ws/mcp-status handshakes refused for an Origin not in websocket.allowed_origins.",
+        ));
         let log_lines_lost = must(IntCounter::new(
             "omni2_log_lines_lost_total",
             "Log lines lost because the log sink (stderr) failed.",
@@ -169,6 +175,7 @@ impl Metrics {
         reg(Box::new(ws_connections.clone()));
         reg(Box::new(ws_messages.clone()));
         reg(Box::new(ws_dropped.clone()));
+        reg(Box::new(ws_origin_refused.clone()));
         Self {
             registry,
             server_up,
@@ -182,6 +189,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             ws_dropped,
+            ws_origin_refused,
             log_lines_lost,
         }
     }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use actix_web::http::header::{CACHE_CONTROL, ORIGIN};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Session};
 use serde::Deserialize;
@@ -40,13 +41,38 @@ impl Drop for Slot {
     }
 }
 
-/// The upgrade handler: identity and role first (401/403, no upgrade), then the socket.
+/// Whether a handshake's `Origin` may open the socket: absent (a non-browser client, which
+/// a cross-site page cannot be) or exactly one of `allowed` (lowercase serialised origins).
+/// Several `Origin` headers, or one that is not text, fail closed.
+fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    let mut values = req.headers().get_all(ORIGIN);
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// The upgrade handler: the `Origin` first (403: a browser page of another site must not
+/// ride on the user's cookie or query token), then identity and role (401/403, no upgrade),
+/// then the socket.
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     identity: Result<Identity, IdentityError>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if !origin_allowed(&req, &shared.config.websocket.allowed_origins) {
+        shared.metrics.ws_origin_refused.inc();
+        return Ok(HttpResponse::Forbidden()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .json(json!({
+                "error": "origin_not_allowed",
+                "message": "this Origin may not open /ws/mcp-status (websocket.allowed_origins)",
+            })));
+    }
     let identity = identity?;
     identity.require_any(&shared.config.roles.ws_status)?;
     let Some(fanout) = req.app_data::<WorkerFanout>().cloned() else {
@@ -382,4 +408,45 @@ fn parse_kinds(names: Option<Vec<String>>) -> Result<Option<HashSet<EventKind>>,
         .map(|n| EventKind::parse(n).ok_or_else(|| format!("unknown event type {n:?}")))
         .collect::<Result<HashSet<_>, _>>()
         .map(Some)
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use actix_web::test::TestRequest;
+
+    use super::origin_allowed;
+
+    #[test]
+    fn absent_or_listed_origin_passes_anything_else_fails_closed() {
+        let allowed = ["https://app.example.com".to_owned()];
+        let check = |origins: &[&str]| {
+            let mut req = TestRequest::default();
+            for o in origins {
+                req = req.append_header(("origin", *o));
+            }
+            origin_allowed(&req.to_http_request(), &allowed)
+        };
+        assert!(check(&[]), "no Origin: a non-browser client");
+        assert!(check(&["https://app.example.com"]));
+        assert!(
+            check(&["HTTPS://APP.EXAMPLE.COM"]),
+            "scheme and host are case-insensitive"
+        );
+        for bad in ["https://evil.example", "http://app.example.com", "null", ""] {
+            assert!(!check(&[bad]), "{bad}");
+        }
+        assert!(
+            !check(&["https://app.example.com", "https://app.example.com"]),
+            "two Origins"
+        );
+        assert!(
+            !origin_allowed(
+                &TestRequest::default()
+                    .append_header(("origin", "https://app.example.com"))
+                    .to_http_request(),
+                &[]
+            ),
+            "empty list: every browser origin refused"
+        );
+    }
 }

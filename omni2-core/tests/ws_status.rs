@@ -340,3 +340,48 @@ async fn every_client_of_a_busy_worker_gets_every_delta() {
     );
     assert!(value("omni2_ws_messages_total") >= 400.0 * 4.0);
 }
+
+#[tokio::test]
+async fn origin_allow_list_refuses_other_browser_origins_at_the_handshake() {
+    let extra = "websocket: {allowed_origins: [\"https://App.Example.com\"]}\n";
+    let o = Omni2::start(&config(&[], extra), None);
+    let origin = |o: &str| ("origin".to_owned(), o.to_owned());
+    let http = reqwest::Client::new();
+
+    // Listed (case-insensitively), and absent (a non-browser client): both upgrade.
+    for extra in [vec![origin("https://app.example.com")], vec![]] {
+        let mut ws = connect(&o, &[user(), extra].concat()).await;
+        assert_eq!(next(&mut ws).await["type"], "snapshot");
+    }
+    // Another site, a look-alike, another port, the opaque `null`: 403 before identity is
+    // even read, with a body that says why; counted.
+    for bad in [
+        "https://evil.example.com",
+        "https://app.example.com.evil.test",
+        "https://app.example.com:8443",
+        "null",
+    ] {
+        match tokio_tungstenite::connect_async(request(&o, &[user(), vec![origin(bad)]].concat()))
+            .await
+        {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{bad}");
+                let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default());
+                assert!(body.contains("origin_not_allowed"), "{bad}: {body}");
+            }
+            other => panic!("{bad}: expected a refused upgrade, got {other:?}"),
+        }
+    }
+    let metrics = http
+        .get(o.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("omni2_ws_origin_refused_total 4"),
+        "{metrics}"
+    );
+}

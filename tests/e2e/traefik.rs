@@ -654,3 +654,75 @@ async fn traefik_refuses_auth_answers_over_max_response_body_size() {
     );
     task.abort();
 }
+
+/// Cross-site WebSocket hijacking through Traefik: a page of another site can make the
+/// browser open `/ws/mcp-status` with the user's query token, and Traefik and the sidecar
+/// pass it (the token is valid). The release omni2 on the shipped `compose/config/omni2.yaml`
+/// upgrades the allowed origin (the one the `cors` middleware lists) and answers 403 to any
+/// other `Origin` before the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_websocket_upgrades_the_allowed_origin_and_refuses_others() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mcp = McpServer::start(dir.path()).await;
+    let mcp_url = mcp.url();
+    let (sidecar, omni2) = tokio::join!(
+        Sidecar::start(dir.path()),
+        Omni2::start_tcp(dir.path(), &mcp_url)
+    );
+    let Target::Tcp(backend) = omni2.target() else {
+        panic!("omni2 on TCP")
+    };
+    let traefik = Traefik::start(dir.path(), sidecar.addr, backend).await;
+    let token = sidecar.token("browser-user", "user");
+    let logs = || {
+        format!(
+            "\n--- traefik:\n{}\n--- omni2:\n{}",
+            traefik.log(),
+            omni2.log()
+        )
+    };
+    let addr = traefik.addr();
+    let handshake = |origin: &'static str| {
+        let url = format!("ws://{addr}/ws/mcp-status?access_token={token}");
+        async move {
+            let mut req = url.into_client_request().expect("request");
+            req.headers_mut()
+                .insert("origin", origin.parse().expect("header value"));
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect to traefik");
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio_tungstenite::client_async(req, stream),
+            )
+            .await
+            .expect("a handshake answer within 20 s")
+        }
+    };
+
+    let (mut ws, response) = handshake(ALLOWED_ORIGIN)
+        .await
+        .unwrap_or_else(|e| panic!("allowed origin: {e}{}", logs()));
+    assert_eq!(response.status(), 101);
+    let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("a first message within 20 s");
+    match first {
+        Some(Ok(tungstenite::Message::Text(t))) => assert!(t.contains("snapshot"), "{t}"),
+        other => panic!("expected the snapshot, got {other:?}{}", logs()),
+    }
+
+    for bad in ["https://evil.example.net", "null"] {
+        match handshake(bad).await {
+            Err(tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{bad}{}", logs());
+                let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default());
+                assert!(body.contains("origin_not_allowed"), "{bad}: {body}");
+            }
+            other => panic!("{bad}: expected 403, got {other:?}{}", logs()),
+        }
+    }
+}

@@ -159,6 +159,7 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
             "websocket.cache_stats_interval",
             errors,
         ),
+        allowed_origins: origins(w.allowed_origins, "websocket.allowed_origins", errors),
     };
     if websocket.client_timeout <= websocket.heartbeat_interval {
         errors.push(
@@ -343,4 +344,26 @@ fn check_breaker(raw: RawBreaker, p: &str, errors: &mut Error) -> BreakerConfig 
         errors.push(format!("{p}.max_open_duration"), "must be >= open_duration");
     }
     c
+}
+
+/// Each entry a serialised origin as browsers send it: `http(s)://host[:port]`, no path,
+/// no `*` or `null` (an opaque origin proves nothing). Stored lowercase.
+fn origins(raw: Option<Vec<String>>, field: &str, errors: &mut Error) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, o) in raw.unwrap_or_default().into_iter().enumerate() {
+        let lower = o.to_ascii_lowercase();
+        let serialised = reqwest::Url::parse(&lower)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .map(|u| u.origin().ascii_serialization());
+        if serialised.as_deref() == Some(lower.as_str()) {
+            out.push(lower);
+        } else {
+            errors.push(
+                format!("{field}[{i}]"),
+                "must be an origin like https://app.example.com[:port] (no path, no trailing /, no *)",
+            );
+        }
+    }
+    out
 }

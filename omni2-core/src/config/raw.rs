@@ -61,6 +61,7 @@ pub(super) struct RawWebsocket {
     pub(super) send_timeout: Option<RawDuration>,
     pub(super) max_lag_strikes: Option<i64>,
     pub(super) cache_stats_interval: Option<RawDuration>,
+    pub(super) allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,3 +129,35 @@ fn env_interpolation() {
         "a$b"
     );
 }
+
+#[test]
+fn websocket_allowed_origins_default_empty_and_each_bad_entry_is_named() {
+    let c = Config::from_yaml("servers: []\n", &env(&[])).expect("valid");
+    assert!(c.websocket.allowed_origins.is_empty());
+    let c = Config::from_yaml(
+        "websocket: {allowed_origins: [\"https://App.example.com\", \"http://127.0.0.1:8080\"]}\nservers: []\n",
+        &env(&[]),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.websocket.allowed_origins,
+        ["https://app.example.com", "http://127.0.0.1:8080"]
+    );
+    let bad = [
+        "*",
+        "null",
+        "https://a.example/",
+        "https://a.example/x",
+        "a.example",
+        "ftp://a.example",
+    ];
+    for (i, b) in bad.iter().enumerate() {
+        let yaml = format!(
+            "websocket: {{allowed_origins: [\"https://ok.example\", \"{b}\"]}}\nservers: []\n"
+        );
+        let e = Config::from_yaml(&yaml, &env(&[]))
+            .expect_err(b)
+            .to_string();
+        assert!(e.contains("websocket.allowed_origins[1]"), "{i} {b}: {e}");
+    }
+}

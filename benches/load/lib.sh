@@ -1,0 +1,41 @@
+# Shared by the load scripts in this directory; source it from the repo root after
+# `set -euo pipefail`. Gives a scratch dir ($WORK), a PID list that the EXIT trap kills and
+# reaps ($PIDS: append every process you start), and small helpers.
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need_tools() { # tool...
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+  done
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { # url [curl args...]: 200 within 10 s, or fail
+  local url=$1; shift
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "$@" "$url" 2>/dev/null && return 0; sleep 0.05; done
+  echo "not up: $url" >&2; return 1
+}
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { # pid... -> utime + stime, summed
+  local sum=0 pid
+  for pid in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$sum"
+}
+to_us() { # wrk latency (e.g. 1.23ms, 850.00us, 1.01s) -> microseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else m = 1000000; printf "%.1f", n * m }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+# The machine beside the numbers: compare ratios within one run, not numbers across runs.
+print_context() {
+  echo "date:   $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+  echo "cpu:    $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}') ($(nproc) cores)"
+  echo "load:   $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
+}
