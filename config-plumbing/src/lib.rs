@@ -1,11 +1,11 @@
 //! Config plumbing shared by auth-sidecar and omni2-core.
 //!
-//! YAML text → [`parse`] (`${VAR}` interpolation, every type error and unknown key as a
+//! YAML text → [`parse()`] (`${VAR}` interpolation, every type error and unknown key as a
 //! [`Problem`] with its path) → the crate's own `Raw*` structs → the crate's own checks,
-//! which use the field helpers here ([`duration`]) and push more problems.
+//! which use the field helpers here ([`duration()`]) and push more problems.
 //!
-//! Layout: [`problems`] (what is reported), [`env`] (where variables come from and
-//! `${VAR}` expansion), [`duration`] (the one duration syntax), [`parse`] (YAML to raw
+//! Layout: [`problems`](mod@problems) (what is reported), [`env`](mod@env) (where variables come from and
+//! `${VAR}` expansion), [`duration`](mod@duration) (the one duration syntax), [`parse`](mod@parse) (YAML to raw
 //! structs, collecting every type error).
 
 pub mod duration;

@@ -13,11 +13,11 @@
 //! periodic refresh stays as a safety net for lost notifications.
 //!
 //! # Layout
-//! - [`registry`]: the servers and the breakers calls share (`Registry`, `CallPermit`).
-//! - [`status`]: what is published (`Snapshot`, `ServerStatus`, `Event`).
-//! - [`probe`]: one probe, planned and run.
-//! - [`server_state`]: one server's state as the task owns it; a probe's effect on it.
-//! - [`task`]: the task itself (`build`, `Coordinator::run`), the only writer.
+//! - `registry`: the servers and the breakers calls share (`Registry`, `CallPermit`).
+//! - `status`: what is published (`Snapshot`, `ServerStatus`, `Event`).
+//! - `probe`: one probe, planned and run.
+//! - `server_state`: one server's state as the task owns it; a probe's effect on it.
+//! - `task`: the task itself (`build`, `Coordinator::run`), the only writer.
 //!
 //! Imports point down this list; nothing imports this root module.
 

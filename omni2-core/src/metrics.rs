@@ -45,7 +45,7 @@ pub struct Metrics {
 }
 
 /// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
-/// [`ApiError::UPSTREAM_CODES`] (the body's `error` code) for failed ones.
+/// [`ApiError::UPSTREAM_CODES`](crate::api_error::ApiError::UPSTREAM_CODES) (the body's `error` code) for failed ones.
 pub mod call_result {
     use crate::api_error::ApiError;
 
