@@ -10,7 +10,6 @@
 //! An unmarked block fails, so a new example cannot skip the check.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use auth_sidecar::config::Runtime;
 use auth_sidecar::reason::DenyReason;
@@ -21,81 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-/// The markdown docs of the repository (the root README, each crate's, docs/*.md).
-fn doc_files() -> Vec<PathBuf> {
-    let root = repo_root();
-    let mut files: Vec<PathBuf> = [
-        "README.md",
-        "auth-sidecar/README.md",
-        "omni2-core/README.md",
-        "benches/README.md",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .collect();
-    let docs = std::fs::read_dir(root.join("docs")).expect("docs/");
-    let mut more: Vec<PathBuf> = docs
-        .map(|e| e.expect("docs/ entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    more.sort();
-    files.extend(more);
-    files
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A ```yaml block: its marker kind, its text, and where it starts (for messages).
-struct YamlBlock {
-    kind: String,
-    text: String,
-    at: String,
-}
-
-const MARKER: &str = "<!-- doc-config: ";
-
-fn yaml_blocks(path: &Path) -> Vec<YamlBlock> {
-    let text = read(path);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut blocks = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        if lines[i].trim_start() == "```yaml" {
-            let at = format!("{}:{}", path.display(), i + 1);
-            let kind = i
-                .checked_sub(1)
-                .and_then(|p| lines[p].trim().strip_prefix(MARKER))
-                .and_then(|m| m.strip_suffix("-->"))
-                .map(|m| m.split_whitespace().next().unwrap_or("").to_owned())
-                .unwrap_or_else(|| panic!("{at}: yaml block without a `{MARKER}KIND -->` line"));
-            let end = (i + 1..lines.len())
-                .find(|&j| lines[j].trim_start().starts_with("```"))
-                .unwrap_or_else(|| panic!("{at}: unclosed yaml block"));
-            blocks.push(YamlBlock {
-                kind,
-                text: lines[i + 1..end].join("\n") + "\n",
-                at,
-            });
-            i = end;
-        }
-        i += 1;
-    }
-    blocks
-}
-
-fn all_yaml_blocks() -> Vec<YamlBlock> {
-    doc_files().iter().flat_map(|f| yaml_blocks(f)).collect()
-}
+use test_support::docs::{all_yaml_blocks, doc_files, read, repo_root};
 
 const JWT_SECRET: &str = "docs-test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz";
 const IDENTITY_SECRET: &str = "docs-test-identity-secret-0123456789abcdefghijklmnopqrst";

@@ -2,62 +2,16 @@
 //! by `<!-- doc-config: omni2 -->`) compiles with omni2's own `Config` loader. The other
 //! kinds of block and the docs' links are checked by auth-sidecar's tests/docs.rs.
 
-use std::path::{Path, PathBuf};
-
 use omni2_core::config::Config;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The markdown docs of the repository (the root README, each crate's, docs/*.md).
-fn doc_files() -> Vec<PathBuf> {
-    let root = repo_root();
-    let mut files: Vec<PathBuf> = [
-        "README.md",
-        "auth-sidecar/README.md",
-        "omni2-core/README.md",
-        "benches/README.md",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .collect();
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
-        .expect("docs/")
-        .map(|e| e.expect("docs/ entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
-    files
-}
+use test_support::docs::{all_yaml_blocks, read, repo_root};
 
 /// (where, text) of each ```yaml block marked `<!-- doc-config: omni2 -->`.
 fn omni2_blocks() -> Vec<(String, String)> {
-    let mut blocks = Vec::new();
-    for doc in doc_files() {
-        let text = read(&doc);
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let marked = i > 0 && lines[i - 1].trim() == "<!-- doc-config: omni2 -->";
-            if line.trim_start() != "```yaml" || !marked {
-                continue;
-            }
-            let at = format!("{}:{}", doc.display(), i + 1);
-            let end = (i + 1..lines.len())
-                .find(|&j| lines[j].trim_start().starts_with("```"))
-                .unwrap_or_else(|| panic!("{at}: unclosed yaml block"));
-            blocks.push((at, lines[i + 1..end].join("\n") + "\n"));
-        }
-    }
-    blocks
+    all_yaml_blocks()
+        .into_iter()
+        .filter(|b| b.kind == "omni2")
+        .map(|b| (b.at, b.text))
+        .collect()
 }
 
 const IDENTITY_SECRET: &str = "docs-test-identity-secret-0123456789abcdefghijklmnopqrst";

@@ -5,7 +5,9 @@
 //! - [`promtool`]: `promtool check metrics` / `check config`; fails loudly when missing.
 //! - [`process`]: [`Proc`], a child killed by PID on drop that keeps its log; log-line waits.
 //! - [`net`]: free loopback addresses.
+//! - [`docs`]: the markdown docs and their marked ```yaml blocks, for the doc checks.
 
+pub mod docs;
 pub mod net;
 pub mod process;
 pub mod promtool;
