@@ -261,17 +261,7 @@ async fn netns_isolation_only_traefik_answers_from_outside() {
                 .send(prom_addr, &Request::get("/api/v1/query?query=up"))
                 .await?;
             let body = r.json();
-            let up: Vec<(String, String)> = body["data"]["result"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    (
-                        s["metric"]["job"].as_str().unwrap_or("").to_owned(),
-                        s["value"][1].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect();
+            let up = e2e::stack::up_by_job(&body);
             ["auth-sidecar", "omni2", "traefik"]
                 .iter()
                 .all(|job| up.iter().any(|(j, v)| j == job && v == "1"))

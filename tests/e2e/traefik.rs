@@ -568,21 +568,25 @@ async fn traefik_readme_reference_rules_do_not_fall_through_to_api() {
     }
 }
 
+/// The release omni2 (shipped config, on TCP: Traefik proxies only to TCP) with the Python
+/// MCP example, behind real Traefik and the release sidecar.
+async fn omni2_behind_traefik(dir: &std::path::Path) -> (McpServer, Sidecar, Omni2, Traefik) {
+    let mcp = McpServer::start(dir).await;
+    let mcp_url = mcp.url();
+    let (sidecar, omni2) = tokio::join!(Sidecar::start(dir), Omni2::start_tcp(dir, &mcp_url));
+    let Target::Tcp(backend) = omni2.target() else {
+        panic!("omni2 on TCP")
+    };
+    let traefik = Traefik::start(dir, sidecar.addr, backend).await;
+    (mcp, sidecar, omni2, traefik)
+}
+
 /// The live-status WebSocket through Traefik, to the release omni2: 101 with a query token,
 /// and omni2's close code 1008 ("token expired") relayed when the token's `exp` passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_relays_the_websocket_expiry_close_code() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mcp = McpServer::start(dir.path()).await;
-    let mcp_url = mcp.url();
-    let (sidecar, omni2) = tokio::join!(
-        Sidecar::start(dir.path()),
-        Omni2::start_tcp(dir.path(), &mcp_url)
-    );
-    let Target::Tcp(backend) = omni2.target() else {
-        panic!("omni2 on TCP")
-    };
-    let traefik = Traefik::start(dir.path(), sidecar.addr, backend).await;
+    let (_mcp, sidecar, omni2, traefik) = omni2_behind_traefik(dir.path()).await;
     let token = sidecar.token_expiring_in("short-lived", Duration::from_secs(3));
     let closed = websocket_close(
         traefik.addr(),
@@ -666,16 +670,7 @@ async fn traefik_websocket_upgrades_the_allowed_origin_and_refuses_others() {
     use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let mcp = McpServer::start(dir.path()).await;
-    let mcp_url = mcp.url();
-    let (sidecar, omni2) = tokio::join!(
-        Sidecar::start(dir.path()),
-        Omni2::start_tcp(dir.path(), &mcp_url)
-    );
-    let Target::Tcp(backend) = omni2.target() else {
-        panic!("omni2 on TCP")
-    };
-    let traefik = Traefik::start(dir.path(), sidecar.addr, backend).await;
+    let (_mcp, sidecar, omni2, traefik) = omni2_behind_traefik(dir.path()).await;
     let token = sidecar.token("browser-user", "user");
     let logs = || {
         format!(

@@ -352,17 +352,7 @@ impl Prometheus {
         if body["status"] != "success" {
             return Err(format!("query failed: {}", r.text()));
         }
-        Ok(body["data"]["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                (
-                    s["metric"]["job"].as_str().unwrap_or("").to_owned(),
-                    s["value"][1].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect())
+        Ok(up_by_job(&body))
     }
 
     pub fn log(&self) -> String {
@@ -415,4 +405,19 @@ pub fn tcp_listeners_of(pid: u32) -> Vec<String> {
 /// Whether `pid` holds any socket at all (guards the check above against reading nothing).
 pub fn holds_sockets(pid: u32) -> bool {
     !socket_inodes(pid).is_empty()
+}
+
+/// `(job, value)` of each series in a Prometheus `query?query=up` answer.
+pub fn up_by_job(body: &serde_json::Value) -> Vec<(String, String)> {
+    body["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["metric"]["job"].as_str().unwrap_or("").to_owned(),
+                s["value"][1].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
