@@ -17,22 +17,43 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_server.py")
 }
 
-/// Reads stdout lines until one starts with `prefix`; bounded by `limit`.
-fn wait_for_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
-    let stdout = child.stdout.take().expect("piped stdout");
+/// What the reader does with the pipe once the wanted line has come.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterLine {
+    /// Keep draining, so the child never blocks on a full pipe.
+    Drain,
+    /// Drop the reader: the pipe's read end is closed (the log-pipe tests).
+    Close,
+}
+
+/// Reads `pipe` until a line starts with `prefix` (bounded by `limit`) and returns the rest.
+fn read_line(
+    pipe: std::process::ChildStdout,
+    prefix: &str,
+    limit: Duration,
+    after: AfterLine,
+) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     let wanted = prefix.to_owned();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.strip_prefix(&wanted) {
                 let _ = tx.send(rest.trim().to_owned());
-                // Keep draining so the child never blocks on a full pipe.
+                if after == AfterLine::Close {
+                    return;
+                }
             }
         }
     });
     rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("no {prefix:?} line within {limit:?}"))
+        .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within {limit:?}"))
+}
+
+/// Reads the child's stdout until a line starts with `prefix`, then keeps draining it.
+fn wait_for_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    read_line(stdout, prefix, limit, AfterLine::Drain)
 }
 
 /// The reference Python MCP server (mcp SDK), on 127.0.0.1.
@@ -111,24 +132,6 @@ impl Drop for McpServer {
     }
 }
 
-/// Reads `pipe` until a line starts with `prefix` (bounded by `limit`), then closes it.
-fn read_line_then_close(pipe: std::process::ChildStdout, prefix: &str, limit: Duration) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = prefix.to_owned();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix(&wanted) {
-                let _ = tx.send(rest.trim().to_owned());
-                // Returning drops the reader: the pipe's read end is closed.
-                return;
-            }
-        }
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within {limit:?}"))
-}
-
 /// The real `omni2` binary with a config file.
 pub struct Omni2 {
     child: Option<Proc>,
@@ -180,7 +183,12 @@ impl Omni2 {
             .expect("spawn omni2");
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");
-        let addr = read_line_then_close(stdout, "omni2 listening on ", Duration::from_secs(30));
+        let addr = read_line(
+            stdout,
+            "omni2 listening on ",
+            Duration::from_secs(30),
+            AfterLine::Close,
+        );
         drop(stderr);
         Self {
             child: Some(Proc::adopt("omni2", child)),
