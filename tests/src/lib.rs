@@ -12,10 +12,12 @@
 //! - [`stack`]: the sidecar with the shipped config, token minting.
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
 //! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
+//! - [`kubernetes`]: `deploy/kubernetes/` rendering, validation and cross-checks.
 
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod kubernetes;
 pub mod netns;
 pub mod process;
 pub mod stack;
