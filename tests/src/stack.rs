@@ -72,14 +72,26 @@ impl Sidecar {
 
     /// Starts the sidecar with `config` (which reads the same variables as the shipped one).
     pub async fn start_with(dir: &Path, config: &Path) -> Sidecar {
+        Sidecar::start_on(dir, config, free_addr(), free_addr(), &[]).await
+    }
+
+    /// Starts the sidecar with `config` on the given addresses, with `extra_env` besides the
+    /// shipped config's variables (e.g. `REDIS_URL`); logs to `dir/auth-sidecar.log`.
+    pub async fn start_on(
+        dir: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        extra_env: &[(String, String)],
+    ) -> Sidecar {
         let binary = tokio::task::spawn_blocking(sidecar_binary)
             .await
             .expect("build task");
-        let (addr, admin) = (free_addr(), free_addr());
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--workers", "1", "--config"])
             .arg(config)
-            .envs(sidecar_env(addr, admin));
+            .envs(sidecar_env(addr, admin))
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn("auth-sidecar", cmd, dir.join("auth-sidecar.log"));
         eventually("auth-sidecar /readyz", Duration::from_secs(20), || {
             proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
@@ -289,6 +301,11 @@ impl Omni2 {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid().expect("omni2 is running")
+    }
+
+    /// Sends `signal` (SIGKILL: a replica that dies).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.proc.signal(signal);
     }
 
     pub fn log(&self) -> String {
