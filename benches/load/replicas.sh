@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Aggregate forwardAuth throughput of 1, 2 and 3 sidecar replicas on this machine, on
+# loopback only, bounded in time.
+#
+#   benches/load/replicas.sh             # 5 s per measurement
+#   DURATION=10s benches/load/replicas.sh
+#
+# Each replica is its own process (one worker, like a pod with one core's worth of work),
+# on its own port; one wrk per replica (one thread, CONNS/N connections each) runs at the
+# same time, and the req/s are summed: the client spreads over the replicas the way a
+# Service does. Nothing is pinned: servers and wrk share every core, so on a 2-core machine
+# the replicas compete with each other AND with wrk for the cores; that bounds the scaling,
+# not anything the replicas share (they share nothing: a cached token is verified from each
+# replica's own cache). The floor, measured in the same run with the same client setup:
+# nginx `return 200` with N worker processes, so "sidecar N / nginx N" says how much of
+# the machine's capacity at N the sidecar gets, and "N / 1" how it scales.
+# Needs: nginx, wrk, curl (installed by .ci/run). Compare ratios within one run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-5s}
+CONNS=${CONNS:-48}
+MAX=${MAX:-3}
+source benches/load/lib.sh
+need_tools nginx wrk curl
+
+cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
+BIN=$PWD/target/release/auth-sidecar
+export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
+cat >"$WORK/sidecar.yaml" <<YAML
+realm: omni2
+issuers:
+  - issuer: omni2-dev
+    audiences: [omni2]
+    keys:
+      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+rules:
+  - {name: api, path_prefix: /api/v1, action: authenticated}
+YAML
+TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
+cat >"$WORK/cached.lua" <<LUA
+wrk.method = "GET"
+wrk.path = "/verify"
+wrk.headers["X-Forwarded-Method"] = "GET"
+wrk.headers["X-Forwarded-Uri"] = "/api/v1/mcp/servers"
+wrk.headers["X-Forwarded-Host"] = "api.example.test"
+wrk.headers["X-Forwarded-Proto"] = "https"
+wrk.headers["X-Forwarded-For"] = "203.0.113.9"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+
+# Sums the req/s of one wrk per URL, all running at once; fails on any non-2xx answer.
+aggregate() { # url...
+  local conns=$((CONNS / $#)) i=0 url
+  for url in "$@"; do wrk -t1 -c"$conns" -d2s -s "$WORK/cached.lua" "$url" >/dev/null & done
+  wait
+  for url in "$@"; do
+    wrk -t1 -c"$conns" -d"$DURATION" -s "$WORK/cached.lua" "$url" >"$WORK/wrk.$i" &
+    i=$((i + 1))
+  done
+  wait
+  if grep -q "Non-2xx" "$WORK"/wrk.*; then cat "$WORK"/wrk.*; exit 1; fi
+  awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s}' "$WORK"/wrk.*
+  rm -f "$WORK"/wrk.*
+}
+
+declare -A NGINX SIDECAR
+start_nginx() { # workers -> sets NGINX_PORT, NGINX_PID
+  NGINX_PORT=$(free_port)
+  mkdir -p "$WORK/nginx$1/logs"
+  cat >"$WORK/nginx$1/nginx.conf" <<NGINX
+worker_processes $1;
+pid $WORK/nginx$1/nginx.pid;
+error_log $WORK/nginx$1/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    location / { add_header X-User-Id alice; add_header X-User-Role user; return 200; }
+  }
+}
+NGINX
+  nginx -p "$WORK/nginx$1" -c "$WORK/nginx$1/nginx.conf" -g 'daemon off;' &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  wait_up "http://127.0.0.1:$NGINX_PORT/"
+}
+
+SIDECAR_URLS=()
+start_replica() {
+  local port; port=$(free_port)
+  RUST_LOG=warn "$BIN" serve --config "$WORK/sidecar.yaml" --workers 1 \
+    --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+  PIDS+=($!)
+  wait_up "http://127.0.0.1:$port/readyz"
+  SIDECAR_URLS+=("http://127.0.0.1:$port/verify")
+}
+
+print_context
+echo "== aggregate throughput, cached token: one wrk (-t1, $CONNS/N connections) per replica, -d$DURATION, nothing pinned, $(nproc) cores"
+for n in $(seq 1 "$MAX"); do
+  start_nginx "$n"
+  urls=(); for _ in $(seq 1 "$n"); do urls+=("http://127.0.0.1:$NGINX_PORT/verify"); done
+  NGINX[$n]=$(aggregate "${urls[@]}")
+  kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+  start_replica
+  SIDECAR[$n]=$(aggregate "${SIDECAR_URLS[@]}")
+  printf 'N=%d  nginx (%d workers) %8s req/s   sidecar (%d replicas) %8s req/s   sidecar/nginx %s\n' \
+    "$n" "$n" "${NGINX[$n]}" "$n" "${SIDECAR[$n]}" "$(ratio "${SIDECAR[$n]}" "${NGINX[$n]}")"
+done
+echo
+echo "== scaling against one replica (nginx's scaling is what this machine allows)"
+for n in $(seq 2 "$MAX"); do
+  echo "N=$n  sidecar ${n}/1 $(ratio "${SIDECAR[$n]}" "${SIDECAR[1]}")   nginx ${n}/1 $(ratio "${NGINX[$n]}" "${NGINX[1]}")"
+done
