@@ -6,9 +6,9 @@
 #   DURATION=10s benches/load/replicas.sh
 #
 # Each replica is its own process (one worker, like a pod with one core's worth of work),
-# on its own port; one wrk per replica (one thread, CONNS/N connections each) runs at the
-# same time, and the req/s are summed: the client spreads over the replicas the way a
-# Service does. Nothing is pinned: servers and wrk share every core, so on a 2-core machine
+# on its own port; CLIENTS wrk processes (one thread, CONNS/CLIENTS connections each) run at
+# the same time spread round-robin over the replicas, and their req/s are summed: the client
+# spreads over the replicas the way a Service does, and is the same for every N. Nothing is pinned: servers and wrk share every core, so on a 2-core machine
 # the replicas compete with each other AND with wrk for the cores; that bounds the scaling,
 # not anything the replicas share (they share nothing: a cached token is verified from each
 # replica's own cache). The floor, measured in the same run with the same client setup:
@@ -21,6 +21,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-48}
 MAX=${MAX:-3}
+CLIENTS=${CLIENTS:-3}
 source benches/load/lib.sh
 need_tools nginx wrk curl
 
@@ -49,14 +50,16 @@ wrk.headers["X-Forwarded-For"] = "203.0.113.9"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 LUA
 
-# Sums the req/s of one wrk per URL, all running at once; fails on any non-2xx answer.
+# Sums the req/s of CLIENTS wrk processes running at once, the i-th on URL i mod N: the
+# client side is the same whatever N, so only the servers change. Fails on any non-2xx.
 aggregate() { # url...
-  local conns=$((CONNS / $#)) i=0 url
-  for url in "$@"; do wrk -t1 -c"$conns" -d2s -s "$WORK/cached.lua" "$url" >/dev/null & done
+  local urls=("$@") conns=$((CONNS / CLIENTS)) i
+  for i in $(seq 0 $((CLIENTS - 1))); do
+    wrk -t1 -c"$conns" -d2s -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >/dev/null &
+  done
   wait
-  for url in "$@"; do
-    wrk -t1 -c"$conns" -d"$DURATION" -s "$WORK/cached.lua" "$url" >"$WORK/wrk.$i" &
-    i=$((i + 1))
+  for i in $(seq 0 $((CLIENTS - 1))); do
+    wrk -t1 -c"$conns" -d"$DURATION" -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >"$WORK/wrk.$i" &
   done
   wait
   if grep -q "Non-2xx" "$WORK"/wrk.*; then cat "$WORK"/wrk.*; exit 1; fi
@@ -98,7 +101,7 @@ start_replica() {
 }
 
 print_context
-echo "== aggregate throughput, cached token: one wrk (-t1, $CONNS/N connections) per replica, -d$DURATION, nothing pinned, $(nproc) cores"
+echo "== aggregate throughput, cached token: $CLIENTS x wrk -t1 -c$((CONNS / CLIENTS)) -d$DURATION round-robin over the replicas, nothing pinned, $(nproc) cores"
 for n in $(seq 1 "$MAX"); do
   start_nginx "$n"
   urls=(); for _ in $(seq 1 "$n"); do urls+=("http://127.0.0.1:$NGINX_PORT/verify"); done
