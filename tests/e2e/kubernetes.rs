@@ -14,6 +14,12 @@ use e2e::process::{eventually, repo_root};
 use e2e::stack::{Omni2, Sidecar, compile_sidecar_config, identity_header_names};
 use serde_json::{Value, json};
 
+/// A named way to break a copy of one document (or of all of them).
+type Break = (&'static str, fn(&mut Value));
+type BreakAll = (&'static str, fn(&mut [Value]));
+/// `(kind, name, how)`.
+type BreakDoc = (&'static str, &'static str, fn(&mut Value));
+
 const RENDERINGS: [&str; 3] = ["base", "overlays/production", "overlays/production-redis"];
 
 fn renderings() -> Vec<(&'static str, Vec<Value>)> {
@@ -132,7 +138,7 @@ fn crd_manifests_validate_against_the_vendored_crds() {
         assert!(errors.is_empty(), "{name}: {errors:#?}");
     }
     let base = render(&manifests_dir("base"));
-    let broken: [(&str, &str, fn(&mut Value)); 4] = [
+    let broken: [BreakDoc; 4] = [
         ("Middleware", "auth", |d| {
             d["spec"]["forwardAuth"]["adress"] = json!("http://x/verify");
         }),
@@ -169,7 +175,7 @@ fn pods_are_locked_down() {
         assert!(problems.is_empty(), "{name}: {problems:#?}");
     }
     let base = render(&manifests_dir("base"));
-    let broken: [(&str, fn(&mut Value)); 4] = [
+    let broken: [Break; 4] = [
         ("readOnlyRootFilesystem", |d| {
             d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] =
                 json!(false);
@@ -251,7 +257,7 @@ fn forward_auth_names_the_sidecar_and_its_headers() {
     }
     let base = render(&manifests_dir("base"));
     let (listen, _, emitted) = sidecar_facts(&base, dir.path());
-    let broken: [(&str, fn(&mut [Value])); 5] = [
+    let broken: [BreakAll; 5] = [
         ("no Service", |d| {
             doc(d, "Middleware", "auth")["spec"]["forwardAuth"]["address"] =
                 json!("http://auth-sidcar.omni2.svc.cluster.local:8700/verify");
@@ -297,7 +303,7 @@ fn middlewares_and_routes_equal_the_file_provider() {
         assert!(problems.is_empty(), "{name}: {problems:#?}");
     }
     let base = render(&manifests_dir("base"));
-    let broken_routes: [(&str, fn(&mut [Value])); 4] = [
+    let broken_routes: [BreakAll; 4] = [
         ("priority", |d| {
             doc(d, "IngressRoute", "omni2")["spec"]["routes"][1]["priority"] = json!(99);
         }),
@@ -347,7 +353,7 @@ fn network_policy_admits_only_traefik_to_omni2() {
         assert!(problems.is_empty(), "{name}: {problems:#?}");
     }
     let base = render(&manifests_dir("base"));
-    let broken: [(&str, fn(&mut Value)); 4] = [
+    let broken: [Break; 4] = [
         ("no NetworkPolicy selects", |p| {
             p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] = json!("omni-2");
         }),
@@ -427,7 +433,7 @@ async fn probes_hit_real_endpoints() {
     assert!(problems.is_empty(), "{problems:#?}");
 
     // Broken copies: a wrong path, the other listener, a port nothing listens on.
-    let broken: [(&str, fn(&mut Value)); 3] = [
+    let broken: [Break; 3] = [
         ("GET /health on port 8701", |d| {
             d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"] =
                 json!("/health");

@@ -267,7 +267,7 @@ async fn sidecar_replicas_share_the_load_and_a_killed_one_gives_no_wrong_decisio
         w.await.expect("worker");
     }
 
-    let records = records.lock().expect("records");
+    let records = std::mem::take(&mut *records.lock().expect("records"));
     let mut table: BTreeMap<(u8, Kind, String), usize> = BTreeMap::new();
     for rec in records.iter() {
         *table
