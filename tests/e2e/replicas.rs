@@ -1,7 +1,7 @@
 //! Three sidecar replicas and two omni2 replicas behind one real Traefik (load balancing with
 //! health checks) and the Python MCP example server: the asserted transformation, the spread
 //! over the sidecars, a sidecar replica SIGKILLed under load (no wrong decision; what Traefik
-//! answers while it is out is printed), and a WebSocket client of a killed omni2 replica
+//! answers while it is out is printed) and restarted, and a WebSocket client of a killed omni2 replica
 //! reconnecting to the other one and resyncing.
 
 use std::collections::BTreeMap;
@@ -278,7 +278,8 @@ async fn sidecar_replicas_share_the_load_and_a_killed_one_gives_no_wrong_decisio
         "sidecar replica {victim} (pid {pid}) SIGKILLed; Traefik marked it DOWN after {out_after:?} (health check every {SIDECAR_HEALTH_INTERVAL})"
     );
     for ((p, kind, status), n) in &table {
-        println!("  {:<22} {kind:<13?} {status:<24} {n}", PHASES[*p as usize]);
+        let kind = format!("{kind:?}");
+        println!("  {:<22} {kind:<13} {status:<24} {n}", PHASES[*p as usize]);
     }
     let wrong: Vec<&Record> = records.iter().filter(|r| r.wrong).collect();
     assert!(
@@ -324,6 +325,27 @@ async fn sidecar_replicas_share_the_load_and_a_killed_one_gives_no_wrong_decisio
         }
     }
     drop(dead);
+
+    // The replica comes back on its address: Traefik's health check puts it back in
+    // rotation and it decides again.
+    r.restart_sidecar(victim).await;
+    r.wait_servers(SIDECAR_SERVICE, 3, 0, Duration::from_secs(30))
+        .await;
+    let before = r.sidecar_decisions().await;
+    for i in 0..30 {
+        let resp = send(
+            &web,
+            &Request::get("/api/v1/mcp/servers").bearer(&users[i % 10]),
+        )
+        .await
+        .expect("request");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let after = r.sidecar_decisions().await;
+    assert!(
+        after[victim].unwrap_or(0.0) > before[victim].unwrap_or(0.0),
+        "the restarted replica decides again: {before:?} -> {after:?}"
+    );
 }
 
 /// The `omni2_ws_connections` gauge of each omni2 replica that is still running.

@@ -8,9 +8,12 @@
 //! replica with a `healthCheck` on `/readyz` (the Service + readiness probe of
 //! deploy/kubernetes). `tests/e2e/replicas.rs` asserts it changes exactly that.
 //!
-//! Later tests (Redis) pass [`ReplicaOptions::sidecar_config`] (the shipped config plus a
-//! `redis:` block, [`shipped_sidecar_config_plus`]) and [`ReplicaOptions::sidecar_env`]
-//! (`REDIS_URL`): every replica gets both.
+//! Adding Redis (a later test): start a `redis-server` on a free port first, then pass
+//! [`ReplicaOptions::sidecar_config`] = [`shipped_sidecar_config_plus`] with the sidecar's
+//! `redis:` block (and `store: redis` on a rule's `rate_limit`) reading `${REDIS_URL}`, and
+//! [`ReplicaOptions::sidecar_env`] = `[("REDIS_URL", "redis://127.0.0.1:PORT")]`: every
+//! replica (and [`Replicas::restart_sidecar`]) gets both. Stopping and restarting that
+//! `redis-server` is the outage; the replicas stay up throughout.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -153,6 +156,9 @@ pub struct Replicas {
     pub omni2s: Vec<Option<Omni2>>,
     pub traefik: Traefik,
     pub wiring: ReplicaWiring,
+    /// The sidecar config every replica runs, and their extra environment.
+    sidecar_config: PathBuf,
+    sidecar_env: Vec<(String, String)>,
 }
 
 impl Replicas {
@@ -211,6 +217,8 @@ impl Replicas {
             omni2s: omni2s.into_iter().map(Some).collect(),
             traefik,
             wiring,
+            sidecar_config: config,
+            sidecar_env: opts.sidecar_env.clone(),
         };
         for (service, n) in [(SIDECAR_SERVICE, opts.sidecars), ("omni2", opts.omni2s)] {
             replicas
@@ -218,6 +226,18 @@ impl Replicas {
                 .await;
         }
         replicas
+    }
+
+    /// Starts sidecar replica `i` again on its addresses (after it was killed and taken out
+    /// of [`Replicas::sidecars`]), e.g. to see a replica that starts late catch up.
+    pub async fn restart_sidecar(&mut self, i: usize) {
+        assert!(self.sidecars[i].is_none(), "sidecar {i} is still running");
+        let addr = self.wiring.sidecars[i];
+        let admin = SocketAddr::new(addr.ip(), self.wiring.sidecar_admin_port);
+        let d = self.dir.join(format!("sidecar-{i}-restarted"));
+        std::fs::create_dir_all(&d).expect("sidecar dir");
+        let s = Sidecar::start_on(&d, &self.sidecar_config, addr, admin, &self.sidecar_env).await;
+        self.sidecars[i] = Some(s);
     }
 
     /// Traefik's view of a service's servers: `url -> "UP" | "DOWN"`.
