@@ -2,8 +2,8 @@
 # Aggregate forwardAuth throughput of 1, 2 and 3 sidecar replicas on this machine, on
 # loopback only, bounded in time.
 #
-#   benches/load/replicas.sh             # 5 s per measurement
-#   DURATION=10s benches/load/replicas.sh
+#   benches/load/replicas.sh             # 3 rounds of 3 s per measurement
+#   DURATION=10s ROUNDS=5 benches/load/replicas.sh
 #
 # Each replica is its own process (one worker, like a pod with one core's worth of work),
 # on its own port; CLIENTS wrk processes (one thread, CONNS/CLIENTS connections each) run at
@@ -14,11 +14,14 @@
 # replica's own cache). The floor, measured in the same run with the same client setup:
 # nginx `return 200` with N worker processes, so "sidecar N / nginx N" says how much of
 # the machine's capacity at N the sidecar gets, and "N / 1" how it scales.
+# For each N, nginx and the sidecars are measured alternately ROUNDS times and the median of
+# each is kept, so a burst of other work on the machine hits both sides alike.
 # Needs: nginx, wrk, curl (installed by .ci/run). Compare ratios within one run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-48}
 MAX=${MAX:-3}
 CLIENTS=${CLIENTS:-3}
@@ -52,12 +55,15 @@ LUA
 
 # Sums the req/s of CLIENTS wrk processes running at once, the i-th on URL i mod N: the
 # client side is the same whatever N, so only the servers change. Fails on any non-2xx.
-aggregate() { # url...
+warm() { # url...
   local urls=("$@") conns=$((CONNS / CLIENTS)) i
   for i in $(seq 0 $((CLIENTS - 1))); do
-    wrk -t1 -c"$conns" -d2s -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >/dev/null &
+    wrk -t1 -c"$conns" -d1s -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >/dev/null &
   done
   wait
+}
+aggregate() { # url...
+  local urls=("$@") conns=$((CONNS / CLIENTS)) i
   for i in $(seq 0 $((CLIENTS - 1))); do
     wrk -t1 -c"$conns" -d"$DURATION" -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >"$WORK/wrk.$i" &
   done
@@ -66,6 +72,8 @@ aggregate() { # url...
   awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s}' "$WORK"/wrk.*
   rm -f "$WORK"/wrk.*
 }
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 declare -A NGINX SIDECAR
 start_nginx() { # workers -> sets NGINX_PORT, NGINX_PID
@@ -101,14 +109,20 @@ start_replica() {
 }
 
 print_context
-echo "== aggregate throughput, cached token: $CLIENTS x wrk -t1 -c$((CONNS / CLIENTS)) -d$DURATION round-robin over the replicas, nothing pinned, $(nproc) cores"
+echo "== aggregate throughput, cached token: $CLIENTS x wrk -t1 -c$((CONNS / CLIENTS)) -d$DURATION round-robin over the replicas, median of $ROUNDS alternating rounds, nothing pinned, $(nproc) cores"
 for n in $(seq 1 "$MAX"); do
   start_nginx "$n"
   urls=(); for _ in $(seq 1 "$n"); do urls+=("http://127.0.0.1:$NGINX_PORT/verify"); done
-  NGINX[$n]=$(aggregate "${urls[@]}")
-  kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
   start_replica
-  SIDECAR[$n]=$(aggregate "${SIDECAR_URLS[@]}")
+  warm "${urls[@]}"; warm "${SIDECAR_URLS[@]}"
+  ng=(); sc=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    ng+=("$(aggregate "${urls[@]}")")
+    sc+=("$(aggregate "${SIDECAR_URLS[@]}")")
+  done
+  NGINX[$n]=$(median "${ng[@]}")
+  SIDECAR[$n]=$(median "${sc[@]}")
+  kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
   printf 'N=%d  nginx (%d workers) %8s req/s   sidecar (%d replicas) %8s req/s   sidecar/nginx %s\n' \
     "$n" "$n" "${NGINX[$n]}" "$n" "${SIDECAR[$n]}" "$(ratio "${SIDECAR[$n]}" "${NGINX[$n]}")"
 done
