@@ -56,18 +56,20 @@ LUA
 # Sums the req/s of CLIENTS wrk processes running at once, the i-th on URL i mod N: the
 # client side is the same whatever N, so only the servers change. Fails on any non-2xx.
 warm() { # url...
-  local urls=("$@") conns=$((CONNS / CLIENTS)) i
+  local urls=("$@") conns=$((CONNS / CLIENTS)) i pids=()
   for i in $(seq 0 $((CLIENTS - 1))); do
     wrk -t1 -c"$conns" -d1s -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >/dev/null &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
 }
 aggregate() { # url...
-  local urls=("$@") conns=$((CONNS / CLIENTS)) i
+  local urls=("$@") conns=$((CONNS / CLIENTS)) i pids=()
   for i in $(seq 0 $((CLIENTS - 1))); do
     wrk -t1 -c"$conns" -d"$DURATION" -s "$WORK/cached.lua" "${urls[i % ${#urls[@]}]}" >"$WORK/wrk.$i" &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
   if grep -q "Non-2xx" "$WORK"/wrk.*; then cat "$WORK"/wrk.*; exit 1; fi
   awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s}' "$WORK"/wrk.*
   rm -f "$WORK"/wrk.*
