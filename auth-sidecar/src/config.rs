@@ -426,10 +426,16 @@ fn compile_redis(raw: &RawRedis, c: &mut Compiler) -> Option<RedisSettings> {
         .key_prefix
         .clone()
         .unwrap_or_else(|| "auth-sidecar:".into());
-    if key_prefix.is_empty() || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+    if key_prefix.is_empty()
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
         c.push(
             "redis.key_prefix",
-            format!("invalid prefix {key_prefix:?}: non-empty, without spaces or control characters"),
+            format!(
+                "invalid prefix {key_prefix:?}: non-empty, without spaces or control characters"
+            ),
         );
     }
     let pool_size = raw.pool_size.unwrap_or(4);

@@ -129,7 +129,10 @@ impl DenyReason {
             self,
             Self::RateLimited
                 | Self::RateLimitUnavailable
-                | Self::IpDenied | Self::RoleDenied | Self::RuleDenied | Self::NoRule
+                | Self::IpDenied
+                | Self::RoleDenied
+                | Self::RuleDenied
+                | Self::NoRule
         )
     }
 

@@ -272,16 +272,16 @@ impl RedisPool {
         let started = Instant::now();
         let result = match self.connection() {
             Err(e) => Err(e),
-            Ok(conn) => match tokio::time::timeout(self.settings.command_timeout, command(conn))
-                .await
-            {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(self.redis_error(e)),
-                Err(_) => Err(StoreError::Timeout {
-                    at: self.settings.display.clone(),
-                    timeout: self.settings.command_timeout,
-                }),
-            },
+            Ok(conn) => {
+                match tokio::time::timeout(self.settings.command_timeout, command(conn)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(self.redis_error(e)),
+                    Err(_) => Err(StoreError::Timeout {
+                        at: self.settings.display.clone(),
+                        timeout: self.settings.command_timeout,
+                    }),
+                }
+            }
         };
         METRICS
             .duration

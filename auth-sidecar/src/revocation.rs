@@ -212,7 +212,10 @@ impl Revocations {
     pub fn is_revoked(&self, token: &Authenticated, now: i64) -> bool {
         let list = self.list.load();
         (!list.is_empty() && list.is_revoked(token, now))
-            || self.shared.as_ref().is_some_and(|s| s.is_revoked(token, now))
+            || self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.is_revoked(token, now))
     }
 
     /// Unexpired `jti` entries and subject entries in force (file and Redis), for metrics.

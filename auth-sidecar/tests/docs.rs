@@ -156,7 +156,7 @@ fn documented_reasons() -> Vec<(String, u16, String)> {
 
 fn status(reason: DenyReason) -> u16 {
     match reason {
-        DenyReason::RateLimited => 429,
+        DenyReason::RateLimited | DenyReason::RateLimitUnavailable => 429,
         r if r.is_unauthenticated() => 401,
         _ => 403,
     }

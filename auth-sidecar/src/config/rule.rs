@@ -128,13 +128,10 @@ pub(super) fn compile_rule(
         allow: c.cidrs(&raw.allow_cidrs, &format!("{path}.allow_cidrs")),
         deny: c.cidrs(&raw.deny_cidrs, &format!("{path}.deny_cidrs")),
     };
-    let rate_limit = raw
-        .rate_limit
-        .as_ref()
-        .and_then(|r| {
-            let at = format!("{path}.rate_limit");
-            compile_rate_limit(r, &raw.name, &at, redis, redis_block, c)
-        });
+    let rate_limit = raw.rate_limit.as_ref().and_then(|r| {
+        let at = format!("{path}.rate_limit");
+        compile_rate_limit(r, &raw.name, &at, redis, redis_block, c)
+    });
     let login = raw.login_url.as_ref().and_then(|url| {
         let key = format!("{path}.login_url");
         match reqwest::Url::parse(url) {

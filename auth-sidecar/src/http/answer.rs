@@ -17,9 +17,7 @@ use crate::reason::DenyReason;
 /// 5xx would tell the gateway the auth service is broken, a 403 that the caller may not).
 pub const fn status(reason: DenyReason) -> StatusCode {
     match reason {
-        DenyReason::RateLimited | DenyReason::RateLimitUnavailable => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        DenyReason::RateLimited | DenyReason::RateLimitUnavailable => StatusCode::TOO_MANY_REQUESTS,
         r if r.is_unauthenticated() => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     }

@@ -51,7 +51,12 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
-    let revocations = active.rt.revocation.shared.as_ref().and_then(|s| s.not_ready());
+    let revocations = active
+        .rt
+        .revocation
+        .shared
+        .as_ref()
+        .and_then(|s| s.not_ready());
     if let Some(why) = &revocations {
         not_ready.push(serde_json::json!({"revocations": "redis", "reason": why}));
     }

@@ -14,11 +14,17 @@ use std::time::Duration;
 use super::RateLimit;
 use crate::redis_pool::{Operation, RedisPool, StoreError};
 
-/// KEYS[1]: the bucket; ARGV[1]: interval µs; ARGV[2]: tolerance µs.
+/// KEYS[1]: the bucket; ARGV[1]: interval µs; ARGV[2]: tolerance µs; ARGV[3], tests only:
+/// the time in µs instead of Redis's clock.
 /// Returns {1, 0} when a token was taken, {0, wait µs} when none is left.
 const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now
+if ARGV[3] then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
@@ -74,17 +80,36 @@ impl SharedLimiter {
     /// Takes one token for `identity`: `Ok(Ok(()))`, or `Ok(Err(wait))` when none is left;
     /// `Err` when Redis gave no answer within `command_timeout`.
     pub async fn check(&self, identity: &str) -> Result<Result<(), Duration>, StoreError> {
+        self.check_with(identity, None).await
+    }
+
+    /// [`SharedLimiter::check`] at a given time (µs) instead of Redis's clock: tests run
+    /// one sequence through this and the local limiter.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn check_at(
+        &self,
+        identity: &str,
+        now_us: u64,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        self.check_with(identity, Some(now_us)).await
+    }
+
+    async fn check_with(
+        &self,
+        identity: &str,
+        now_us: Option<u64>,
+    ) -> Result<Result<(), Duration>, StoreError> {
         let key = self.key(identity);
         let (interval, tolerance) = (self.interval_us, self.tolerance_us);
         let (taken, wait): (i64, i64) = self
             .pool
             .run(Operation::RateLimit, |mut conn| async move {
-                SCRIPT
-                    .key(&key)
-                    .arg(interval)
-                    .arg(tolerance)
-                    .invoke_async(&mut conn)
-                    .await
+                let mut call = SCRIPT.key(&key);
+                call.arg(interval).arg(tolerance);
+                if let Some(now) = now_us {
+                    call.arg(now);
+                }
+                call.invoke_async(&mut conn).await
             })
             .await?;
         Ok(if taken == 1 {

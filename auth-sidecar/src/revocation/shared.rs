@@ -269,11 +269,16 @@ async fn session(weak: &Weak<SharedRevocations>, failures: &mut u32) -> Result<(
         at: pool.settings.display.clone(),
         message: e.to_string(),
     };
+    let started = std::time::Instant::now();
     let mut pubsub = pool.pubsub().await?;
     tokio::time::timeout(wait, pubsub.subscribe(&this.keys.channel))
         .await
         .map_err(|_| timeout())?
         .map_err(redis_error)?;
+    METRICS
+        .duration
+        .with_label_values(&[Operation::RevocationSubscribe.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     this.load().await?;
     METRICS.subscribed.set(1);
     pool.note(Operation::RevocationSubscribe, None);
