@@ -80,6 +80,9 @@ pub async fn publish(pool: &RedisPool, change: &Change) -> Result<(), StoreError
     .await
 }
 
+/// Members of a sorted set with their scores (unix seconds).
+type Scored = Vec<(String, f64)>;
+
 /// The list kept from Redis, and its subscriber.
 pub struct SharedRevocations {
     pool: Arc<RedisPool>,
@@ -177,7 +180,7 @@ impl SharedRevocations {
     async fn load(&self) -> Result<(), StoreError> {
         let now = unix_now();
         let (jti_key, sub_key) = (self.keys.jti.clone(), self.keys.sub.clone());
-        let (jtis, subs): (Vec<(String, f64)>, Vec<(String, f64)>) = self
+        let (jtis, subs): (Scored, Scored) = self
             .pool
             .run(Operation::RevocationLoad, |mut conn| async move {
                 redis::pipe()
