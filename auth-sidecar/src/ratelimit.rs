@@ -7,7 +7,7 @@
 //! of identities moka evicts some (they start full again).
 //! Time is passed in (`now`), so tests drive it without sleeping.
 //!
-//! A rule with `store: redis` keeps the same GCRA in Redis instead ([`shared`]), so that
+//! A rule with `store: redis` keeps the same GCRA in Redis instead ([`SharedLimiter`]), so that
 //! replicas share one bucket per identity; [`Limiter`] is either.
 
 mod shared;

@@ -12,7 +12,7 @@
 //! refused as soon as its revocation is loaded. A subject entry revokes tokens without `iat`.
 //! The file hot-reloads like the config; a bad file is refused and the last good list kept.
 //!
-//! With `redis.revocation: true` a second list comes through Redis ([`shared`]); a token
+//! With `redis.revocation: true` a second list comes through Redis ([`SharedRevocations`]); a token
 //! revoked in either is revoked.
 
 mod shared;

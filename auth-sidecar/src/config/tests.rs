@@ -401,11 +401,17 @@ fn the_redis_block_takes_documented_defaults_and_is_optional() {
 #[test]
 fn a_reload_with_the_same_redis_block_keeps_the_revocation_subscriber() {
     let yaml = |prefix: &str| {
-        format!("{GOOD}redis:\n  url: redis://127.0.0.1:6379\n  key_prefix: \"{prefix}\"\n  revocation: true\n")
+        format!(
+            "{GOOD}redis:\n  url: redis://127.0.0.1:6379\n  key_prefix: \"{prefix}\"\n  revocation: true\n"
+        )
     };
     let compile = |text: &str| Runtime::from_yaml(text, Path::new("."), &env).expect("valid");
     let old = compile(&yaml("a:"));
-    let kept = old.revocation.shared.clone().expect("revocations through Redis");
+    let kept = old
+        .revocation
+        .shared
+        .clone()
+        .expect("revocations through Redis");
     let mut same = compile(&format!("{}workers: 2\n", yaml("a:")));
     same.adopt(&old);
     assert!(Arc::ptr_eq(
