@@ -24,7 +24,7 @@ use aws_lc_rs::digest;
 use jsonwebtoken::Algorithm;
 
 pub use config_plumbing::{Env, Problem, Problems, ProcessEnv};
-use raw::{RawCache, RawConfig, RawIssuer, RawRule, RawTokens};
+use raw::{RawCache, RawConfig, RawIssuer, RawRedis, RawRule, RawTokens};
 
 use crate::cache::{CacheSettings, TokenCache};
 use crate::clock::unix_now;
@@ -33,7 +33,9 @@ use crate::identity::IdentityMapping;
 use crate::jwt::Issuer;
 use crate::net::CidrSet;
 use crate::policy::{Policy, Rule};
-use crate::revocation::Revocations;
+use crate::ratelimit::Limiter;
+use crate::redis_pool::{RedisPool, RedisSettings};
+use crate::revocation::{Revocations, SharedRevocations};
 use crate::token::TokenSources;
 use compiler::Compiler;
 
@@ -63,6 +65,8 @@ pub struct Runtime {
     pub cache: Arc<TokenCache>,
     /// Revoked tokens; reloaded in place when the revocation file changes.
     pub revocation: Arc<Revocations>,
+    /// The `redis:` block's connections, when there is one.
+    pub redis: Option<Arc<RedisPool>>,
     /// Digest of issuers (settings and key material), identity mapping and cache settings.
     pub validation_fingerprint: Vec<u8>,
     /// SHA-256 (hex, first 16 chars) of the configuration text.
@@ -157,28 +161,45 @@ impl Runtime {
             self.cache = old.cache.clone();
         }
         for rule in &mut self.policy.rules {
-            let Some(limiter) = &rule.rate_limit else {
+            // Buckets kept in Redis need no carrying over.
+            let Some(Limiter::Local(limiter)) = &rule.rate_limit else {
                 continue;
             };
-            if let Some(previous) = old.policy.rules.iter().find(|o| {
-                o.name == rule.name
-                    && o.rate_limit
-                        .as_ref()
-                        .is_some_and(|l| l.limit == limiter.limit)
+            if let Some(previous) = old.policy.rules.iter().find_map(|o| match &o.rate_limit {
+                Some(Limiter::Local(l)) if o.name == rule.name && l.limit == limiter.limit => {
+                    Some(l)
+                }
+                _ => None,
             }) {
-                rule.rate_limit = previous.rate_limit.clone();
+                rule.rate_limit = Some(Limiter::Local(previous.clone()));
             }
+        }
+        // The list through Redis and its subscriber carry over while the block is the same:
+        // a reload must not open a window where a revoked token passes.
+        if let (Some(revocation), Some(previous)) = (
+            Arc::get_mut(&mut self.revocation),
+            old.revocation.shared.as_ref(),
+        ) && revocation
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.pool().settings == previous.pool().settings)
+        {
+            revocation.shared = Some(previous.clone());
         }
     }
 
-    /// Starts the background refresh of every remote key set (idempotent). Needs a tokio
-    /// runtime; without one (`check-config`, `explain`) keys are fetched on first use.
-    pub fn start_key_refresh(&self) {
+    /// Starts the background tasks (idempotent): the refresh of every remote key set and
+    /// the revocation subscriber. Needs a tokio runtime; without one (`check-config`,
+    /// `explain`) keys are fetched on first use and Redis is not asked.
+    pub fn start_background(&self) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         for remote in self.issuers.iter().filter_map(|i| i.remote.as_ref()) {
             remote.spawn_refresh();
+        }
+        if let Some(shared) = &self.revocation.shared {
+            shared.spawn_subscriber();
         }
     }
 
@@ -239,6 +260,7 @@ struct Compiled {
     rules: Vec<Rule>,
     cache: CacheSettings,
     revocation: Revocations,
+    redis: Option<Arc<RedisPool>>,
     validation_fingerprint: Vec<u8>,
     warnings: Vec<String>,
     mint_key: Option<MintKey>,
@@ -258,6 +280,7 @@ impl Compiled {
             policy: Policy { rules: self.rules },
             cache: Arc::new(TokenCache::new(self.cache)),
             revocation: Arc::new(self.revocation),
+            redis: self.redis,
             validation_fingerprint: self.validation_fingerprint,
             hash,
             warnings: self.warnings,
@@ -284,9 +307,14 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
     c.start_material(format!("{:?}{:?}", raw.identity, raw.cache).as_bytes());
     let identity = identity::compile_identity(&raw.identity, c);
     let validation_fingerprint = validation_fingerprint(&issuers, &c.finish_material());
-    let revocation = compile_revocation(raw, c);
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| compile_redis(r, c))
+        .map(|settings| Arc::new(RedisPool::new(settings)));
+    let revocation = compile_revocation(raw, redis.as_ref(), c);
     let cache = compile_cache(&raw.cache, c);
-    let rules = compile_rules(&raw.rules, c);
+    let rules = compile_rules(&raw.rules, redis.as_ref(), raw.redis.is_some(), c);
     if !c.problems.is_empty() {
         return None;
     }
@@ -302,6 +330,7 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         rules,
         cache,
         revocation: revocation?,
+        redis,
         validation_fingerprint,
         warnings: std::mem::take(&mut c.warnings),
         mint_key: mint_key(&raw.issuers),
@@ -387,17 +416,95 @@ fn validation_fingerprint(issuers: &[Issuer], identity_material: &[u8]) -> Vec<u
     ctx.finish().as_ref().to_vec()
 }
 
-fn compile_revocation(raw: &RawConfig, c: &mut Compiler) -> Option<Revocations> {
-    let Some(file) = &raw.revocation_file else {
-        return Some(Revocations::default());
-    };
-    match Revocations::load(&c.base.join(file), unix_now()) {
-        Ok(r) => Some(r),
-        Err(p) => {
-            c.problems.0.extend(p.0);
-            None
+/// The most connections one sidecar keeps to Redis: each is multiplexed (pipelined), so
+/// a few carry any load one process can make.
+const MAX_REDIS_POOL: usize = 64;
+
+fn compile_redis(raw: &RawRedis, c: &mut Compiler) -> Option<RedisSettings> {
+    let before = c.problem_count();
+    let key_prefix = raw
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "auth-sidecar:".into());
+    if key_prefix.is_empty()
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.push(
+            "redis.key_prefix",
+            format!(
+                "invalid prefix {key_prefix:?}: non-empty, without spaces or control characters"
+            ),
+        );
+    }
+    let pool_size = raw.pool_size.unwrap_or(4);
+    if !(1..=MAX_REDIS_POOL).contains(&pool_size) {
+        c.push(
+            "redis.pool_size",
+            format!("{pool_size} is not between 1 and {MAX_REDIS_POOL}"),
+        );
+    }
+    let connect_timeout = c.duration(
+        raw.connect_timeout.as_ref(),
+        std::time::Duration::from_millis(250),
+        "redis.connect_timeout",
+    );
+    let command_timeout = c.duration(
+        raw.command_timeout.as_ref(),
+        std::time::Duration::from_millis(50),
+        "redis.command_timeout",
+    );
+    for (value, key) in [
+        (connect_timeout, "redis.connect_timeout"),
+        (command_timeout, "redis.command_timeout"),
+    ] {
+        if value.is_zero() {
+            c.push(key, "must be greater than zero");
         }
     }
+    let settings = match raw.url.as_deref() {
+        None | Some("") => {
+            c.push(
+                "redis.url",
+                "is required with a redis: block (redis://host:port)",
+            );
+            None
+        }
+        Some(url) => RedisSettings::new(
+            url,
+            key_prefix,
+            pool_size,
+            connect_timeout,
+            command_timeout,
+            raw.revocation,
+        )
+        // The URL may hold a password: never echo it.
+        .map_err(|e| c.push("redis.url", e))
+        .ok(),
+    };
+    (c.problem_count() == before).then_some(settings).flatten()
+}
+
+fn compile_revocation(
+    raw: &RawConfig,
+    redis: Option<&Arc<RedisPool>>,
+    c: &mut Compiler,
+) -> Option<Revocations> {
+    let mut revocations = match &raw.revocation_file {
+        None => Revocations::default(),
+        Some(file) => match Revocations::load(&c.base.join(file), unix_now()) {
+            Ok(r) => r,
+            Err(p) => {
+                c.problems.0.extend(p.0);
+                return None;
+            }
+        },
+    };
+    revocations.shared = redis
+        .filter(|pool| pool.settings.revocation)
+        .map(|pool| Arc::new(SharedRevocations::new(pool.clone())));
+    Some(revocations)
 }
 
 fn compile_cache(raw: &RawCache, c: &mut Compiler) -> CacheSettings {
@@ -418,7 +525,12 @@ fn compile_cache(raw: &RawCache, c: &mut Compiler) -> CacheSettings {
     cache
 }
 
-fn compile_rules(raw: &[RawRule], c: &mut Compiler) -> Vec<Rule> {
+fn compile_rules(
+    raw: &[RawRule],
+    redis: Option<&Arc<RedisPool>>,
+    redis_block: bool,
+    c: &mut Compiler,
+) -> Vec<Rule> {
     if raw.is_empty() {
         c.push(
             "rules",
@@ -434,7 +546,7 @@ fn compile_rules(raw: &[RawRule], c: &mut Compiler) -> Vec<Rule> {
                 format!("duplicate rule name {:?}", r.name),
             );
         }
-        if let Some(rule) = rule::compile_rule(r, &path, c) {
+        if let Some(rule) = rule::compile_rule(r, &path, redis, redis_block, c) {
             rules.push(rule);
         }
     }

@@ -16,7 +16,7 @@
 //! after an allow with a monotonic `now`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::{Authenticated, CacheUse, Lookup};
 use crate::config::Runtime;
@@ -27,6 +27,7 @@ use crate::login::prefers_html;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::{normalize, split_uri};
 use crate::policy::{Action, Rule, has_encoded_separator, normalize_host};
+use crate::ratelimit::{Limiter, SharedLimiter};
 use crate::reason::{AllowReason, DenyReason};
 use crate::token;
 
@@ -118,27 +119,32 @@ pub async fn decide_with_keys(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) 
 
 /// Applies the matched rule's rate limit to an allow, at monotonic time `now`: per `sub`
 /// when a token was verified, else per client address. Over the limit: `429 rate_limited`
-/// with `Retry-After`. Preflights are not counted.
-pub fn rate_limit(outcome: &mut Outcome, facts: &RequestFacts<'_>, rt: &Runtime, now: Instant) {
+/// with `Retry-After`. Preflights are not counted. A rule whose limit is kept in Redis
+/// (`store: redis`) is not decided here: the returned [`SharedCheck`] must be awaited.
+pub fn rate_limit(
+    outcome: &mut Outcome,
+    facts: &RequestFacts<'_>,
+    rt: &Runtime,
+    now: Instant,
+) -> Option<SharedCheck> {
     let Decision::Allow {
         rule: Some(index),
         reason,
         ..
     } = &outcome.decision
     else {
-        return;
+        return None;
     };
     let index = *index;
-    let Some(limiter) = &rt.policy.rules[index].rate_limit else {
-        return;
-    };
+    let limiter = rt.policy.rules[index].rate_limit.as_ref()?;
     if *reason == AllowReason::Preflight {
-        return;
+        return None;
     }
     let subject = outcome
         .authenticated
         .as_ref()
         .and_then(|a| a.subject.as_deref());
+    let token_presented = subject.is_some();
     let key = match subject {
         Some(sub) => format!("sub:{sub}"),
         None => match client_ip(
@@ -151,13 +157,61 @@ pub fn rate_limit(outcome: &mut Outcome, facts: &RequestFacts<'_>, rt: &Runtime,
             _ => "ip:unknown".to_owned(),
         },
     };
-    if let Err(wait) = limiter.check(&key, now) {
-        outcome.decision = Decision::Deny {
-            rule: Some(index),
-            reason: DenyReason::RateLimited,
-            token_presented: subject.is_some(),
-            answer: DenyAnswer::RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
-        };
+    match limiter {
+        Limiter::Local(local) => {
+            if let Err(wait) = local.check(&key, now) {
+                outcome.decision = over_limit(index, wait, token_presented);
+            }
+            None
+        }
+        Limiter::Shared(shared) => Some(SharedCheck {
+            index,
+            identity: key,
+            limiter: shared.clone(),
+            token_presented,
+        }),
+    }
+}
+
+fn over_limit(index: usize, wait: Duration, token_presented: bool) -> Decision {
+    Decision::Deny {
+        rule: Some(index),
+        reason: DenyReason::RateLimited,
+        token_presented,
+        answer: DenyAnswer::RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+    }
+}
+
+/// A rate-limit check that asks Redis, for an allow [`rate_limit`] left undecided.
+#[derive(Debug)]
+pub struct SharedCheck {
+    index: usize,
+    identity: String,
+    limiter: Arc<SharedLimiter>,
+    token_presented: bool,
+}
+
+impl SharedCheck {
+    /// Takes a token from the shared bucket. When Redis gives no answer in time, the rule's
+    /// `deny_on_error` decides: deny `rate_limit_unavailable` (429, `Retry-After: 1`: the
+    /// caller may pass, the limiter cannot say so now) or keep the allow; either way the
+    /// failure is counted in `auth_sidecar_redis_errors_total{operation="rate_limit"}`.
+    pub async fn apply(self, outcome: &mut Outcome) {
+        match self.limiter.check(&self.identity).await {
+            Ok(Ok(())) => {}
+            Ok(Err(wait)) => {
+                outcome.decision = over_limit(self.index, wait, self.token_presented);
+            }
+            Err(_) if self.limiter.deny_on_error => {
+                outcome.decision = Decision::Deny {
+                    rule: Some(self.index),
+                    reason: DenyReason::RateLimitUnavailable,
+                    token_presented: self.token_presented,
+                    answer: DenyAnswer::RetryAfter(1),
+                };
+            }
+            Err(_) => {}
+        }
     }
 }
 

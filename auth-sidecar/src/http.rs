@@ -46,10 +46,10 @@ pub struct TestHooks {
 }
 
 impl AppState {
-    /// Wraps a configuration; inside a tokio runtime this also starts the background
-    /// refresh of its remote key sets.
+    /// Wraps a configuration; inside a tokio runtime this also starts its background tasks
+    /// (remote key refresh, revocation subscriber).
     pub fn new(rt: Runtime) -> Self {
-        rt.start_key_refresh();
+        rt.start_background();
         let metrics = Metrics::new();
         let counters = metrics.activate(&rt);
         AppState {
@@ -64,7 +64,7 @@ impl AppState {
     /// Installs a new, already validated configuration (see [`Runtime::adopt`] to carry
     /// state over from the current one).
     pub fn install(&self, rt: Runtime) {
-        rt.start_key_refresh();
+        rt.start_background();
         let counters = self.metrics.activate(&rt);
         self.active.store(Arc::new(Active { rt, counters }));
     }

@@ -9,8 +9,10 @@
 //! 1. leaves: [`reason`] (why allowed or denied: the closed vocabulary of bodies, logs and
 //!    metric labels), [`clock`] (`unix_now`, read only at the edges), [`facts`] (what a
 //!    decision is made from), [`net`] (CIDR sets, the right-most untrusted `X-Forwarded-For`
-//!    walk), [`ratelimit`] (per-rule token buckets), [`supervise`] (restarts background
-//!    tasks that die and reports them down to `/readyz`).
+//!    walk), [`redis_pool`] (the optional Redis connections replicas share state through:
+//!    timeouts, per-operation metrics), [`ratelimit`] (per-rule token buckets, in process
+//!    or in Redis), [`supervise`] (restarts background tasks that die and reports them down
+//!    to `/readyz`).
 //! 2. [`policy`] (ordered rules; [`policy::path`] normalisation) and [`login`] (browser
 //!    redirects to a login page); [`token`] (finding the bearer token, fixed precedence).
 //! 3. [`identity`] (claims → identity headers, the optional identity signature),
@@ -18,7 +20,8 @@
 //!    bounded, TTL never past `exp`), [`keys`] and [`keys::jwks`] (remote key sets: fetch,
 //!    refresh, unknown-kid singleflight, staleness; each set counts its own fetches), [`jwt`]
 //!    (JWS parsing, algorithm pinning, signature and claim checks).
-//! 4. [`revocation`] (revoked `jti`s and subject not-before times); [`config`] (YAML →
+//! 4. [`revocation`] (revoked `jti`s and subject not-before times, from a file and through
+//!    Redis); [`config`] (YAML →
 //!    validated, compiled [`config::Runtime`]; every problem reported at once). Until
 //!    `Problems` leaves `config`, these two name each other: the one allow-listed cycle.
 //! 5. [`decide`] (the pure decision function), [`mint`] (development tokens),
@@ -47,6 +50,7 @@ pub mod net;
 pub mod policy;
 pub mod ratelimit;
 pub mod reason;
+pub mod redis_pool;
 pub mod reload;
 pub mod revocation;
 pub mod supervise;

@@ -1,4 +1,5 @@
-//! `auth-sidecar` command line: serve, check-config, explain, mint. Serving itself is
+//! `auth-sidecar` command line: serve, check-config, explain, mint, revoke, unrevoke.
+//! Serving itself is
 //! [`auth_sidecar::run`]; here: arguments, logging, binding and signals.
 
 use std::net::{SocketAddr, TcpListener};
@@ -6,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use auth_sidecar::app::{ConfigSource, Serve};
@@ -16,6 +17,7 @@ use auth_sidecar::decide::decide_with_keys;
 use auth_sidecar::decision::Decision;
 use auth_sidecar::facts::{RequestFacts, Single};
 use auth_sidecar::mint::{MintRequest, mint};
+use auth_sidecar::revocation::{Change, parse_time, publish};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,39 @@ enum Command {
     Explain(ExplainArgs),
     /// Print a development token signed with the first HMAC key of the first issuer.
     Mint(MintArgs),
+    /// Revoke a token (--jti) or a subject's tokens (--sub) through the config's Redis.
+    Revoke(RevokeArgs),
+    /// Lift a revocation written by `revoke`.
+    Unrevoke(UnrevokeArgs),
+}
+
+#[derive(clap::Args)]
+struct RevokeArgs {
+    /// The sidecar config whose `redis:` block to write to.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The token's `jti`; needs --expires.
+    #[arg(long, conflicts_with_all = ["sub", "not_before"], required_unless_present = "sub")]
+    jti: Option<String>,
+    /// When the jti entry may be forgotten (the token's `exp`): RFC 3339 or unix seconds.
+    #[arg(long, requires = "jti")]
+    expires: Option<String>,
+    /// Revoke every token of this subject issued before --not-before.
+    #[arg(long)]
+    sub: Option<String>,
+    /// RFC 3339 or unix seconds; default: now.
+    #[arg(long, requires = "sub")]
+    not_before: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct UnrevokeArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long, conflicts_with = "sub", required_unless_present = "sub")]
+    jti: Option<String>,
+    #[arg(long)]
+    sub: Option<String>,
 }
 
 #[derive(clap::Args, Default)]
@@ -120,6 +155,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Explain(args) => explain(args),
         Command::Mint(args) => run_mint(args),
+        Command::Revoke(args) => run_revoke(args),
+        Command::Unrevoke(args) => run_unrevoke(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,4 +317,76 @@ fn run_mint(args: MintArgs) -> anyhow::Result<()> {
     let token = mint(&rt, &request, unix_now()).map_err(anyhow::Error::msg)?;
     println!("{token}");
     Ok(())
+}
+
+fn time_arg(flag: &str, text: &str) -> anyhow::Result<i64> {
+    parse_time(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+}
+
+fn run_revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let now = unix_now();
+    let change = match (args.jti, args.sub) {
+        (Some(id), None) => {
+            let Some(expires) = args.expires else {
+                bail!("--jti needs --expires (the token's exp: RFC 3339 or unix seconds)");
+            };
+            let expires = time_arg("expires", &expires)?;
+            if expires <= now {
+                bail!("--expires is in the past: the token has expired already");
+            }
+            Change::RevokeJti { id, expires }
+        }
+        (None, Some(sub)) => {
+            let not_before = match args.not_before {
+                Some(t) => time_arg("not-before", &t)?,
+                None => now,
+            };
+            Change::RevokeSub { sub, not_before }
+        }
+        _ => bail!("give one of --jti or --sub"),
+    };
+    write_change(&args.config, &change)
+}
+
+fn run_unrevoke(args: UnrevokeArgs) -> anyhow::Result<()> {
+    let change = match (args.jti, args.sub) {
+        (Some(id), None) => Change::UnrevokeJti { id },
+        (None, Some(sub)) => Change::UnrevokeSub { sub },
+        _ => bail!("give one of --jti or --sub"),
+    };
+    write_change(&args.config, &change)
+}
+
+/// Writes and publishes `change` through the config's `redis:` block.
+fn write_change(config: &Path, change: &Change) -> anyhow::Result<()> {
+    let rt = load(Some(config))?;
+    let Some(pool) = rt.redis.clone() else {
+        bail!(
+            "{}: no redis: block; revoke and unrevoke write to Redis (add redis: {{url: ...}}, or edit the revocation_file)",
+            config.display()
+        );
+    };
+    if !pool.settings.revocation {
+        safe_log::stderr_line(
+            "warning: redis.revocation is false in this config: sidecars read revocations from Redis only with revocation: true",
+        );
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(publish(&pool, change))
+        .context("cannot write the revocation to Redis")?;
+    println!("{} (at {})", describe(change), pool.settings.display);
+    Ok(())
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::RevokeJti { id, expires } => format!("revoked jti {id:?} until {expires}"),
+        Change::RevokeSub { sub, not_before } => {
+            format!("revoked tokens of sub {sub:?} issued before {not_before}")
+        }
+        Change::UnrevokeJti { id } => format!("unrevoked jti {id:?}"),
+        Change::UnrevokeSub { sub } => format!("unrevoked sub {sub:?}"),
+    }
 }

@@ -209,6 +209,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        crate::redis_pool::register(&registry).expect("metric names are unique");
         Metrics {
             registry,
             decisions,

@@ -156,8 +156,9 @@ pub struct Rule {
     /// `public`: a backend that decodes them before routing would serve another path than
     /// the one decided on (`/api/v1/public/..%2Fadmin`).
     pub deny_encoded_separators: bool,
-    /// Token bucket per `sub` (per client address on public rules); `None` = unlimited.
-    pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Token bucket per `sub` (per client address on public rules), in this process or in
+    /// Redis; `None` = unlimited.
+    pub rate_limit: Option<crate::ratelimit::Limiter>,
     /// Where browsers are sent instead of a `401`.
     pub login: Option<crate::login::LoginRedirect>,
 }

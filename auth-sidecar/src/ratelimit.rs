@@ -6,8 +6,16 @@
 //! idle long enough to be full again expire, and at most `max_keys` are held: under a flood
 //! of identities moka evicts some (they start full again).
 //! Time is passed in (`now`), so tests drive it without sleeping.
+//!
+//! A rule with `store: redis` keeps the same GCRA in Redis instead ([`SharedLimiter`]), so that
+//! replicas share one bucket per identity; [`Limiter`] is either.
 
+mod shared;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use shared::SharedLimiter;
 
 use moka::ops::compute::Op;
 
@@ -23,7 +31,23 @@ pub struct RateLimit {
     pub max_keys: u64,
 }
 
-/// The state of one rule's limit.
+/// A rule's limiter: in this process (the default) or in Redis.
+#[derive(Clone, Debug)]
+pub enum Limiter {
+    Local(Arc<RateLimiter>),
+    Shared(Arc<SharedLimiter>),
+}
+
+impl Limiter {
+    pub fn limit(&self) -> RateLimit {
+        match self {
+            Limiter::Local(l) => l.limit,
+            Limiter::Shared(s) => s.limit,
+        }
+    }
+}
+
+/// The state of one rule's limit, in this process.
 pub struct RateLimiter {
     pub limit: RateLimit,
     /// Nanoseconds between two requests at the sustained rate.

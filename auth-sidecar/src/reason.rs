@@ -25,11 +25,13 @@ pub enum DenyReason {
     Revoked,
     /// The rule's rate limit for this identity or client address is exhausted.
     RateLimited,
+    /// The rule's limit is kept in Redis, which did not answer in time (`deny_on_error`).
+    RateLimitUnavailable,
 }
 
 impl DenyReason {
     /// Every reason, in a stable order (metric series are pre-created from this list).
-    pub const ALL: [DenyReason; 18] = [
+    pub const ALL: [DenyReason; 19] = [
         Self::MissingToken,
         Self::Malformed,
         Self::BadSignature,
@@ -48,6 +50,7 @@ impl DenyReason {
         Self::KeysUnavailable,
         Self::Revoked,
         Self::RateLimited,
+        Self::RateLimitUnavailable,
     ];
 
     /// The stable error code used in bodies, logs and metric labels.
@@ -71,6 +74,7 @@ impl DenyReason {
             Self::KeysUnavailable => "keys_unavailable",
             Self::Revoked => "revoked",
             Self::RateLimited => "rate_limited",
+            Self::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -95,6 +99,7 @@ impl DenyReason {
             Self::KeysUnavailable => "the token issuer's keys are unavailable",
             Self::Revoked => "the token has been revoked",
             Self::RateLimited => "too many requests",
+            Self::RateLimitUnavailable => "the rate limiter is unavailable; retry shortly",
         }
     }
 
@@ -117,11 +122,17 @@ impl DenyReason {
     }
 
     /// True when the caller is not authenticated (answered `401`); the others are `403`
-    /// (authenticated but may not pass) or `429` (over its rate limit).
+    /// (authenticated but may not pass) or `429` (over its rate limit, or the shared
+    /// limiter cannot tell).
     pub const fn is_unauthenticated(self) -> bool {
         !matches!(
             self,
-            Self::RateLimited | Self::IpDenied | Self::RoleDenied | Self::RuleDenied | Self::NoRule
+            Self::RateLimited
+                | Self::RateLimitUnavailable
+                | Self::IpDenied
+                | Self::RoleDenied
+                | Self::RuleDenied
+                | Self::NoRule
         )
     }
 
@@ -188,6 +199,7 @@ mod tests {
             DenyReason::IpDenied,
             DenyReason::RuleDenied,
             DenyReason::RateLimited,
+            DenyReason::RateLimitUnavailable,
         ] {
             assert!(!r.is_unauthenticated(), "{r:?}");
         }

@@ -11,6 +11,11 @@
 //! any allow, including allows answered by the verification cache, so a cached token is
 //! refused as soon as its revocation is loaded. A subject entry revokes tokens without `iat`.
 //! The file hot-reloads like the config; a bad file is refused and the last good list kept.
+//!
+//! With `redis.revocation: true` a second list comes through Redis ([`SharedRevocations`]); a token
+//! revoked in either is revoked.
+
+mod shared;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use serde::Deserialize;
 
 use crate::cache::Authenticated;
 use config_plumbing::Problems;
+pub use shared::{Change, SharedRevocations, publish};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -62,20 +68,27 @@ pub struct RevocationList {
 fn unix_time(raw: &RawTime, path: &str, problems: &mut Problems) -> Option<i64> {
     match raw {
         RawTime::Seconds(s) => Some(*s),
-        RawTime::Text(t) => match humantime::parse_rfc3339_weak(t) {
-            Ok(time) => Some(
-                time.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-            ),
+        RawTime::Text(t) => match parse_time(t) {
+            Ok(time) => Some(time),
             Err(e) => {
-                problems.push(
-                    path,
-                    format!("invalid time {t:?}: {e} (expected RFC 3339 or unix seconds)"),
-                );
+                problems.push(path, e);
                 None
             }
         },
     }
+}
+
+/// A time as the list and the `revoke` command take it: RFC 3339 or unix seconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.trim().parse::<i64>() {
+        return Ok(seconds);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(|time| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        })
+        .map_err(|e| format!("invalid time {text:?}: {e} (expected RFC 3339 or unix seconds)"))
 }
 
 impl RevocationList {
@@ -147,14 +160,16 @@ impl RevocationList {
     }
 }
 
-/// The active revocation list and the file it comes from; shared across config reloads
-/// that keep the same file, swapped atomically when the file changes.
+/// The active revocation list and the file it comes from, swapped atomically when the
+/// file changes; and the list through Redis, if configured.
 #[derive(Debug, Default)]
 pub struct Revocations {
     path: Option<PathBuf>,
     list: ArcSwap<RevocationList>,
     /// Digest of the file text behind `list`, to tell a real change from a touch.
     loaded: ArcSwap<Vec<u8>>,
+    /// Carried over by reloads with the same `redis:` block (`Runtime::adopt`).
+    pub shared: Option<Arc<SharedRevocations>>,
 }
 
 impl Revocations {
@@ -165,6 +180,7 @@ impl Revocations {
             path: Some(path.to_owned()),
             list: ArcSwap::from_pointee(list),
             loaded: ArcSwap::from_pointee(loaded),
+            shared: None,
         })
     }
 
@@ -191,17 +207,23 @@ impl Revocations {
         Ok(())
     }
 
-    /// Whether a verified token is revoked at `now`. Lock-free.
+    /// Whether a verified token is revoked at `now`, by the file or through Redis.
+    /// Lock-free.
     pub fn is_revoked(&self, token: &Authenticated, now: i64) -> bool {
         let list = self.list.load();
-        !list.is_empty() && list.is_revoked(token, now)
+        (!list.is_empty() && list.is_revoked(token, now))
+            || self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.is_revoked(token, now))
     }
 
-    /// Unexpired `jti` entries and subject entries, for metrics.
+    /// Unexpired `jti` entries and subject entries in force (file and Redis), for metrics.
     pub fn counts(&self, now: i64) -> (usize, usize) {
         let list = self.list.load();
         let jtis = list.jti.values().filter(|e| **e > now).count();
-        (jtis, list.subjects.len())
+        let (shared_jtis, shared_subjects) = self.shared.as_ref().map_or((0, 0), |s| s.counts(now));
+        (jtis + shared_jtis, list.subjects.len() + shared_subjects)
     }
 }
 

@@ -11,6 +11,7 @@ mod http;
 mod jwks;
 mod log_pipe;
 mod ratelimit;
+mod redis;
 mod reload;
 mod revocation;
 mod run;

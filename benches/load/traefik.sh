@@ -2,7 +2,7 @@
 # forwardAuth through real Traefik on the shipped config, on loopback only, bounded in time.
 #
 #   benches/load/traefik.sh                 # 10 s per target after a 2 s warm-up
-#   DURATION=5s WARMUP=1s benches/load/traefik.sh
+#   DURATION=5s WARMUP=1s RUNS=1 benches/load/traefik.sh
 #
 # Traefik, nginx and the sidecar run pinned to CPU $SERVER_CPU (one nginx worker, one
 # sidecar worker, Traefik's Go runtime sees one CPU); wrk runs pinned to CPU $CLIENT_CPU
@@ -12,9 +12,11 @@
 # router with no middlewares is added). The backend is nginx `return 200` for every target:
 #   noauth    GET /noauth/x: Traefik alone (router with no middlewares)
 #   ideal     GET /api/v1/mcp/servers, the shipped omni2-api chain with forwardAuth to nginx
-#             `return 200` (+ identity headers): the ideal auth server
+#             `return 200` with the sidecar's own identity headers for the token (read from
+#             the sidecar first, byte for byte): the ideal auth server
 #   sidecar   the same request and chain, forwardAuth to the release auth-sidecar on the
 #             shipped compose/config/auth-sidecar.yaml, one token (a verification-cache hit)
+# The three targets run $RUNS times (default 3), interleaved, so drift hits all of them.
 # It prints req/s, p99 and server CPU per request (Traefik + nginx worker + sidecar), then
 # sidecar / ideal (goal: >= 0.95 req/s, p99 <= 1.1). Needs: traefik, nginx, wrk, taskset,
 # curl; installed by .ci/run.
@@ -24,6 +26,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-64}
+RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 source benches/load/lib.sh
@@ -34,6 +37,29 @@ cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin 
 cargo build -q -p e2e --bin traefik-config
 BIN=$PWD/target/release/auth-sidecar
 CONFIG_BIN=$PWD/target/debug/traefik-config
+
+# The release sidecar on the shipped config (secrets are throwaway test values).
+export OMNI2_JWT_SECRET=load-jwt-secret-0123456789abcdefghijklmnopqrstuv
+export OMNI2_IDENTITY_SECRET=load-identity-secret-0123456789abcdefghijklmno
+SIDECAR_PORT=$(free_port)
+SIDECAR_ADMIN=$(free_port)
+AUTH_SIDECAR_LISTEN=127.0.0.1:$SIDECAR_PORT AUTH_SIDECAR_ADMIN_LISTEN=127.0.0.1:$SIDECAR_ADMIN \
+  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config compose/config/auth-sidecar.yaml \
+  --workers 1 >"$WORK/sidecar.log" 2>&1 &
+PIDS+=($!)
+SIDECAR_PID=$!
+wait_up "http://127.0.0.1:$SIDECAR_ADMIN/readyz"
+TOKEN=$("$BIN" mint --config compose/config/auth-sidecar.yaml --sub load-user --role user --ttl 1h)
+AUTHZ="Authorization: Bearer $TOKEN"
+
+# The ideal auth server answers with the very identity headers the sidecar sends for this
+# token (same names, same bytes), so Traefik copies the same answer in both targets.
+IDENTITY=$(curl -fsS -D - -o /dev/null -H "$AUTHZ" -H 'X-Forwarded-Method: GET' \
+  -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-Host: localhost' \
+  -H 'X-Forwarded-Uri: /api/v1/mcp/servers' -H 'X-Forwarded-For: 127.0.0.1' \
+  "http://127.0.0.1:$SIDECAR_PORT/verify" | tr -d '\r' | grep -iE '^x-(user|auth)-')
+[ -n "$IDENTITY" ] || { echo "the sidecar sent no identity headers" >&2; exit 1; }
+ADD_HEADERS=$(awk -F': ' '{printf "      add_header %s \"%s\";\n", $1, $2}' <<<"$IDENTITY")
 
 # One nginx worker: port AUTH is the ideal forwardAuth server, port BACKEND the backend.
 AUTH_PORT=$(free_port)
@@ -50,8 +76,7 @@ http {
   server {
     listen 127.0.0.1:$AUTH_PORT;
     location / {
-      add_header X-User-Id load-user;
-      add_header X-User-Role user;
+$ADD_HEADERS
       return 200;
     }
   }
@@ -66,20 +91,6 @@ PIDS+=($!)
 NGINX_MASTER=$!
 wait_up "http://127.0.0.1:$BACKEND_PORT/"
 NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
-
-# The release sidecar on the shipped config (secrets are throwaway test values).
-export OMNI2_JWT_SECRET=load-jwt-secret-0123456789abcdefghijklmnopqrstuv
-export OMNI2_IDENTITY_SECRET=load-identity-secret-0123456789abcdefghijklmno
-SIDECAR_PORT=$(free_port)
-SIDECAR_ADMIN=$(free_port)
-AUTH_SIDECAR_LISTEN=127.0.0.1:$SIDECAR_PORT AUTH_SIDECAR_ADMIN_LISTEN=127.0.0.1:$SIDECAR_ADMIN \
-  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config compose/config/auth-sidecar.yaml \
-  --workers 1 >"$WORK/sidecar.log" 2>&1 &
-PIDS+=($!)
-SIDECAR_PID=$!
-wait_up "http://127.0.0.1:$SIDECAR_ADMIN/readyz"
-TOKEN=$("$BIN" mint --config compose/config/auth-sidecar.yaml --sub load-user --role user --ttl 1h)
-AUTHZ="Authorization: Bearer $TOKEN"
 
 decisions() { # sum of auth_sidecar_decisions_total: one per /verify
   curl -fsS "http://127.0.0.1:$SIDECAR_ADMIN/metrics" |
@@ -116,16 +127,31 @@ run() { # name path pid...
 
 print_context
 echo "traefik $(traefik version | awk '/^Version/ {print $2}'), $(nginx -v 2>&1 | cut -d' ' -f3)"
-echo "== through Traefik: wrk -t1 -c$CONNS -d$DURATION (after $WARMUP warm-up); servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU; backend nginx return 200"
-start_traefik "127.0.0.1:$AUTH_PORT"
-run noauth /noauth/x "$TRAEFIK_PID" "$NGINX_WORKER"
-run ideal /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER"
-stop_traefik
-start_traefik "127.0.0.1:$SIDECAR_PORT"
-d0=$(decisions)
-run sidecar /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER" "$SIDECAR_PID"
-echo "sidecar decided $(( $(decisions) - d0 )) requests (warm-up and measured run)"
+echo "ideal's identity headers (the sidecar's own for this token): $(cut -d: -f1 <<<"$IDENTITY" | paste -sd' ')"
+echo "== through Traefik: wrk -t1 -c$CONNS -d$DURATION (after $WARMUP warm-up); servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU; backend nginx return 200; $RUNS rounds, targets interleaved"
+RATIOS=()
+for round in $(seq 1 "$RUNS"); do
+  echo "-- round $round"
+  start_traefik "127.0.0.1:$AUTH_PORT"
+  run noauth /noauth/x "$TRAEFIK_PID" "$NGINX_WORKER"
+  run ideal /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER"
+  stop_traefik
+  start_traefik "127.0.0.1:$SIDECAR_PORT"
+  d0=$(decisions)
+  run sidecar /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER" "$SIDECAR_PID"
+  stop_traefik
+  decided=$(( $(decisions) - d0 ))
+  # Every request must have been decided by the sidecar (no Traefik-side shortcut).
+  [ "$decided" -ge "$(awk -v r="${RPS[sidecar]}" -v d="${DURATION%s}" 'BEGIN {printf "%d", r * d}')" ] ||
+    { echo "the sidecar decided only $decided requests" >&2; exit 1; }
+  r=$(ratio "${RPS[sidecar]}" "${RPS[ideal]}")
+  p=$(ratio "$(to_us "${P99[sidecar]}")" "$(to_us "${P99[ideal]}")")
+  c=$(ratio "${CPU[sidecar]}" "${CPU[ideal]}")
+  RATIOS+=("$r $p $c")
+  echo "sidecar / ideal: req/s $r   p99 $p   CPU/req $c   (noauth / ideal req/s $(ratio "${RPS[noauth]}" "${RPS[ideal]}"); sidecar decided $decided requests incl. warm-up)"
+done
 echo
-echo "== sidecar / ideal (goal: req/s >= 0.95, p99 <= 1.10); noauth / ideal shows what forwardAuth costs"
-echo "req/s ratio $(ratio "${RPS[sidecar]}" "${RPS[ideal]}")   p99 ratio $(ratio "$(to_us "${P99[sidecar]}")" "$(to_us "${P99[ideal]}")")   CPU/req ratio $(ratio "${CPU[sidecar]}" "${CPU[ideal]}")"
-echo "noauth / ideal req/s $(ratio "${RPS[noauth]}" "${RPS[ideal]}")"
+echo "== sidecar / ideal over $RUNS rounds (goal: req/s >= 0.95, p99 <= 1.10)"
+printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{r[NR]=$1; p[NR]=$2; c[NR]=$3; line = line sprintf(" %s", $1)}
+  END {m = int((NR + 1) / 2); printf "req/s ratios:%s   median req/s %s\n", line, r[m]}'
+printf '%s\n' "${RATIOS[@]}" | awk '{print $2}' | sort -n | awk '{p[NR]=$1; line = line " " $1} END {printf "p99 ratios:  %s   median p99 %s\n", line, p[int((NR + 1) / 2)]}'

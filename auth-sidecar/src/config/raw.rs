@@ -21,6 +21,19 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     /// A YAML/JSON list of revoked `jti`s and subject not-before times; hot-reloaded.
     pub revocation_file: Option<PathBuf>,
+    /// Shared state between replicas (rate limits with `store: redis`, revocations).
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub pool_size: Option<usize>,
+    pub connect_timeout: Option<RawDuration>,
+    pub command_timeout: Option<RawDuration>,
+    pub revocation: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +83,10 @@ pub struct RawRateLimit {
     pub per: Option<RawDuration>,
     pub burst: Option<u32>,
     pub max_keys: Option<u64>,
+    /// `local` (default) or `redis`.
+    pub store: Option<String>,
+    /// With `store: redis`: deny when Redis does not answer (default true).
+    pub deny_on_error: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

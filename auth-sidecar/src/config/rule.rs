@@ -11,10 +11,18 @@ use crate::login::LoginRedirect;
 use crate::policy::{
     Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, RoleRequirement, Rule,
 };
-use crate::ratelimit::{RateLimit, RateLimiter};
+use crate::ratelimit::{Limiter, RateLimit, RateLimiter, SharedLimiter};
+use crate::redis_pool::RedisPool;
 
-/// Compiles `rules[i]`; `None` when it has a problem.
-pub(super) fn compile_rule(raw: &RawRule, path: &str, c: &mut Compiler) -> Option<Rule> {
+/// Compiles `rules[i]`; `None` when it has a problem. `redis` is the compiled `redis:`
+/// block (`redis_block`: whether one was written, even with problems of its own).
+pub(super) fn compile_rule(
+    raw: &RawRule,
+    path: &str,
+    redis: Option<&Arc<RedisPool>>,
+    redis_block: bool,
+    c: &mut Compiler,
+) -> Option<Rule> {
     let before = c.problem_count();
     if raw.name.is_empty() {
         c.push(
@@ -120,10 +128,10 @@ pub(super) fn compile_rule(raw: &RawRule, path: &str, c: &mut Compiler) -> Optio
         allow: c.cidrs(&raw.allow_cidrs, &format!("{path}.allow_cidrs")),
         deny: c.cidrs(&raw.deny_cidrs, &format!("{path}.deny_cidrs")),
     };
-    let rate_limit = raw
-        .rate_limit
-        .as_ref()
-        .and_then(|r| compile_rate_limit(r, &format!("{path}.rate_limit"), c));
+    let rate_limit = raw.rate_limit.as_ref().and_then(|r| {
+        let at = format!("{path}.rate_limit");
+        compile_rate_limit(r, &raw.name, &at, redis, redis_block, c)
+    });
     let login = raw.login_url.as_ref().and_then(|url| {
         let key = format!("{path}.login_url");
         match reqwest::Url::parse(url) {
@@ -159,10 +167,37 @@ pub(super) fn compile_rule(raw: &RawRule, path: &str, c: &mut Compiler) -> Optio
 
 fn compile_rate_limit(
     raw: &RawRateLimit,
+    rule: &str,
     path: &str,
+    redis: Option<&Arc<RedisPool>>,
+    redis_block: bool,
     c: &mut Compiler,
-) -> Option<Arc<RateLimiter>> {
+) -> Option<Limiter> {
     let before = c.problem_count();
+    let shared = match raw.store.as_deref().unwrap_or("local") {
+        "local" => false,
+        "redis" => {
+            if !redis_block {
+                c.push(
+                    format!("{path}.store"),
+                    "store: redis needs the top-level redis: block (url, ...)",
+                );
+            }
+            true
+        }
+        other => {
+            c.push(
+                format!("{path}.store"),
+                format!("invalid value {other:?}: expected local or redis"),
+            );
+            false
+        }
+    };
+    if shared && raw.max_keys.is_some() {
+        c.warn(format!(
+            "{path}.max_keys: applies to store: local only; keys in Redis expire once their bucket is full again"
+        ));
+    }
     if raw.requests == 0 {
         c.push(format!("{path}.requests"), "must be at least 1");
     }
@@ -182,12 +217,25 @@ fn compile_rate_limit(
     if max_keys == 0 {
         c.push(format!("{path}.max_keys"), "must be at least 1");
     }
-    (c.problem_count() == before).then(|| {
-        Arc::new(RateLimiter::new(RateLimit {
-            requests: raw.requests,
-            per,
-            burst,
-            max_keys,
-        }))
-    })
+    if c.problem_count() != before {
+        return None;
+    }
+    let limit = RateLimit {
+        requests: raw.requests,
+        per,
+        burst,
+        max_keys,
+    };
+    if !shared {
+        return Some(Limiter::Local(Arc::new(RateLimiter::new(limit))));
+    }
+    // `None` when the redis: block has problems of its own (already reported).
+    let pool = redis?.clone();
+    let deny_on_error = raw.deny_on_error.unwrap_or(true);
+    Some(Limiter::Shared(Arc::new(SharedLimiter::new(
+        limit,
+        rule,
+        deny_on_error,
+        pool,
+    ))))
 }

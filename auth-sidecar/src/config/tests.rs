@@ -250,7 +250,11 @@ fn remote_issuers_take_documented_defaults() {
             true
         )
     );
-    let limit = rt.policy.rules[0].rate_limit.as_ref().expect("limit").limit;
+    let limit = rt.policy.rules[0]
+        .rate_limit
+        .as_ref()
+        .expect("limit")
+        .limit();
     assert_eq!(
         (limit.requests, limit.per, limit.burst, limit.max_keys),
         (10, Duration::from_secs(1), 10, 100_000)
@@ -293,7 +297,7 @@ fn durations_are_seconds_fractional_or_text() {
         );
         let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
         let limiter = rt.policy.rules[0].rate_limit.clone().expect("limited");
-        limiter.limit.per
+        limiter.limit().per
     };
     assert_eq!(per("2"), Duration::from_secs(2));
     assert_eq!(per("0.5"), Duration::from_millis(500));
@@ -336,4 +340,88 @@ fn fingerprints_cover_the_key_material_read() {
     assert_eq!(a.validation_fingerprint, same.validation_fingerprint);
     assert_ne!(a.issuers[0].fingerprint, other.issuers[0].fingerprint);
     assert_ne!(a.validation_fingerprint, other.validation_fingerprint);
+}
+
+#[test]
+fn the_redis_block_takes_documented_defaults_and_is_optional() {
+    let limited = GOOD.replace(
+        "action: authenticated",
+        "action: authenticated\n    rate_limit: {requests: 5, store: redis}",
+    );
+    let yaml = format!("{limited}redis:\n  url: redis://10.1.2.3:6380/2\n");
+    let rt = Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid");
+    let pool = rt.redis.as_ref().expect("a redis block");
+    let s = &pool.settings;
+    assert_eq!(
+        (
+            s.display.as_str(),
+            s.key_prefix.as_str(),
+            s.pool_size,
+            s.connect_timeout,
+            s.command_timeout,
+            s.revocation
+        ),
+        (
+            "10.1.2.3:6380/2",
+            "auth-sidecar:",
+            4,
+            Duration::from_millis(250),
+            Duration::from_millis(50),
+            false
+        )
+    );
+    match rt.policy.rules[0].rate_limit.as_ref().expect("limited") {
+        crate::ratelimit::Limiter::Shared(l) => {
+            assert!(l.deny_on_error, "deny_on_error defaults to true");
+            assert_eq!(l.key("sub:alice"), "auth-sidecar:rl:api:sub:alice");
+        }
+        other => panic!("expected a shared limiter, got {other:?}"),
+    }
+    assert!(
+        rt.revocation.shared.is_none(),
+        "revocation defaults to false"
+    );
+    // Without the block: no Redis anywhere, local limits.
+    let rt = Runtime::from_yaml(
+        &GOOD.replace(
+            "action: authenticated",
+            "action: authenticated\n    rate_limit: {requests: 5}",
+        ),
+        Path::new("."),
+        &env,
+    )
+    .expect("valid");
+    assert!(rt.redis.is_none() && rt.revocation.shared.is_none());
+    assert!(matches!(
+        rt.policy.rules[0].rate_limit,
+        Some(crate::ratelimit::Limiter::Local(_))
+    ));
+}
+
+#[test]
+fn a_reload_with_the_same_redis_block_keeps_the_revocation_subscriber() {
+    let yaml = |prefix: &str| {
+        format!(
+            "{GOOD}redis:\n  url: redis://127.0.0.1:6379\n  key_prefix: \"{prefix}\"\n  revocation: true\n"
+        )
+    };
+    let compile = |text: &str| Runtime::from_yaml(text, Path::new("."), &env).expect("valid");
+    let old = compile(&yaml("a:"));
+    let kept = old
+        .revocation
+        .shared
+        .clone()
+        .expect("revocations through Redis");
+    let mut same = compile(&format!("{}workers: 2\n", yaml("a:")));
+    same.adopt(&old);
+    assert!(Arc::ptr_eq(
+        same.revocation.shared.as_ref().expect("shared"),
+        &kept
+    ));
+    let mut other = compile(&yaml("b:"));
+    other.adopt(&old);
+    assert!(
+        !Arc::ptr_eq(other.revocation.shared.as_ref().expect("shared"), &kept),
+        "another prefix is another set: a new subscriber"
+    );
 }

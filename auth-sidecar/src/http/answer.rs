@@ -13,10 +13,11 @@ use crate::decision::{Decision, DenyAnswer};
 use crate::reason::DenyReason;
 
 /// 401 when the caller is not authenticated, 403 when it is but may not pass, 429 when it
-/// is over its rate limit.
+/// is over its rate limit or its shared limiter cannot answer (a retry can succeed; a
+/// 5xx would tell the gateway the auth service is broken, a 403 that the caller may not).
 pub const fn status(reason: DenyReason) -> StatusCode {
     match reason {
-        DenyReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        DenyReason::RateLimited | DenyReason::RateLimitUnavailable => StatusCode::TOO_MANY_REQUESTS,
         r if r.is_unauthenticated() => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     }
@@ -146,6 +147,10 @@ mod tests {
         assert_eq!(status(DenyReason::IpDenied), StatusCode::FORBIDDEN);
         assert_eq!(
             status(DenyReason::RateLimited),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status(DenyReason::RateLimitUnavailable),
             StatusCode::TOO_MANY_REQUESTS
         );
     }

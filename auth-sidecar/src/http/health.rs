@@ -16,7 +16,9 @@ pub(super) async fn healthz() -> HttpResponse {
 /// Ready when a configuration is loaded and every issuer has keys: static ones, or, for a
 /// remote issuer marked `required`, a fetched set younger than `max_stale`. The body names
 /// each issuer that is not ready and why, and the active config hash. A supervised
-/// background task that is down (being restarted) also makes it not ready.
+/// background task that is down (being restarted) also makes it not ready, and so do
+/// revocations through Redis until their stored set is first loaded (or while their
+/// subscriber task is down; a lost connection alone is not, see `revocation::shared`).
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let active = state.active.load();
     let now = unix_now();
@@ -49,11 +51,20 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
+    let revocations = active
+        .rt
+        .revocation
+        .shared
+        .as_ref()
+        .and_then(|s| s.not_ready());
+    if let Some(why) = &revocations {
+        not_ready.push(serde_json::json!({"revocations": "redis", "reason": why}));
+    }
     let tasks_down = state.tasks.down();
     for (task, why) in &tasks_down {
         not_ready.push(serde_json::json!({"task": task, "reason": why}));
     }
-    let ready = missing.is_empty() && tasks_down.is_empty();
+    let ready = missing.is_empty() && tasks_down.is_empty() && revocations.is_none();
     let body = serde_json::json!({
         "ready": ready,
         "config_hash": active.rt.hash,

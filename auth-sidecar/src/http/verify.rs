@@ -1,5 +1,6 @@
 //! The forwardAuth handler. Phases: read the forwarded facts → fetch remote keys if the
-//! token needs ones we lack (async, bounded) → decide (pure) → rate limit → count and log →
+//! token needs ones we lack (async, bounded) → decide (pure) → rate limit (async only for a
+//! `store: redis` limit, bounded by `command_timeout`) → count and log →
 //! respond. The request line, `Host` and body of the auth request are never used.
 
 use std::time::Instant;
@@ -60,7 +61,9 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
     let active = state.active.load_full();
     let facts = facts_from_request(&req);
     let mut outcome = decide_with_keys(&facts, &active.rt, unix_now()).await;
-    rate_limit(&mut outcome, &facts, &active.rt, started);
+    if let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) {
+        shared.apply(&mut outcome).await;
+    }
     state.metrics.record(
         &active.counters,
         &outcome.decision,
