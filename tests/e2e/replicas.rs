@@ -2,7 +2,8 @@
 //! health checks) and the Python MCP example server: the asserted transformation, the spread
 //! over the sidecars, a sidecar replica SIGKILLed under load (no wrong decision; what Traefik
 //! answers while it is out is printed) and restarted, and a WebSocket client of a killed omni2 replica
-//! reconnecting to the other one and resyncing.
+//! reconnecting to the other one and resyncing; with a Redis added through the harness's
+//! options, a revocation written by the CLI reaching every sidecar replica.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -459,4 +460,83 @@ async fn websocket_client_of_a_killed_omni2_replica_reconnects_and_resyncs() {
     assert_eq!(again["type"], "snapshot", "{again}");
     assert!(again["seq"].as_u64() > Some(1), "{again}");
     drop(dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_redis_reaches_every_sidecar_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis_dir = dir.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).expect("redis dir");
+    let redis = test_support::RedisServer::start(redis_dir);
+    let opts = ReplicaOptions {
+        sidecar_config: Some(shipped_sidecar_config_plus(
+            "redis:\n  url: ${REDIS_URL}\n  revocation: true\n",
+        )),
+        sidecar_env: vec![("REDIS_URL".into(), redis.url())],
+        ..options()
+    };
+    let r = Replicas::start(dir.path(), &opts).await;
+    let path = "/api/v1/mcp/servers";
+    let (token, other) = (
+        r.any_sidecar().token("revoked-user", "user"),
+        r.any_sidecar().token("other-user", "user"),
+    );
+    for i in 0..3 {
+        assert_eq!(r.decision_of(i, path, &token).await, Ok(200), "replica {i}");
+    }
+
+    // The CLI writes the revocation to Redis (stored set + publish); the replicas are not
+    // told anything else. `--not-before` past the token's `iat` (whole seconds).
+    let not_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 2;
+    let mut env = e2e::stack::sidecar_env(e2e::process::free_addr(), e2e::process::free_addr());
+    env.push(("REDIS_URL", redis.url()));
+    let out = std::process::Command::new(e2e::process::sidecar_binary())
+        .args(["revoke", "--config"])
+        .arg(r.sidecar_config())
+        .args([
+            "--sub",
+            "revoked-user",
+            "--not-before",
+            &not_before.to_string(),
+        ])
+        .envs(env)
+        .output()
+        .expect("run auth-sidecar revoke");
+    assert!(out.status.success(), "revoke: {out:?}");
+    let revoked_at = tokio::time::Instant::now();
+    eventually(
+        "every replica denies the revoked subject",
+        Duration::from_secs(10),
+        || {
+            let r = &r;
+            let token = &token;
+            async move {
+                let mut answers = Vec::new();
+                for i in 0..3 {
+                    answers.push(r.decision_of(i, path, token).await?);
+                }
+                (answers == [401, 401, 401])
+                    .then_some(())
+                    .ok_or(format!("{answers:?}"))
+            }
+        },
+    )
+    .await;
+    println!(
+        "a revocation through Redis reached all 3 replicas within {:?} of the CLI returning",
+        revoked_at.elapsed()
+    );
+    // Through Traefik too, while another user is unaffected.
+    let through = send(&r.target(), &Request::get(path).bearer(&token))
+        .await
+        .expect("request");
+    assert_eq!(through.status, 401, "{}", through.text());
+    let through = send(&r.target(), &Request::get(path).bearer(&other))
+        .await
+        .expect("request");
+    assert_eq!(through.status, 200, "{}", through.text());
 }

@@ -8,12 +8,13 @@
 //! replica with a `healthCheck` on `/readyz` (the Service + readiness probe of
 //! deploy/kubernetes). `tests/e2e/replicas.rs` asserts it changes exactly that.
 //!
-//! Adding Redis (a later test): start a `redis-server` on a free port first, then pass
-//! [`ReplicaOptions::sidecar_config`] = [`shipped_sidecar_config_plus`] with the sidecar's
-//! `redis:` block (and `store: redis` on a rule's `rate_limit`) reading `${REDIS_URL}`, and
-//! [`ReplicaOptions::sidecar_env`] = `[("REDIS_URL", "redis://127.0.0.1:PORT")]`: every
-//! replica (and [`Replicas::restart_sidecar`]) gets both. Stopping and restarting that
-//! `redis-server` is the outage; the replicas stay up throughout.
+//! Adding Redis (as `tests/e2e/replicas.rs`'s revocation test does): start a
+//! `test_support::RedisServer`, then pass [`ReplicaOptions::sidecar_config`] =
+//! [`shipped_sidecar_config_plus`] with the sidecar's `redis:` block reading `${REDIS_URL}`
+//! (and `store: redis` on a rule's `rate_limit` for shared limits), and
+//! [`ReplicaOptions::sidecar_env`] = `[("REDIS_URL", redis.url())]`: every replica (and
+//! [`Replicas::restart_sidecar`]) gets both. `RedisServer::kill`/`restart` is the outage;
+//! the replicas stay up throughout.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -238,6 +239,30 @@ impl Replicas {
         std::fs::create_dir_all(&d).expect("sidecar dir");
         let s = Sidecar::start_on(&d, &self.sidecar_config, addr, admin, &self.sidecar_env).await;
         self.sidecars[i] = Some(s);
+    }
+
+    /// The sidecar config file every replica runs (e.g. for `auth-sidecar revoke --config`).
+    pub fn sidecar_config(&self) -> &Path {
+        &self.sidecar_config
+    }
+
+    /// Sidecar replica `i`'s decision for `GET path` with `token`, asked directly (not
+    /// through Traefik), as Traefik's forwardAuth would.
+    pub async fn decision_of(&self, i: usize, path: &str, token: &str) -> Result<u16, String> {
+        let s = self.sidecars[i]
+            .as_ref()
+            .ok_or(format!("sidecar {i} is not running"))?;
+        let r = send(
+            &Target::Tcp(s.addr),
+            &Request::get("/verify")
+                .header("X-Forwarded-Method", "GET")
+                .header("X-Forwarded-Proto", "http")
+                .header("X-Forwarded-Host", "omni2.example.com")
+                .header("X-Forwarded-Uri", path)
+                .bearer(token),
+        )
+        .await?;
+        Ok(r.status.as_u16())
     }
 
     /// Traefik's view of a service's servers: `url -> "UP" | "DOWN"`.

@@ -40,10 +40,18 @@ pub fn compile_shipped_sidecar_config() -> Runtime {
 
 /// Compiles a sidecar config with the test secrets and (unless set) loopback addresses.
 pub fn compile_sidecar_config(path: &Path) -> Runtime {
+    compile_sidecar_config_with(path, &[])
+}
+
+/// [`compile_sidecar_config`] with `extra` variables too (e.g. `REDIS_URL`).
+pub fn compile_sidecar_config_with(path: &Path, extra: &[(String, String)]) -> Runtime {
     let env = |name: &str| match name {
         "OMNI2_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
         "OMNI2_IDENTITY_SECRET" => Some(IDENTITY_SECRET.to_owned()),
-        _ => None,
+        _ => extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
     };
     Runtime::load(path, &env).unwrap_or_else(|problems| panic!("{}: {problems}", path.display()))
 }
@@ -108,7 +116,7 @@ impl Sidecar {
         Sidecar {
             addr,
             admin,
-            runtime: compile_sidecar_config(config),
+            runtime: compile_sidecar_config_with(config, extra_env),
             proc,
         }
     }
