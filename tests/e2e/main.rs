@@ -8,12 +8,18 @@
 //!   Traefik-only rows (CORS, rate limits, internal-only, stripping, floods, failures).
 //! - `gateway_echo`: the release sidecar behind Traefik, nginx, Caddy and Envoy in front of an echo
 //!   upstream (allow, 401, 403, forged identity never reaches the upstream).
+//! - `kubernetes`: deploy/kubernetes rendered, validated (Kubernetes schemas, vendored CRDs)
+//!   and cross-checked against traefik/dynamic and the binaries; ConfigMap symlink-swap reload.
+//! - `replicas`: three sidecars and two omni2 behind one Traefik: spread, a killed sidecar
+//!   replica under load, a WebSocket client of a killed omni2 replica resyncing.
 //! - `gateway_omni2`: the issue 5 matrix per gateway (Traefik included) with the release omni2 on a unix
 //!   socket (TCP behind Traefik), the Python MCP example server and Prometheus.
 
 mod deploy;
 mod gateway_echo;
 mod gateway_omni2;
+mod kubernetes;
 mod layout;
 mod netns;
+mod replicas;
 mod traefik;

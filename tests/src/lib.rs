@@ -10,13 +10,17 @@
 //!   nginx / Caddy / Envoy configs (contract §4.2).
 //! - [`traefik`]: real Traefik on the shipped config, changed by one asserted transformation.
 //! - [`stack`]: the sidecar with the shipped config, token minting.
+//! - [`replicas`]: N sidecar and M omni2 replicas behind one Traefik (load balancing, health checks).
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
 //! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
+//! - [`kubernetes`]: `deploy/kubernetes/` rendering, validation and cross-checks.
 
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod kubernetes;
 pub mod netns;
 pub mod process;
+pub mod replicas;
 pub mod stack;
 pub mod traefik;

@@ -40,10 +40,18 @@ pub fn compile_shipped_sidecar_config() -> Runtime {
 
 /// Compiles a sidecar config with the test secrets and (unless set) loopback addresses.
 pub fn compile_sidecar_config(path: &Path) -> Runtime {
+    compile_sidecar_config_with(path, &[])
+}
+
+/// [`compile_sidecar_config`] with `extra` variables too (e.g. `REDIS_URL`).
+pub fn compile_sidecar_config_with(path: &Path, extra: &[(String, String)]) -> Runtime {
     let env = |name: &str| match name {
         "OMNI2_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
         "OMNI2_IDENTITY_SECRET" => Some(IDENTITY_SECRET.to_owned()),
-        _ => None,
+        _ => extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
     };
     Runtime::load(path, &env).unwrap_or_else(|problems| panic!("{}: {problems}", path.display()))
 }
@@ -72,14 +80,26 @@ impl Sidecar {
 
     /// Starts the sidecar with `config` (which reads the same variables as the shipped one).
     pub async fn start_with(dir: &Path, config: &Path) -> Sidecar {
+        Sidecar::start_on(dir, config, free_addr(), free_addr(), &[]).await
+    }
+
+    /// Starts the sidecar with `config` on the given addresses, with `extra_env` besides the
+    /// shipped config's variables (e.g. `REDIS_URL`); logs to `dir/auth-sidecar.log`.
+    pub async fn start_on(
+        dir: &Path,
+        config: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        extra_env: &[(String, String)],
+    ) -> Sidecar {
         let binary = tokio::task::spawn_blocking(sidecar_binary)
             .await
             .expect("build task");
-        let (addr, admin) = (free_addr(), free_addr());
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--workers", "1", "--config"])
             .arg(config)
-            .envs(sidecar_env(addr, admin));
+            .envs(sidecar_env(addr, admin))
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn("auth-sidecar", cmd, dir.join("auth-sidecar.log"));
         eventually("auth-sidecar /readyz", Duration::from_secs(20), || {
             proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
@@ -96,7 +116,7 @@ impl Sidecar {
         Sidecar {
             addr,
             admin,
-            runtime: compile_sidecar_config(config),
+            runtime: compile_sidecar_config_with(config, extra_env),
             proc,
         }
     }
@@ -289,6 +309,11 @@ impl Omni2 {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid().expect("omni2 is running")
+    }
+
+    /// Sends `signal` (SIGKILL: a replica that dies).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.proc.signal(signal);
     }
 
     pub fn log(&self) -> String {

