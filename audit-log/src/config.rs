@@ -256,7 +256,11 @@ fn parse_allows(text: &str) -> Result<Allows, String> {
             if one.trim() != "1" || n == 0 {
                 return Err(bad());
             }
-            Ok(if n == 1 { Allows::All } else { Allows::OneIn(n) })
+            Ok(if n == 1 {
+                Allows::All
+            } else {
+                Allows::OneIn(n)
+            })
         }
     }
 }
@@ -308,17 +312,45 @@ mod tests {
         let cases = [
             ("sink: syslog", Binary::Sidecar, "audit.sink"),
             ("sink: file", Binary::Sidecar, "audit.file"),
-            ("sink: file\nfile: /nonexistent-dir/a.log", Binary::Sidecar, "audit.file"),
-            ("sink: file\nfile: a.log\nmax_bytes: 10 parsecs", Binary::Sidecar, "audit.max_bytes"),
-            ("sink: file\nfile: a.log\nmax_bytes: 100", Binary::Sidecar, "audit.max_bytes"),
-            ("sink: file\nfile: a.log\nkeep: 0", Binary::Sidecar, "audit.keep"),
+            (
+                "sink: file\nfile: /nonexistent-dir/a.log",
+                Binary::Sidecar,
+                "audit.file",
+            ),
+            (
+                "sink: file\nfile: a.log\nmax_bytes: 10 parsecs",
+                Binary::Sidecar,
+                "audit.max_bytes",
+            ),
+            (
+                "sink: file\nfile: a.log\nmax_bytes: 100",
+                Binary::Sidecar,
+                "audit.max_bytes",
+            ),
+            (
+                "sink: file\nfile: a.log\nkeep: 0",
+                Binary::Sidecar,
+                "audit.keep",
+            ),
             ("sink: stdout\nqueue: 0", Binary::Sidecar, "audit.queue"),
             ("sink: stdout\nallows: 2/3", Binary::Sidecar, "audit.allows"),
             ("sink: stdout\nallows: 1/0", Binary::Sidecar, "audit.allows"),
-            ("sink: stdout\nallows: some", Binary::Sidecar, "audit.allows"),
+            (
+                "sink: stdout\nallows: some",
+                Binary::Sidecar,
+                "audit.allows",
+            ),
             ("sink: stdout\nallows: all", Binary::Omni2, "audit.allows"),
-            ("sink: stdout\narguments: hash", Binary::Sidecar, "audit.arguments"),
-            ("sink: stdout\narguments: plain", Binary::Omni2, "audit.arguments"),
+            (
+                "sink: stdout\narguments: hash",
+                Binary::Sidecar,
+                "audit.arguments",
+            ),
+            (
+                "sink: stdout\narguments: plain",
+                Binary::Omni2,
+                "audit.arguments",
+            ),
             ("sink: stdout\nkeep: 3", Binary::Sidecar, "audit.keep"),
             ("file: a.log", Binary::Sidecar, "audit.file"),
         ];

@@ -155,7 +155,10 @@ mod tests {
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
             .collect();
         names.sort();
-        assert_eq!(names, ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"]);
+        assert_eq!(
+            names,
+            ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"]
+        );
         for n in &names {
             let len = std::fs::metadata(dir.path().join(n)).expect("meta").len();
             assert_eq!(len, 82, "{n}: two whole lines");

@@ -225,7 +225,11 @@ impl Writer {
             self.append(state, &line);
             while let Ok(line) = rx.try_recv() {
                 self.append(state, &line);
-                if state.sink.as_ref().is_some_and(|s| s.buffered() >= BUFFER_BYTES) {
+                if state
+                    .sink
+                    .as_ref()
+                    .is_some_and(|s| s.buffered() >= BUFFER_BYTES)
+                {
                     self.flush(state);
                 }
             }
@@ -387,7 +391,11 @@ mod tests {
         assert!(!log.is_on());
         log.submit(&1);
         assert_eq!(
-            (log.counters().written(), log.counters().failed(), log.counters().dropped()),
+            (
+                log.counters().written(),
+                log.counters().failed(),
+                log.counters().dropped()
+            ),
             (0, 0, 0)
         );
     }

@@ -31,7 +31,9 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
         RawSize::Bytes(n) => return Ok(*n),
         RawSize::Text(t) => t.trim(),
     };
-    let bad = || format!("invalid size {text:?}: expected bytes or a unit (\"10MiB\", \"512KiB\", \"1GB\")");
+    let bad = || {
+        format!("invalid size {text:?}: expected bytes or a unit (\"10MiB\", \"512KiB\", \"1GB\")")
+    };
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
     let number: u64 = number.parse().map_err(|_| bad())?;
@@ -73,7 +75,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        for bad in ["\"1.5MiB\"", "\"ten\"", "\"5 parsecs\"", "\"\"", "\"99999999999GiB\""] {
+        for bad in [
+            "\"1.5MiB\"",
+            "\"ten\"",
+            "\"5 parsecs\"",
+            "\"\"",
+            "\"99999999999GiB\"",
+        ] {
             let e = parsed(bad).expect_err(bad);
             assert!(e.starts_with("invalid size"), "{bad}: {e}");
         }
