@@ -608,3 +608,19 @@ fn rotation_keeps_keep_files_none_past_max_bytes() {
         );
     }
 }
+
+/// docs/audit.md's sidecar table lists exactly the fields an event has, in their order.
+#[test]
+fn the_documented_fields_are_the_written_ones() {
+    let doc = test_support::docs::read(&test_support::docs::repo_root().join("docs/audit.md"));
+    let section = doc
+        .split("## Sidecar events")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a sidecar events section in docs/audit.md");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert_eq!(documented, FIELDS);
+}
