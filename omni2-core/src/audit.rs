@@ -9,13 +9,19 @@
 //!
 //! The control actions (probe, breaker reset, disable/enable, …) are recorded with
 //! [`Audit::control_action`]: call it once per action, after it was carried out or refused.
+//!
+//! [`Audit::subscribe`] gives the same events live (for an admin-only WebSocket topic),
+//! whether or not a sink is configured; with neither a sink nor a subscriber, no event is
+//! built at all.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use audit_log::{Arguments, AuditCounters, AuditLog, AuditSettings, Timestamp};
 use aws_lc_rs::digest;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::broadcast;
 
 use crate::cache::canonical_object;
 use crate::identity::Identity;
@@ -44,11 +50,15 @@ pub struct ToolCall<'a> {
     pub latency: Duration,
 }
 
-/// The audit trail: off, or a running writer.
+/// Live events buffered per subscriber; a slower one gets `Lagged` and skips ahead.
+pub const LIVE_BUFFER: usize = 256;
+
+/// The audit trail: off, or a running writer; and its live subscribers.
 #[derive(Debug)]
 pub struct Audit {
     log: AuditLog,
     arguments: Arguments,
+    live: broadcast::Sender<Arc<str>>,
 }
 
 #[derive(Serialize)]
@@ -98,11 +108,38 @@ impl Audit {
         Audit {
             log: AuditLog::start(settings, counters),
             arguments: settings.map_or(Arguments::Hash, |s| s.arguments),
+            live: broadcast::channel(LIVE_BUFFER).0,
         }
     }
 
+    /// Whether an event would go anywhere (a sink, or a live subscriber).
     pub fn is_on(&self) -> bool {
-        self.log.is_on()
+        self.log.is_on() || self.live.receiver_count() > 0
+    }
+
+    /// Every event from now on, as its JSON text (one object, no newline). Arguments are
+    /// shown as configured (`hash` or `full`), exactly as in the sink.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.live.subscribe()
+    }
+
+    /// Serialises once; the line goes to the sink and to live subscribers.
+    fn emit<T: Serialize>(&self, event: &T) {
+        if self.live.receiver_count() == 0 {
+            self.log.submit(event);
+            return;
+        }
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        if let Ok(text) = std::str::from_utf8(&line) {
+            // No subscriber left since the check: nothing to do.
+            let _ = self.live.send(Arc::from(text));
+        }
+        if self.log.is_on() {
+            line.push(b'\n');
+            self.log.submit_line(line);
+        }
     }
 
     /// Why the sink is failing now, if it is.
@@ -121,7 +158,7 @@ impl Audit {
             Arguments::Full => canonical,
             Arguments::Hash => None,
         };
-        self.log.submit(&ToolCallEvent {
+        self.emit(&ToolCallEvent {
             time: Timestamp::now(),
             event: event::TOOL_CALL,
             user: &call.actor.id,
@@ -148,7 +185,7 @@ impl Audit {
         if !self.is_on() {
             return;
         }
-        self.log.submit(&InvalidationEvent {
+        self.emit(&InvalidationEvent {
             time: Timestamp::now(),
             event: event::CACHE_INVALIDATION,
             user: &actor.id,
@@ -166,7 +203,7 @@ impl Audit {
         if !self.is_on() {
             return;
         }
-        self.log.submit(&ControlEvent {
+        self.emit(&ControlEvent {
             time: Timestamp::now(),
             event: event::CONTROL_ACTION,
             user: &actor.id,
@@ -186,6 +223,34 @@ fn sha256_hex(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alice() -> Identity {
+        Identity {
+            id: "alice".into(),
+            username: String::new(),
+            role: "admin".into(),
+            roles: vec!["admin".into()],
+            email: String::new(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn subscribers_see_events_without_a_sink() {
+        let audit = Audit::new(None, AuditCounters::new("t"));
+        assert!(!audit.is_on(), "no sink, no subscriber: nothing is built");
+        let mut rx = audit.subscribe();
+        assert!(audit.is_on());
+        audit.control_action(&alice(), "probe", "py", OK);
+        let line = rx.try_recv().expect("an event");
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["event"], event::CONTROL_ACTION);
+        assert_eq!(
+            (&v["user"], &v["action"], &v["target"], &v["result"]),
+            (&"alice".into(), &"probe".into(), &"py".into(), &"ok".into())
+        );
+        assert_eq!(v["roles"], serde_json::json!(["admin"]));
+    }
 
     #[test]
     fn the_hash_is_of_the_canonical_text() {
