@@ -327,6 +327,14 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         c.base,
         c.problems,
     );
+    if let Some(audit_log::SinkSettings::File { path, .. }) = audit.as_ref().map(|a| &a.sink)
+        && path.parent() == Some(c.base)
+    {
+        c.warn(format!(
+            "audit.file {} is in the config file's directory, which is watched for changes: every audit write wakes the watcher; put it in a directory of its own (e.g. /var/log/auth-sidecar/)",
+            path.display()
+        ));
+    }
     if !c.problems.is_empty() {
         return None;
     }

@@ -426,6 +426,10 @@ fn every_decision_once_with_its_fields_and_no_secret_anywhere() {
     let audit_text = std::fs::read_to_string(sidecar.audit_file()).expect("audit");
     let log = sidecar.process_log();
     assert!(log.contains("Decided."), "debug logging was on: {log}");
+    assert!(
+        log.contains("is in the config file's directory, which is watched"),
+        "an audit file beside the config is warned about: {log}"
+    );
     let signatures: Vec<&str> = [&alice, &bob, &carol, &expired, &forged]
         .iter()
         .map(|t| t.rsplit('.').next().expect("signature"))
@@ -542,9 +546,11 @@ fn a_blocked_sink_drops_and_counts_while_every_request_is_answered() {
         .unwrap_or(0.0);
     assert!(dropped > 0.0, "a full queue drops: {text}");
     assert!(written + dropped <= N as f64, "{written} + {dropped}");
+    // The rest are queued (at most 4) or in the writer's blocked batch (at most 64 KiB: some
+    // 260 of these ~250-byte lines, 300 allowed).
     assert!(
-        written + dropped >= (N - 4 - 1) as f64,
-        "every event is written, queued (at most 4), in the writer's hands (1) or dropped: {written} + {dropped}"
+        written + dropped + 4.0 + 300.0 >= N as f64,
+        "every event is written, queued, in the writer's hands or dropped: {written} + {dropped}"
     );
     // The counter keeps rising while the sink stays blocked.
     for _ in 0..10 {

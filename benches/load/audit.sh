@@ -30,7 +30,8 @@ BIN=$PWD/target/release/auth-sidecar
 export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 config() { # allows -> a config file path
   local dir="$WORK/$1"
-  mkdir -p "$dir"
+  # The audit file in a directory of its own, as deployed: the config's directory is watched.
+  mkdir -p "$dir/log"
   cat >"$dir/sidecar.yaml" <<YAML
 realm: omni2
 issuers:
@@ -42,7 +43,7 @@ rules:
   - {name: api, path_prefix: /api/v1, action: authenticated}
 audit:
   sink: file
-  file: audit.log
+  file: log/audit.log
   max_bytes: 1GiB
   keep: 1
   allows: $1
