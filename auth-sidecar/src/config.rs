@@ -77,6 +77,9 @@ pub struct Runtime {
     pub source: Source,
     /// The key `mint` finds in `issuers[0].keys` when asked (development).
     pub mint_key: Option<MintKey>,
+    /// The audit trail; `None`: off. Its sink is set up once at start (see `http::AppState`);
+    /// a reload changes only the sampling of allows.
+    pub audit: Option<audit_log::AuditSettings>,
 }
 
 /// Where a configuration comes from.
@@ -264,6 +267,7 @@ struct Compiled {
     validation_fingerprint: Vec<u8>,
     warnings: Vec<String>,
     mint_key: Option<MintKey>,
+    audit: Option<audit_log::AuditSettings>,
 }
 
 impl Compiled {
@@ -286,6 +290,7 @@ impl Compiled {
             warnings: self.warnings,
             source,
             mint_key: self.mint_key,
+            audit: self.audit,
         }
     }
 }
@@ -315,6 +320,21 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
     let revocation = compile_revocation(raw, redis.as_ref(), c);
     let cache = compile_cache(&raw.cache, c);
     let rules = compile_rules(&raw.rules, redis.as_ref(), raw.redis.is_some(), c);
+    let audit = audit_log::compile(
+        &raw.audit,
+        "audit",
+        audit_log::Binary::Sidecar,
+        c.base,
+        c.problems,
+    );
+    if let Some(audit_log::SinkSettings::File { path, .. }) = audit.as_ref().map(|a| &a.sink)
+        && path.parent() == Some(c.base)
+    {
+        c.warn(format!(
+            "audit.file {} is in the config file's directory, which is watched for changes: every audit write wakes the watcher; put it in a directory of its own (e.g. /var/log/auth-sidecar/)",
+            path.display()
+        ));
+    }
     if !c.problems.is_empty() {
         return None;
     }
@@ -334,6 +354,7 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         validation_fingerprint,
         warnings: std::mem::take(&mut c.warnings),
         mint_key: mint_key(&raw.issuers),
+        audit,
     })
 }
 

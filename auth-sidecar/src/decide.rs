@@ -45,7 +45,8 @@ pub struct Outcome {
     pub cache: CacheUse,
     /// Set when the token was denied for want of remote keys a fetch might bring.
     pub key_request: Option<KeyRequest>,
-    /// The verified token behind an authenticated allow (rate limits key on its `sub`).
+    /// The verified token behind an authenticated allow (rate limits key on its `sub`) or a
+    /// role denial (its audit event names the subject).
     pub authenticated: Option<Arc<Authenticated>>,
 }
 
@@ -277,13 +278,14 @@ fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, trace: &mut Tr
             return deny(at, reason, true);
         }
     };
+    // Known from here on, so a role denial's audit event names the subject too.
+    trace.authenticated = Some(authenticated.clone());
     if let Action::Roles(required) = &rule.action
         && !required.is_satisfied_by(authenticated.roles.iter().map(String::as_str))
     {
         return deny(at, DenyReason::RoleDenied, true);
     }
     let identity = Some(authenticated.headers.clone());
-    trace.authenticated = Some(authenticated);
     Decision::Allow {
         rule: at,
         reason: AllowReason::Authenticated,

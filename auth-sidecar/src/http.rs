@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer, web};
 use arc_swap::ArcSwap;
 
+use crate::audit::{AllowSampler, restart_needed};
 use crate::config::Runtime;
 use crate::metrics::{DecisionCounters, Metrics};
 use crate::supervise::TaskHealth;
@@ -33,6 +34,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The supervised app-level tasks (the config watcher); down ones fail `/readyz`.
     pub tasks: Arc<TaskHealth>,
+    /// The audit trail, set up from the first configuration (a reload changes only which
+    /// allows are sampled).
+    pub audit: audit_log::AuditLog,
+    pub audit_sampler: AllowSampler,
     #[cfg(any(test, feature = "test-util"))]
     pub test_hooks: TestHooks,
 }
@@ -52,10 +57,13 @@ impl AppState {
         rt.start_background();
         let metrics = Metrics::new();
         let counters = metrics.activate(&rt);
+        let audit = audit_log::AuditLog::start(rt.audit.as_ref(), metrics.audit.clone());
         AppState {
             active: ArcSwap::from_pointee(Active { rt, counters }),
             metrics,
             tasks: Arc::default(),
+            audit,
+            audit_sampler: AllowSampler::default(),
             #[cfg(any(test, feature = "test-util"))]
             test_hooks: TestHooks::default(),
         }
@@ -65,6 +73,11 @@ impl AppState {
     /// state over from the current one).
     pub fn install(&self, rt: Runtime) {
         rt.start_background();
+        if restart_needed(self.audit.settings(), rt.audit.as_ref()) {
+            tracing::warn!(
+                "audit sink, file, max_bytes, keep and queue take effect only after a restart; audit.allows applies now."
+            );
+        }
         let counters = self.metrics.activate(&rt);
         self.active.store(Arc::new(Active { rt, counters }));
     }

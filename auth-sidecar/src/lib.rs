@@ -25,7 +25,9 @@
 //!    validated, compiled [`config::Runtime`]; every problem reported at once). Until
 //!    `Problems` leaves `config`, these two name each other: the one allow-listed cycle.
 //! 5. [`decide`] (the pure decision function), [`mint`] (development tokens),
-//!    [`metrics`] (Prometheus; JWKS series read from the key sets at scrape time).
+//!    [`metrics`] (Prometheus; JWKS series read from the key sets at scrape time),
+//!    [`audit`] (one audit event per decision, sampled before it is built; the writer is
+//!    the `audit-log` crate's).
 //! 6. [`http`] (actix-web handlers and state; [`http::answer`] is the only place that builds
 //!    responses, and sits low enough for `config` to pre-render its realm).
 //! 7. [`reload`] (hot reload on file change and SIGHUP).
@@ -33,6 +35,7 @@
 //!    resolves, supervising the watcher; `main.rs` is arguments, logging, binding, signals.
 
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -46,6 +46,8 @@ pub struct Metrics {
     /// `auth_sidecar_revocation_reloads_total{result}`.
     pub revocation_reloads: IntCounterVec,
     revocation_entries: IntGaugeVec,
+    /// `auth_sidecar_audit_events_total{result}`, `auth_sidecar_audit_dropped_total`.
+    pub audit: audit_log::AuditCounters,
     /// JWKS series, refreshed from the active configuration's remote key sets at scrape
     /// time: the key sets own their counters and outlive configurations.
     jwks: JwksSeries,
@@ -191,6 +193,8 @@ impl Metrics {
             revocation_reloads.with_label_values(&[result]);
         }
         let jwks = JwksSeries::new();
+        let audit = audit_log::AuditCounters::new("auth_sidecar");
+        audit.register(&registry).expect("metric names are unique");
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -221,6 +225,7 @@ impl Metrics {
             config_info,
             revocation_reloads,
             revocation_entries,
+            audit,
             jwks,
             scrape: Arc::default(),
         }

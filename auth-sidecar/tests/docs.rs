@@ -40,6 +40,7 @@ fn env(name: &str) -> Option<String> {
 fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("keys")).expect("keys/");
+    std::fs::create_dir(dir.path().join("log")).expect("log/ (the audit file's directory)");
     let der = asymmetric_key(Algorithm::RS256, "rsa-1").public;
     let b64 = STANDARD.encode(der);
     let body: Vec<&str> = b64

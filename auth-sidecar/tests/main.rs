@@ -5,6 +5,7 @@ mod jwks_support;
 mod support;
 
 mod adversarial;
+mod audit;
 mod cli;
 mod docs;
 mod http;

@@ -5,15 +5,17 @@
 //! which use the field helpers here ([`duration()`]) and push more problems.
 //!
 //! Layout: [`problems`](mod@problems) (what is reported), [`env`](mod@env) (where variables come from and
-//! `${VAR}` expansion), [`duration`](mod@duration) (the one duration syntax), [`parse`](mod@parse) (YAML to raw
+//! `${VAR}` expansion), [`duration`](mod@duration) (the one duration syntax), [`size`](mod@size) (the one byte-size syntax), [`parse`](mod@parse) (YAML to raw
 //! structs, collecting every type error).
 
 pub mod duration;
 pub mod env;
 pub mod parse;
 pub mod problems;
+pub mod size;
 
 pub use duration::{RawDuration, duration, parse_duration};
 pub use env::{Env, ProcessEnv, expand, interpolate};
 pub use parse::{Cleared, Parsed, parse};
 pub use problems::{Problem, Problems};
+pub use size::{RawSize, parse_size, size};

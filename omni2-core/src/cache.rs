@@ -29,14 +29,19 @@ pub struct CacheKey {
 impl CacheKey {
     /// Builds the key; argument order never matters.
     pub fn new(server: &str, tool: &str, arguments: &Map<String, Value>) -> Self {
-        let mut args = String::new();
-        write_canonical_object(arguments, &mut args);
         Self {
             server: server.into(),
             tool: tool.into(),
-            args,
+            args: canonical_object(arguments),
         }
     }
+}
+
+/// An object as canonical JSON (what the cache key and the audit hash are made of).
+pub fn canonical_object(map: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    write_canonical_object(map, &mut out);
+    out
 }
 
 /// JSON with object keys sorted at every depth (independent of serde_json's map order).

@@ -201,6 +201,9 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     /// MCP servers, in configured order.
     pub servers: Vec<ServerConfig>,
+    /// The audit trail (`audit-log`'s shared block); `None`: off. A relative `file` is
+    /// relative to the working directory.
+    pub audit: Option<audit_log::AuditSettings>,
 }
 
 impl Config {

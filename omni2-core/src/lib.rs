@@ -27,6 +27,8 @@
 //! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
 //! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
 //! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`audit`]: the audit trail of tool calls, cache invalidations and control actions
+//!   (the writer is the `audit-log` crate's).
 //! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
 //!   the `result` label of `omni2_tool_calls_total`.
 //! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
@@ -37,6 +39,7 @@
 //! (`Omni2`) wires the modules together and no module uses it.
 
 pub mod api_error;
+pub mod audit;
 pub mod breaker;
 pub mod cache;
 pub mod config;
@@ -57,6 +60,7 @@ use actix_web::web;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::Audit;
 use crate::cache::ToolCache;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
@@ -122,8 +126,10 @@ impl Omni2 {
             config.identity_secret.as_deref(),
         ));
         let (shutdown, _) = watch::channel(false);
+        let audit = Audit::new(config.audit.as_ref(), metrics.audit.clone());
         Self {
             shared: Arc::new(Shared {
+                audit,
                 config,
                 registry,
                 published,

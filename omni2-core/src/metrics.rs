@@ -42,6 +42,8 @@ pub struct Metrics {
     /// `omni2_log_lines_lost_total`: log lines a broken log sink swallowed (from
     /// `safe_log`, brought up to date on every scrape).
     pub log_lines_lost: IntCounter,
+    /// `omni2_audit_events_total{result}`, `omni2_audit_dropped_total`.
+    pub audit: audit_log::AuditCounters,
 }
 
 /// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
@@ -162,6 +164,8 @@ impl Metrics {
             "Log lines lost because the log sink (stderr) failed.",
         ));
         reg(Box::new(log_lines_lost.clone()));
+        let audit = audit_log::AuditCounters::new("omni2");
+        must(audit.register(&registry));
         reg(Box::new(server_up.clone()));
         reg(Box::new(server_state.clone()));
         reg(Box::new(probe_duration.clone()));
@@ -191,6 +195,7 @@ impl Metrics {
             ws_dropped,
             ws_origin_refused,
             log_lines_lost,
+            audit,
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::{Instant, timeout};
 
 use crate::api_error::ApiError;
+use crate::audit::{self, ToolCall};
 use crate::cache::{CacheKey, Uncached};
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
@@ -109,13 +110,29 @@ async fn call_tool(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
+    let started = Instant::now();
+    let (server, tool) = path.into_inner();
+    let refused = |result: &str| {
+        shared.audit.tool_call(ToolCall {
+            actor: &id,
+            server: &server,
+            tool: &tool,
+            arguments: None,
+            result,
+            cached: false,
+            latency: started.elapsed(),
+        });
+    };
     if let Err(e) = id.require_any(&shared.config.roles.tool_call) {
+        refused(e.as_str());
         return actix_web::ResponseError::error_response(&e);
     }
-    let (server, tool) = path.into_inner();
-    let target = match resolve(&shared, server, tool, &body) {
+    let target = match resolve(&shared, server.clone(), tool.clone(), &body) {
         Ok(t) => t,
-        Err(e) => return e.response(),
+        Err(e) => {
+            refused(e.as_str());
+            return e.response();
+        }
     };
     let outcome = call(&shared, &target).await;
     let result = match &outcome {
@@ -127,6 +144,15 @@ async fn call_tool(
     shared
         .metrics
         .count_tool_call(&target.server, &target.tool_label, result);
+    shared.audit.tool_call(ToolCall {
+        actor: &id,
+        server: &target.server,
+        tool: &target.tool,
+        arguments: Some(&target.arguments),
+        result,
+        cached: matches!(&outcome, Ok(a) if a.is_hit),
+        latency: started.elapsed(),
+    });
     match outcome {
         Ok(answer) => HttpResponse::Ok()
             .insert_header((CACHE_CONTROL, "no-store"))
@@ -335,15 +361,23 @@ async fn clear_tool_cache(
 
 fn clear(id: &Identity, shared: &Shared, server: Option<&str>, tool: Option<&str>) -> HttpResponse {
     if let Err(e) = id.require_any(&shared.config.roles.cache_admin) {
+        shared
+            .audit
+            .cache_invalidation(id, server, tool, e.as_str());
         return actix_web::ResponseError::error_response(&e);
     }
     match server {
         None => shared.cache.invalidate_all(),
         Some(s) if shared.registry.index(s).is_none() => {
-            return ApiError::UnknownServer.response();
+            let e = ApiError::UnknownServer;
+            shared
+                .audit
+                .cache_invalidation(id, server, tool, e.as_str());
+            return e.response();
         }
         Some(s) => shared.cache.invalidate(s, tool),
     }
+    shared.audit.cache_invalidation(id, server, tool, audit::OK);
     tracing::info!(user = %id.id, server = server.unwrap_or("*"), tool = tool.unwrap_or("*"), "Tool cache invalidated.");
     HttpResponse::Ok().json(json!({"invalidated": {"server": server, "tool": tool}}))
 }

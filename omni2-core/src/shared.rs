@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
+use crate::audit::Audit;
 use crate::cache::ToolCache;
 use crate::config::Config;
 use crate::coordinator::{Published, Registry};
@@ -31,6 +32,9 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Whether a background task has died.
     pub tasks: TaskHealth,
+    /// The audit trail (off unless `audit.sink` is set); control actions record themselves
+    /// with [`Audit::control_action`].
+    pub audit: Audit,
     pub(crate) verifier: Arc<IdentityVerifier>,
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod audit;
 mod docs;
 mod log_pipe;
 mod mcp_live;

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub revocation_file: Option<PathBuf>,
     /// Shared state between replicas (rate limits with `store: redis`, revocations).
     pub redis: Option<RawRedis>,
+    /// The audit trail (`audit-log`'s shared block); absent: off.
+    pub audit: audit_log::RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,7 @@
 //! The forwardAuth handler. Phases: read the forwarded facts → fetch remote keys if the
 //! token needs ones we lack (async, bounded) → decide (pure) → rate limit (async only for a
-//! `store: redis` limit, bounded by `command_timeout`) → count and log →
-//! respond. The request line, `Host` and body of the auth request are never used.
+//! `store: redis` limit, bounded by `command_timeout`) → count, audit and log → respond.
+//! The request line, `Host` and body of the auth request are never used.
 
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::answer;
+use crate::audit;
 use crate::clock::unix_now;
 use crate::decide::{decide_with_keys, rate_limit};
 use crate::facts::{RequestFacts, Single};
@@ -64,11 +65,21 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
     if let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) {
         shared.apply(&mut outcome).await;
     }
+    let latency = started.elapsed();
     state.metrics.record(
         &active.counters,
         &outcome.decision,
         outcome.cache,
-        started.elapsed().as_secs_f64(),
+        latency.as_secs_f64(),
+    );
+    audit::record(
+        &state.audit,
+        &state.audit_sampler,
+        &active.rt,
+        &facts,
+        req.headers(),
+        &outcome,
+        latency,
     );
     if tracing::enabled!(tracing::Level::DEBUG) {
         let rule = outcome

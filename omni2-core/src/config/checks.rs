@@ -174,6 +174,13 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
         .enumerate()
         .map(|(i, s)| check_server(s, &format!("servers[{i}]"), &mut names, errors))
         .collect();
+    let audit = audit_log::compile(
+        &raw.audit,
+        "audit",
+        audit_log::Binary::Omni2,
+        std::path::Path::new("."),
+        errors,
+    );
     Config {
         listen,
         identity_secret,
@@ -183,6 +190,7 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
         cache,
         websocket,
         servers,
+        audit,
     }
 }
 

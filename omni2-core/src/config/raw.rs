@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     pub(super) websocket: RawWebsocket,
     #[serde(default)]
     pub(super) servers: Vec<RawServer>,
+    #[serde(default)]
+    pub(super) audit: audit_log::RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# What auditing every allow costs on the cached verify path, on loopback only, bounded.
+#
+#   benches/load/audit.sh                  # 10 s per run after a 2 s warm-up, 2 rounds
+#   DURATION=5s ROUNDS=3 benches/load/audit.sh
+#
+# Two sidecars with the same config but `audit.allows`: `none` (denials only: this load has
+# none, so nothing is written) and `all` (one JSON line per request, file sink in the same
+# scratch directory, so on the same disk). Both serve one repeated token: a cache hit per
+# request. Each is pinned to CPU $SERVER_CPU with one worker (its audit writer thread shares
+# that CPU: the cost is counted); wrk runs on CPU $CLIENT_CPU. Runs alternate none/all for
+# ROUNDS rounds and the best of each is compared, so drift on a shared machine hits both.
+# Goal: all >= 0.95x none req/s; the server CPU per request is printed too (on a busy shared
+# machine it is the steadier of the two). The audit file's line count and the dropped counter are read
+# back: a run that dropped events did not audit every allow (printed). Needs: wrk, taskset,
+# curl (installed by .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-2}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+source benches/load/lib.sh
+need_tools wrk taskset curl
+
+cargo build --release -q -p auth-sidecar --bin auth-sidecar
+BIN=$PWD/target/release/auth-sidecar
+export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
+config() { # allows -> a config file path
+  local dir="$WORK/$1"
+  # The audit file in a directory of its own, as deployed: the config's directory is watched.
+  mkdir -p "$dir/log"
+  cat >"$dir/sidecar.yaml" <<YAML
+realm: omni2
+issuers:
+  - issuer: omni2-dev
+    audiences: [omni2]
+    keys:
+      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+rules:
+  - {name: api, path_prefix: /api/v1, action: authenticated}
+audit:
+  sink: file
+  file: log/audit.log
+  max_bytes: 1GiB
+  keep: 1
+  allows: $1
+YAML
+  echo "$dir/sidecar.yaml"
+}
+
+declare -A PORT PID
+for allows in none all; do
+  PORT[$allows]=$(free_port)
+  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$(config "$allows")" --workers 1 \
+    --listen "127.0.0.1:${PORT[$allows]}" >/dev/null 2>&1 &
+  PID[$allows]=$!
+  PIDS+=("${PID[$allows]}")
+  wait_up "http://127.0.0.1:${PORT[$allows]}/readyz"
+done
+
+TOKEN=$("$BIN" mint --config "$WORK/none/sidecar.yaml" --sub load-user --role user --ttl 1h)
+cat >"$WORK/cached.lua" <<LUA
+wrk.method = "GET"
+wrk.path = "/verify"
+wrk.headers["X-Forwarded-Method"] = "GET"
+wrk.headers["X-Forwarded-Uri"] = "/api/v1/mcp/servers?page=2"
+wrk.headers["X-Forwarded-Host"] = "api.example.test"
+wrk.headers["X-Forwarded-Proto"] = "https"
+wrk.headers["X-Forwarded-For"] = "203.0.113.9"
+wrk.headers["X-Request-Id"] = "load-0123456789abcdef"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+
+metric() { # port name -> value (0 when absent)
+  curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'
+}
+
+declare -A BEST BEST_CPU
+run() { # allows round
+  local allows=$1 url="http://127.0.0.1:${PORT[$1]}/verify"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s -s "$WORK/cached.lua" "$url" >/dev/null
+  local before; before=$(cpu_ticks "${PID[$allows]}")
+  local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/cached.lua" "$url")
+  local after; after=$(cpu_ticks "${PID[$allows]}")
+  if grep -q "Non-2xx" <<<"$out"; then echo "$allows: non-2xx answers:"; echo "$out"; exit 1; fi
+  local requests; requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local p99; p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  # Server CPU per request (worker and audit writer threads): less sensitive than req/s to
+  # other processes taking the CPU away.
+  local cpu; cpu=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$clk_tck" 'BEGIN {printf "%.2f", t / hz / n * 1e6}')
+  printf 'round %s  allows: %-4s %10s req/s   p99 %8s   server CPU %6s us/req\n' "$2" "$allows" "$rps" "$p99" "$cpu"
+  if [ -z "${BEST[$allows]:-}" ] || awk -v a="$rps" -v b="${BEST[$allows]}" 'BEGIN {exit !(a > b)}'; then
+    BEST[$allows]=$rps
+  fi
+  if [ -z "${BEST_CPU[$allows]:-}" ] || awk -v a="$cpu" -v b="${BEST_CPU[$allows]}" 'BEGIN {exit !(a < b)}'; then
+    BEST_CPU[$allows]=$cpu
+  fi
+}
+
+print_context
+echo "== audit cost on the cached verify path: wrk -t1 -c$CONNS -d$DURATION x $ROUNDS rounds; sidecars on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU"
+for round in $(seq 1 "$ROUNDS"); do
+  run none "$round"
+  run all "$round"
+done
+for allows in none all; do
+  written=$(metric "${PORT[$allows]}" 'auth_sidecar_audit_events_total{result="written"}')
+  dropped=$(metric "${PORT[$allows]}" auth_sidecar_audit_dropped_total)
+  failed=$(metric "${PORT[$allows]}" 'auth_sidecar_audit_events_total{result="failed"}')
+  lines=$(find "$WORK/$allows" -name 'audit.log*' -exec cat {} + | wc -l)
+  echo "allows: $allows  events written $written (file lines $lines), dropped $dropped, failed $failed"
+done
+echo
+echo "== ratio (goal: all >= 0.95x none req/s)"
+echo "best all / best none req/s:       $(ratio "${BEST[all]}" "${BEST[none]}")"
+echo "lowest all / lowest none CPU/req:  $(ratio "${BEST_CPU[all]}" "${BEST_CPU[none]}")"
