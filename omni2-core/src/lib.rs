@@ -29,9 +29,13 @@
 //! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
 //! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
 //!   the `result` label of `omni2_tool_calls_total`.
-//! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`control_record`]: control requests and the [`control_record::ControlRecorder`]
+//!   hook every control attempt is reported to (the audit trail's).
 //! - [`shared`]: the [`Shared`] state routes and tasks use, and [`shared::TaskHealth`].
+//! - [`control`]: control actions (probe now, reset breaker, invalidate cache,
+//!   disable/enable), one entry point for REST and the WebSocket, behind the role guard.
+//! - [`routes`]: REST routes and the status page ([`status_page`]); [`ws`]: `/ws/mcp-status`.
+//! - [`metrics`]: Prometheus metrics.
 //!
 //! Imports point down this list's dependency order, never back to the crate root: the root
 //! (`Omni2`) wires the modules together and no module uses it.
@@ -40,6 +44,8 @@ pub mod api_error;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod control;
+pub mod control_record;
 pub mod coordinator;
 pub mod health;
 pub mod identity;
@@ -47,6 +53,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod routes;
 pub mod shared;
+pub mod status_page;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod ws;
@@ -133,6 +140,7 @@ impl Omni2 {
                 shutdown,
                 tasks: TaskHealth::default(),
                 verifier,
+                control_recorder: Default::default(),
             }),
             coordinator: Arc::new(Mutex::new(Some(coordinator))),
         }

@@ -1,13 +1,14 @@
 //! The state every route and task shares, the health of the background tasks, and the
 //! WebSocket connection count (here, not in `ws`, so that `ws` → `shared` is one-way).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
 use crate::cache::ToolCache;
 use crate::config::Config;
+use crate::control_record::{ControlRecorder, NoRecorder};
 use crate::coordinator::{Published, Registry};
 use crate::identity::IdentityVerifier;
 use crate::metrics::Metrics;
@@ -32,6 +33,29 @@ pub struct Shared {
     /// Whether a background task has died.
     pub tasks: TaskHealth,
     pub(crate) verifier: Arc<IdentityVerifier>,
+    /// Where control actions are reported; [`NoRecorder`] until one is set.
+    pub(crate) control_recorder: OnceLock<Arc<dyn ControlRecorder>>,
+}
+
+static NO_RECORDER: NoRecorder = NoRecorder;
+
+impl Shared {
+    /// Sets where control attempts are reported (the audit trail). Once: a second call
+    /// gives its recorder back.
+    pub fn set_control_recorder(
+        &self,
+        recorder: Arc<dyn ControlRecorder>,
+    ) -> Result<(), Arc<dyn ControlRecorder>> {
+        self.control_recorder.set(recorder)
+    }
+
+    /// The recorder in force.
+    pub fn control_recorder(&self) -> &dyn ControlRecorder {
+        match self.control_recorder.get() {
+            Some(r) => r.as_ref(),
+            None => &NO_RECORDER,
+        }
+    }
 }
 
 /// The background task that died first, if any. Once set it stays set: `/health` answers
