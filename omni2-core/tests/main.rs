@@ -3,6 +3,7 @@
 
 mod common;
 
+mod control;
 mod docs;
 mod log_pipe;
 mod mcp_live;
