@@ -307,15 +307,28 @@ mod tests {
         assert_eq!(fail(&mut b, t0), None);
 
         let t = b.force(CircuitState::HalfOpen).expect("moves");
-        assert_eq!((t.from, t.to), (CircuitState::Closed, CircuitState::HalfOpen));
+        assert_eq!(
+            (t.from, t.to),
+            (CircuitState::Closed, CircuitState::HalfOpen)
+        );
         // Trials decide: two successes (half_open_trials = 2) close it.
         for _ in 0..2 {
             assert!(matches!(b.admit(t0), Admission::Allowed(None)));
         }
-        assert!(matches!(b.admit(t0), Admission::Rejected { .. }), "trials are out");
+        assert!(
+            matches!(b.admit(t0), Admission::Rejected { .. }),
+            "trials are out"
+        );
         assert_eq!(b.on_result(true, t0), None);
-        assert_eq!(b.on_result(true, t0).map(|t| t.to), Some(CircuitState::Closed));
-        assert_eq!(b.force(CircuitState::Open), None, "open is not a reset target");
+        assert_eq!(
+            b.on_result(true, t0).map(|t| t.to),
+            Some(CircuitState::Closed)
+        );
+        assert_eq!(
+            b.force(CircuitState::Open),
+            None,
+            "open is not a reset target"
+        );
         assert_eq!(b.state(), CircuitState::Closed);
     }
 

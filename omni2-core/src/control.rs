@@ -131,7 +131,11 @@ pub async fn execute(
     result
 }
 
-async fn run(shared: &Arc<Shared>, who: &Identity, request: &Request) -> Result<Value, ControlError> {
+async fn run(
+    shared: &Arc<Shared>,
+    who: &Identity,
+    request: &Request,
+) -> Result<Value, ControlError> {
     who.require_any(required_roles(shared, &request.action))
         .map_err(ControlError::Identity)?;
     let index = shared
@@ -152,9 +156,12 @@ async fn run(shared: &Arc<Shared>, who: &Identity, request: &Request) -> Result<
         Action::Disable => ServerOp::SetEnabled(false),
         Action::Enable => ServerOp::SetEnabled(true),
     };
-    let answer = timeout(probe_wait(shared, index), shared.registry.control(index, op))
-        .await
-        .unwrap_or(Err(OpError::Unavailable));
+    let answer = timeout(
+        probe_wait(shared, index),
+        shared.registry.control(index, op),
+    )
+    .await
+    .unwrap_or(Err(OpError::Unavailable));
     let outcome = answer.map_err(|e| {
         ControlError::Api(match e {
             OpError::Disabled => ApiError::ServerDisabled,
@@ -168,7 +175,9 @@ async fn run(shared: &Arc<Shared>, who: &Identity, request: &Request) -> Result<
             circuit,
             latency_ms,
             last_error,
-        } => json!({"state": state, "circuit": circuit, "latency_ms": latency_ms, "last_error": last_error}),
+        } => {
+            json!({"state": state, "circuit": circuit, "latency_ms": latency_ms, "last_error": last_error})
+        }
         OpOutcome::Breaker { from, to } => json!({"from": from, "to": to, "changed": from != to}),
         OpOutcome::Enabled { changed, state } => json!({"changed": changed, "state": state}),
     };

@@ -96,4 +96,3 @@ pub struct NoRecorder;
 impl ControlRecorder for NoRecorder {
     fn record_control(&self, _event: &ControlEvent<'_>) {}
 }
-

@@ -386,7 +386,11 @@ impl Connection {
 
     /// Starts a control action; its answer is sent when it is done (the loop polls
     /// `pending`), so a probe in flight holds up nothing else.
-    async fn start_control(&mut self, request: control::Request, id: Option<CorrelationId>) -> Flow {
+    async fn start_control(
+        &mut self,
+        request: control::Request,
+        id: Option<CorrelationId>,
+    ) -> Flow {
         let action = request.action.as_str();
         let server = request.server.clone();
         if matches!(&id, Some(CorrelationId::Text(t)) if t.len() > 64) {
@@ -395,9 +399,12 @@ impl Connection {
             return self.reply(body).await;
         }
         if self.pending.len() >= MAX_PENDING_CONTROLS {
-            let body = tagged(json!({"type": "error", "action": action, "server": server,
+            let body = tagged(
+                json!({"type": "error", "action": action, "server": server,
                 "error": "too_many_pending",
-                "message": format!("at most {MAX_PENDING_CONTROLS} control actions in flight per connection")}), &id);
+                "message": format!("at most {MAX_PENDING_CONTROLS} control actions in flight per connection")}),
+                &id,
+            );
             return self.reply(body).await;
         }
         let shared = self.shared.clone();
@@ -411,8 +418,11 @@ impl Connection {
                     }
                     tagged(body, &id)
                 }
-                Err(e) => tagged(json!({"type": "error", "action": action, "server": server,
-                    "error": e.code(), "message": e.message()}), &id),
+                Err(e) => tagged(
+                    json!({"type": "error", "action": action, "server": server,
+                    "error": e.code(), "message": e.message()}),
+                    &id,
+                ),
             }
         }));
         Flow::Continue

@@ -10,10 +10,13 @@
 //!   upstream (allow, 401, 403, forged identity never reaches the upstream).
 //! - `gateway_omni2`: the issue 5 matrix per gateway (Traefik included) with the release omni2 on a unix
 //!   socket (TCP behind Traefik), the Python MCP example server and Prometheus.
+//! - `status_page`: omni2's `/status` page in headless Chromium behind Traefik and the
+//!   sidecar: live rows, filter, notifications, reconnect, admin controls vs a user's.
 
 mod deploy;
 mod gateway_echo;
 mod gateway_omni2;
 mod layout;
 mod netns;
+mod status_page;
 mod traefik;

@@ -11,12 +11,16 @@
 //! - [`traefik`]: real Traefik on the shipped config, changed by one asserted transformation.
 //! - [`stack`]: the sidecar with the shipped config, token minting.
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
+//! - [`browser`]: headless Chromium over WebDriver (chromedriver + fantoccini).
+//! - [`status`]: the status page's stack (two MCP servers, omni2, sidecar, Traefik).
 //! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
 
+pub mod browser;
 pub mod deploy;
 pub mod gateway;
 pub mod http;
 pub mod netns;
 pub mod process;
 pub mod stack;
+pub mod status;
 pub mod traefik;

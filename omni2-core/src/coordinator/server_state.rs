@@ -156,8 +156,7 @@ impl ServerState {
         }
         // An operator asked for this probe: they see its outcome even when nothing changed.
         let is_requested = !self.probe_waiters.is_empty();
-        let is_news =
-            changed_state.is_some() || before_error != status.last_error || is_requested;
+        let is_news = changed_state.is_some() || before_error != status.last_error || is_requested;
         self.status = Arc::new(status);
         let outcome = OpOutcome::Probed {
             state: self.status.state,

@@ -348,7 +348,11 @@ impl Coordinator {
                 if changed {
                     let name = entry.config.name.as_str();
                     self.metrics.set_health(name, status.state);
-                    tracing::info!(server = name, enabled = on, "MCP server switched by an operator.");
+                    tracing::info!(
+                        server = name,
+                        enabled = on,
+                        "MCP server switched by an operator."
+                    );
                     self.emit_status(&status);
                     self.publish();
                 }
