@@ -143,10 +143,6 @@ async fn the_page_follows_servers_and_reconnects_without_a_reload() {
     })
     .await;
     println!("notifications: {notes:?}");
-    println!(
-        "screenshot: {}",
-        b.screenshot("status-unhealthy").await.display()
-    );
 
     // Clearing the filter shows them again.
     b.js(
@@ -163,6 +159,11 @@ async fn the_page_follows_servers_and_reconnects_without_a_reload() {
             .iter()
             .any(|e| e["server"] == "fast" && e["hidden"] == false),
         "{p}"
+    );
+
+    println!(
+        "screenshot: {}",
+        b.screenshot("status-unhealthy").await.display()
     );
 
     // Back up: the row turns healthy again (the breaker stays open for an hour).
@@ -203,7 +204,8 @@ async fn control_as(b: &Browser, token: &str, message: Value) -> Value {
     b.js(
         "const [token, message] = [arguments[0], arguments[1]];
          const url = 'ws://' + location.host + '/ws/mcp-status?access_token=' + encodeURIComponent(token);
-         return await new Promise((resolve) => {
+         // WebDriver waits for a returned promise.
+         return new Promise((resolve) => {
            const ws = new WebSocket(url);
            const timer = setTimeout(() => resolve({timeout: true}), 20000);
            ws.onmessage = (ev) => {

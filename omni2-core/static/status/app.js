@@ -75,8 +75,12 @@
   function connect() {
     clearTimeout(retryTimer);
     if (ws) {
+      // A new token or a manual reconnect: what the old socket showed is not live any more.
       ws.onclose = null;
       ws.close();
+      stopPings();
+      markStale(true);
+      setConn("reconnecting", "connecting");
     }
     lastSeq = 0;
     let socket;
@@ -287,7 +291,8 @@
     c.circuit.replaceChildren(badge(s.circuit || "?", s.circuit || ""));
     c.latency.textContent = typeof s.latency_ms === "number" ? s.latency_ms.toFixed(1) + " ms" : "—";
     c.trend.replaceChildren(sparkline(entry));
-    c.error.textContent = s.last_error || "";
+    c.error.replaceChildren(el("span", {}, s.last_error || ""));
+    c.error.title = s.last_error || "";
     c.change.textContent = s.last_change ? new Date(s.last_change).toLocaleTimeString() : "";
     c.change.title = s.last_change || "";
     c.tools.textContent = s.tool_count === undefined ? "" : String(s.tool_count);
