@@ -22,6 +22,8 @@ need_tools chromium chromedriver traefik python3
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ) commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
 echo "minutes: $MINUTES, sample every ${SAMPLE_SECONDS}s, one delta per second"
+# The driver itself only sends one request a second and reads counters: a debug build is
+# enough (and shares the tests' build); omni2 and the sidecar are the release binaries.
 cargo build -q --release -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
-cargo run -q --release -p e2e --bin status-page-soak -- \
+cargo run -q -p e2e --bin status-page-soak -- \
   --minutes "$MINUTES" --sample-seconds "$SAMPLE_SECONDS"

@@ -340,3 +340,29 @@ async fn admin_controls_take_effect_and_a_users_are_refused() {
     drop(stack);
     b.close().await;
 }
+
+#[tokio::test]
+async fn without_a_pasted_token_the_page_uses_the_session_cookie() {
+    let stack = StatusStack::start_with_cookie(Some("omni2_session")).await;
+    let user = stack.sidecar.token("alice", "user");
+    let b = Browser::start(stack.dir.path()).await;
+    // No token, no cookie: the socket is refused, and nothing is shown as live.
+    b.goto(&stack.page_url()).await;
+    let p = until(&b, "refused without a token", |p| {
+        p["conn"] == "reconnecting" && p["reason"].as_str().is_some_and(|r| r.contains("1006"))
+    })
+    .await;
+    assert_eq!(p["rows"], json!({}), "{p}");
+    // The cookie a login flow would set (HttpOnly: the page never sees the token).
+    b.add_cookie("omni2_session", &user).await;
+    b.goto(&stack.page_url()).await;
+    let p = until(&b, "connected on the cookie", |p| {
+        live_row(p, "fast", "healthy") && live_row(p, "slow", "healthy")
+    })
+    .await;
+    assert!(p["you"].as_str().is_some_and(|y| y.contains("alice")), "{p}");
+    let stored = b.js("return localStorage.getItem('access_token');", vec![]).await;
+    assert_eq!(stored, Value::Null, "no token was stored");
+    println!("screenshot: {}", b.screenshot("status-cookie").await.display());
+    b.close().await;
+}

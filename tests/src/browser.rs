@@ -123,6 +123,15 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
+    /// Sets a cookie `name=value` for the current page's host (HttpOnly, as a login flow
+    /// would set a session cookie: the page's script cannot read it).
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        let mut cookie = fantoccini::cookies::Cookie::new(name.to_owned(), value.to_owned());
+        cookie.set_path("/");
+        cookie.set_http_only(true);
+        self.client().add_cookie(cookie).await.expect("add cookie");
+    }
+
     /// Wraps the page's `Notification` so that every notification it raises is also
     /// recorded in `window.__notifications` (title and body), for [`Browser::notifications`].
     pub async fn record_notifications(&self) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::http::{Request, Target, send};
 use crate::process::{eventually, free_addr};
-use crate::stack::{McpServer, Omni2, Sidecar};
+use crate::stack::{McpServer, Omni2, Sidecar, shipped_sidecar_config};
 use crate::traefik::Traefik;
 
 /// `fast`: probed every 300 ms; its breaker opens after 2 failures and stays open for an
@@ -54,11 +54,30 @@ pub struct StatusStack {
 }
 
 impl StatusStack {
+    /// With the shipped sidecar config.
     pub async fn start() -> StatusStack {
+        StatusStack::start_with_cookie(None).await
+    }
+
+    /// With the shipped sidecar config, plus `tokens.cookie: <name>` when given (a session
+    /// cookie as a token source).
+    pub async fn start_with_cookie(cookie: Option<&str>) -> StatusStack {
         let dir = tempfile::tempdir().expect("tempdir");
         let fast = McpServer::start_on(dir.path(), free_addr(), "mcp-fast").await;
         let slow = McpServer::start_on(dir.path(), free_addr(), "mcp-slow").await;
-        let sidecar = Sidecar::start(dir.path()).await;
+        let sidecar = match cookie {
+            None => Sidecar::start(dir.path()).await,
+            Some(name) => {
+                let shipped = std::fs::read_to_string(shipped_sidecar_config())
+                    .expect("read the shipped sidecar config");
+                let with_cookie =
+                    shipped.replacen("tokens:\n", &format!("tokens:\n  cookie: {name}\n"), 1);
+                assert_ne!(shipped, with_cookie, "the shipped config has a `tokens:` block");
+                let path = dir.path().join("auth-sidecar.yaml");
+                std::fs::write(&path, with_cookie).expect("write sidecar config");
+                Sidecar::start_with(dir.path(), &path).await
+            }
+        };
         let omni2_addr = free_addr();
         let wiring = Traefik::wiring(dir.path(), sidecar.addr, omni2_addr);
         let config = dir.path().join("omni2.yaml");
