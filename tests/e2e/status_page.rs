@@ -354,15 +354,24 @@ async fn without_a_pasted_token_the_page_uses_the_session_cookie() {
     .await;
     assert_eq!(p["rows"], json!({}), "{p}");
     // The cookie a login flow would set (HttpOnly: the page never sees the token).
-    b.add_cookie("omni2_session", &user).await;
+    b.add_cookie(&stack.page_url(), "omni2_session", &user)
+        .await;
     b.goto(&stack.page_url()).await;
     let p = until(&b, "connected on the cookie", |p| {
         live_row(p, "fast", "healthy") && live_row(p, "slow", "healthy")
     })
     .await;
-    assert!(p["you"].as_str().is_some_and(|y| y.contains("alice")), "{p}");
-    let stored = b.js("return localStorage.getItem('access_token');", vec![]).await;
+    assert!(
+        p["you"].as_str().is_some_and(|y| y.contains("alice")),
+        "{p}"
+    );
+    let stored = b
+        .js("return localStorage.getItem('access_token');", vec![])
+        .await;
     assert_eq!(stored, Value::Null, "no token was stored");
-    println!("screenshot: {}", b.screenshot("status-cookie").await.display());
+    println!(
+        "screenshot: {}",
+        b.screenshot("status-cookie").await.display()
+    );
     b.close().await;
 }

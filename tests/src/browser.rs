@@ -123,13 +123,18 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
-    /// Sets a cookie `name=value` for the current page's host (HttpOnly, as a login flow
-    /// would set a session cookie: the page's script cannot read it).
-    pub async fn add_cookie(&self, name: &str, value: &str) {
-        let mut cookie = fantoccini::cookies::Cookie::new(name.to_owned(), value.to_owned());
-        cookie.set_path("/");
-        cookie.set_http_only(true);
-        self.client().add_cookie(cookie).await.expect("add cookie");
+    /// Sets a cookie `name=value` for `url`'s origin, HttpOnly (as a login flow would set a
+    /// session cookie: the page's script cannot read it). Through CDP `Network.setCookie`:
+    /// WebDriver's Add Cookie refuses a loopback IP as the cookie's domain.
+    pub async fn add_cookie(&self, url: &str, name: &str, value: &str) {
+        let params =
+            json!({"url": url, "name": name, "value": value, "path": "/", "httpOnly": true});
+        let answer = self.cdp("Network.setCookie", params).await;
+        assert_ne!(
+            answer["success"],
+            json!(false),
+            "Network.setCookie: {answer}"
+        );
     }
 
     /// Wraps the page's `Notification` so that every notification it raises is also
@@ -175,23 +180,23 @@ impl Browser {
     /// Chromium's performance counters (CDP `Performance.getMetrics`, through
     /// chromedriver's CDP bridge) by name, after `Performance.enable`.
     pub async fn performance_metrics(&self) -> Vec<(String, f64)> {
-        let cdp = |cmd: &str, params: Value| {
-            let body = json!({"cmd": cmd, "params": params});
-            let command = CdpCommand(body);
-            self.client().issue_cmd(command)
-        };
-        cdp("Performance.enable", json!({}))
-            .await
-            .expect("Performance.enable");
-        let answer = cdp("Performance.getMetrics", json!({}))
-            .await
-            .expect("Performance.getMetrics");
+        self.cdp("Performance.enable", json!({})).await;
+        let answer = self.cdp("Performance.getMetrics", json!({})).await;
         answer["metrics"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|m| Some((m["name"].as_str()?.to_owned(), m["value"].as_f64()?)))
             .collect()
+    }
+
+    /// One Chrome DevTools Protocol command through chromedriver; its result.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let command = CdpCommand(json!({"cmd": cmd, "params": params}));
+        self.client()
+            .issue_cmd(command)
+            .await
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
     }
 
     /// Ends the session (the browser quits), then stops the driver.

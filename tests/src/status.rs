@@ -72,14 +72,25 @@ impl StatusStack {
                     .expect("read the shipped sidecar config");
                 let with_cookie =
                     shipped.replacen("tokens:\n", &format!("tokens:\n  cookie: {name}\n"), 1);
-                assert_ne!(shipped, with_cookie, "the shipped config has a `tokens:` block");
+                assert_ne!(
+                    shipped, with_cookie,
+                    "the shipped config has a `tokens:` block"
+                );
                 let path = dir.path().join("auth-sidecar.yaml");
                 std::fs::write(&path, with_cookie).expect("write sidecar config");
                 Sidecar::start_with(dir.path(), &path).await
             }
         };
         let omni2_addr = free_addr();
-        let wiring = Traefik::wiring(dir.path(), sidecar.addr, omni2_addr);
+        // omni2 binds its port before Traefik binds its own: never the same free port twice.
+        let taken = [omni2_addr.port(), sidecar.addr.port(), sidecar.admin.port()];
+        let wiring = (0..16)
+            .map(|_| Traefik::wiring(dir.path(), sidecar.addr, omni2_addr))
+            .find(|w| {
+                let ports = [w.web, w.websecure, w.metrics, w.api].map(|a| a.port());
+                !ports.iter().any(|p| taken.contains(p))
+            })
+            .expect("16 tries at free ports for Traefik");
         let config = dir.path().join("omni2.yaml");
         std::fs::write(&config, omni2_config(&format!("http://{}", wiring.web)))
             .expect("write omni2 config");
