@@ -331,6 +331,11 @@
 
   function renderActions(entry) {
     const name = entry.status.name;
+    // Rebuilt only when what they depend on changed: a delta a second must not churn
+    // buttons and listeners.
+    const key = [live, entry.status.state, (you.actions || []).join()].join("|");
+    if (entry.actionsKey === key) return;
+    entry.actionsKey = key;
     const wrap = el("div", { class: "actions" });
     const add = (label, message, action) => {
       if (!can(action)) return;
