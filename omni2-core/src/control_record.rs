@@ -89,7 +89,8 @@ pub trait ControlRecorder: Send + Sync + Debug {
     fn record_control(&self, event: &ControlEvent<'_>);
 }
 
-/// The default recorder: records nothing (the log line in [`execute`] still goes out).
+/// The default recorder: records nothing (the log line in [`crate::control::execute`] still
+/// goes out).
 #[derive(Debug, Default)]
 pub struct NoRecorder;
 
