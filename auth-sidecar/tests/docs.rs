@@ -124,7 +124,15 @@ fn the_reference_config_keeps_its_rules_and_issuers() {
     let names: Vec<&str> = rt.policy.rules.iter().map(|r| &*r.name).collect();
     assert_eq!(
         names,
-        ["health", "ws-status", "admin", "admin-rest", "app", "api"],
+        [
+            "health",
+            "ws-status",
+            "status-page",
+            "admin",
+            "admin-rest",
+            "app",
+            "api"
+        ],
         "{}: the compiled rules",
         block.at
     );

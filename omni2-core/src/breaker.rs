@@ -215,6 +215,29 @@ impl Breaker {
         }
     }
 
+    /// An operator's reset: `Closed` clears the failure counts and the backoff; `HalfOpen`
+    /// lets the next trials decide. `Open` is not a reset target and changes nothing.
+    /// `None` when the breaker is already there (a half-open reset still restarts its trials).
+    pub fn force(&mut self, to: CircuitState) -> Option<Transition> {
+        let from = self.state();
+        match to {
+            CircuitState::Closed => {
+                self.state = State::Closed;
+                self.opens = 0;
+                self.consecutive_failures = 0;
+                self.window.clear();
+            }
+            CircuitState::HalfOpen => {
+                self.state = State::HalfOpen {
+                    admitted: 0,
+                    succeeded: 0,
+                };
+            }
+            CircuitState::Open => return None,
+        }
+        (from != to).then_some(Transition { from, to })
+    }
+
     fn rate_exceeded(&self) -> bool {
         let Some(rate) = self.config.failure_rate else {
             return false;
@@ -265,6 +288,48 @@ mod tests {
     fn fail(b: &mut Breaker, now: Instant) -> Option<Transition> {
         assert!(matches!(b.admit(now), Admission::Allowed(_)));
         b.on_result(false, now)
+    }
+
+    #[test]
+    fn force_closes_or_half_opens_and_reports_only_real_moves() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(config());
+        assert_eq!(b.force(CircuitState::Closed), None, "already closed");
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
+        assert_eq!(b.state(), CircuitState::Open);
+        let t = b.force(CircuitState::Closed).expect("moves");
+        assert_eq!((t.from, t.to), (CircuitState::Open, CircuitState::Closed));
+        assert_eq!(b.admit(t0), Admission::Allowed(None), "calls flow at once");
+        // The failure streak was cleared: two more failures do not reopen it.
+        assert_eq!(fail(&mut b, t0), None);
+        assert_eq!(fail(&mut b, t0), None);
+
+        let t = b.force(CircuitState::HalfOpen).expect("moves");
+        assert_eq!(
+            (t.from, t.to),
+            (CircuitState::Closed, CircuitState::HalfOpen)
+        );
+        // Trials decide: two successes (half_open_trials = 2) close it.
+        for _ in 0..2 {
+            assert!(matches!(b.admit(t0), Admission::Allowed(None)));
+        }
+        assert!(
+            matches!(b.admit(t0), Admission::Rejected { .. }),
+            "trials are out"
+        );
+        assert_eq!(b.on_result(true, t0), None);
+        assert_eq!(
+            b.on_result(true, t0).map(|t| t.to),
+            Some(CircuitState::Closed)
+        );
+        assert_eq!(
+            b.force(CircuitState::Open),
+            None,
+            "open is not a reset target"
+        );
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Roles {
     pub cache_admin: Vec<String>,
     /// `GET /ws/mcp-status`; default: any authenticated.
     pub ws_status: Vec<String>,
+    /// Control actions (probe now, reset a breaker, disable/enable a server), over REST
+    /// and the WebSocket; default `[admin]`. Cache invalidation uses `cache_admin`.
+    pub control: Vec<String>,
 }
 
 /// Tool-result cache settings.

@@ -12,7 +12,12 @@
 //! [`TOOLS_CHANGED_MIN_GAP`], within the probe cap, and only while its breaker is closed. The
 //! periodic refresh stays as a safety net for lost notifications.
 //!
+//! Operators act through [`Registry::control`] ([`ServerOp`]: probe now, reset the breaker,
+//! disable or enable); the task carries the action out and answers, and the changes go out
+//! as ordinary events. A disabled server is neither probed nor called.
+//!
 //! # Layout
+//! - `ops`: operator actions, their outcomes and errors.
 //! - `registry`: the servers and the breakers calls share (`Registry`, `CallPermit`).
 //! - `status`: what is published (`Snapshot`, `ServerStatus`, `Event`).
 //! - `probe`: one probe, planned and run.
@@ -21,12 +26,14 @@
 //!
 //! Imports point down this list; nothing imports this root module.
 
+mod ops;
 mod probe;
 mod registry;
 mod server_state;
 mod status;
 mod task;
 
+pub use ops::{OpError, OpOutcome, ServerOp};
 pub use registry::{CallPermit, Registry, ServerEntry};
 pub use server_state::TOOLS_CHANGED_MIN_GAP;
 pub use status::{Event, EventKind, Published, ServerStatus, Snapshot, now_rfc3339};

@@ -31,9 +31,12 @@
 //!   (the writer is the `audit-log` crate's).
 //! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
 //!   the `result` label of `omni2_tool_calls_total`.
-//! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`control_record`]: the vocabulary of control requests.
 //! - [`shared`]: the [`Shared`] state routes and tasks use, and [`shared::TaskHealth`].
+//! - [`control`]: control actions (probe now, reset breaker, invalidate cache,
+//!   disable/enable), one entry point for REST and the WebSocket, behind the role guard.
+//! - [`routes`]: REST routes and the status page ([`status_page`]); [`ws`]: `/ws/mcp-status`.
+//! - [`metrics`]: Prometheus metrics.
 //!
 //! Imports point down this list's dependency order, never back to the crate root: the root
 //! (`Omni2`) wires the modules together and no module uses it.
@@ -43,6 +46,8 @@ pub mod audit;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod control;
+pub mod control_record;
 pub mod coordinator;
 pub mod health;
 pub mod identity;
@@ -50,6 +55,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod routes;
 pub mod shared;
+pub mod status_page;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod ws;

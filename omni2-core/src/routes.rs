@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout};
 use crate::api_error::ApiError;
 use crate::audit::{self, ToolCall};
 use crate::cache::{CacheKey, Uncached};
+use crate::control;
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
 use crate::identity::Identity;
@@ -46,7 +47,99 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/cache/{server}/{tool}",
             web::delete().to(clear_tool_cache),
         )
+        .route(
+            "/api/v1/mcp/servers/{name}/probe",
+            web::post().to(probe_server),
+        )
+        .service(
+            web::resource("/api/v1/mcp/servers/{name}/breaker/reset")
+                .app_data(web::PayloadConfig::new(MAX_CONTROL_BODY_BYTES))
+                .route(web::post().to(reset_breaker)),
+        )
+        .route(
+            "/api/v1/mcp/servers/{name}/disable",
+            web::post().to(disable_server),
+        )
+        .route(
+            "/api/v1/mcp/servers/{name}/enable",
+            web::post().to(enable_server),
+        )
         .route("/ws/mcp-status", web::get().to(crate::ws::upgrade));
+    crate::status_page::configure(cfg);
+}
+
+/// Largest accepted control body (`{"to":"half_open"}`).
+const MAX_CONTROL_BODY_BYTES: usize = 1024;
+
+/// Runs a control action and answers with its body (200) or its error.
+async fn control(shared: &Arc<Shared>, id: &Identity, request: control::Request) -> HttpResponse {
+    match control::execute(shared, id, request).await {
+        Ok(body) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .json(body),
+        Err(e) => e.response(),
+    }
+}
+
+fn request(server: String, action: control::Action) -> control::Request {
+    control::Request { server, action }
+}
+
+async fn probe_server(
+    id: Identity,
+    shared: web::Data<Arc<Shared>>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let r = request(name.into_inner(), control::Action::Probe);
+    control(&shared, &id, r).await
+}
+
+/// Body: empty, or `{"to": "closed" | "half_open"}` (default `closed`).
+async fn reset_breaker(
+    id: Identity,
+    shared: web::Data<Arc<Shared>>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        to: control::ResetTo,
+    }
+    let to = if body.iter().all(u8::is_ascii_whitespace) {
+        control::ResetTo::default()
+    } else {
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => b.to,
+            Err(e) => {
+                return ApiError::BadArguments(format!(
+                    "expected {{\"to\": \"closed\" | \"half_open\"}}: {e}"
+                ))
+                .response();
+            }
+        }
+    };
+    let r = request(name.into_inner(), control::Action::ResetBreaker(to));
+    control(&shared, &id, r).await
+}
+
+async fn disable_server(
+    id: Identity,
+    shared: web::Data<Arc<Shared>>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let r = request(name.into_inner(), control::Action::Disable);
+    control(&shared, &id, r).await
+}
+
+async fn enable_server(
+    id: Identity,
+    shared: web::Data<Arc<Shared>>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let r = request(name.into_inner(), control::Action::Enable);
+    control(&shared, &id, r).await
 }
 
 /// Liveness: no identity, no details. 503 once a background task has died (the log names
@@ -339,47 +432,39 @@ async fn cache_stats(_id: Identity, shared: web::Data<Arc<Shared>>) -> HttpRespo
     HttpResponse::Ok().json(shared.cache.stats())
 }
 
+/// The whole cache (every server): not a per-server control action.
 async fn clear_cache(id: Identity, shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    clear(&id, &shared, None, None)
+    if let Err(e) = id.require_any(&shared.config.roles.cache_admin) {
+        shared
+            .audit
+            .cache_invalidation(&id, None, None, e.as_str());
+        return actix_web::ResponseError::error_response(&e);
+    }
+    shared.cache.invalidate_all();
+    shared.audit.cache_invalidation(&id, None, None, audit::OK);
+    tracing::info!(user = %id.id, server = "*", tool = "*", "Tool cache invalidated.");
+    HttpResponse::Ok().json(json!({"invalidated": {"server": null, "tool": null}}))
 }
 
+/// One server's cache: the `invalidate_cache` control action.
 async fn clear_server_cache(
     id: Identity,
     shared: web::Data<Arc<Shared>>,
     server: web::Path<String>,
 ) -> HttpResponse {
-    clear(&id, &shared, Some(&server), None)
+    let action = control::Action::InvalidateCache { tool: None };
+    control(&shared, &id, request(server.into_inner(), action)).await
 }
 
+/// One tool's cache: the `invalidate_cache` control action.
 async fn clear_tool_cache(
     id: Identity,
     shared: web::Data<Arc<Shared>>,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    clear(&id, &shared, Some(&path.0), Some(&path.1))
-}
-
-fn clear(id: &Identity, shared: &Shared, server: Option<&str>, tool: Option<&str>) -> HttpResponse {
-    if let Err(e) = id.require_any(&shared.config.roles.cache_admin) {
-        shared
-            .audit
-            .cache_invalidation(id, server, tool, e.as_str());
-        return actix_web::ResponseError::error_response(&e);
-    }
-    match server {
-        None => shared.cache.invalidate_all(),
-        Some(s) if shared.registry.index(s).is_none() => {
-            let e = ApiError::UnknownServer;
-            shared
-                .audit
-                .cache_invalidation(id, server, tool, e.as_str());
-            return e.response();
-        }
-        Some(s) => shared.cache.invalidate(s, tool),
-    }
-    shared.audit.cache_invalidation(id, server, tool, audit::OK);
-    tracing::info!(user = %id.id, server = server.unwrap_or("*"), tool = tool.unwrap_or("*"), "Tool cache invalidated.");
-    HttpResponse::Ok().json(json!({"invalidated": {"server": server, "tool": tool}}))
+    let (server, tool) = path.into_inner();
+    let action = control::Action::InvalidateCache { tool: Some(tool) };
+    control(&shared, &id, request(server, action)).await
 }
 
 #[cfg(test)]

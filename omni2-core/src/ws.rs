@@ -24,7 +24,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesUnordered;
+
 use self::fanout::{Filter, Outbox};
+use crate::control;
 use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
 pub use crate::shared::Hub;
@@ -114,6 +119,29 @@ pub async fn upgrade(
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientMessage {
+    Probe {
+        server: String,
+        id: Option<CorrelationId>,
+    },
+    ResetBreaker {
+        server: String,
+        #[serde(default)]
+        to: control::ResetTo,
+        id: Option<CorrelationId>,
+    },
+    InvalidateCache {
+        server: String,
+        tool: Option<String>,
+        id: Option<CorrelationId>,
+    },
+    Disable {
+        server: String,
+        id: Option<CorrelationId>,
+    },
+    Enable {
+        server: String,
+        id: Option<CorrelationId>,
+    },
     Subscribe {
         servers: Option<Vec<String>>,
         events: Option<Vec<String>>,
@@ -125,6 +153,20 @@ enum ClientMessage {
     Resync,
     Ping,
 }
+
+/// The client's tag for a control request, echoed in its `result` or `error`: a string
+/// (at most 64 bytes) or a number.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+enum CorrelationId {
+    Number(i64),
+    Text(String),
+}
+
+/// Control actions one connection may have in flight (a probe waits for its outcome).
+const MAX_PENDING_CONTROLS: usize = 8;
+
+type PendingReply = LocalBoxFuture<'static, serde_json::Value>;
 
 enum Flow {
     Continue,
@@ -138,6 +180,8 @@ struct Connection {
     session: Session,
     identity: Identity,
     lag_strikes: u32,
+    /// Control actions running; each yields its `result` or `error` message.
+    pending: FuturesUnordered<PendingReply>,
 }
 
 impl Connection {
@@ -156,6 +200,7 @@ impl Connection {
             session,
             identity,
             lag_strikes: 0,
+            pending: FuturesUnordered::new(),
         }
     }
 
@@ -187,6 +232,9 @@ impl Connection {
                 _ = &mut stop => Flow::Close(CloseCode::Away, "server shutting down"),
                 _ = &mut expiry => Flow::Close(CloseCode::Policy, "token expired"),
                 _ = out.missed.notified() => self.resync_after_miss().await,
+                Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.reply(answer).await
+                }
                 message = stream.recv() => {
                     last_heard = Instant::now();
                     match message {
@@ -265,8 +313,13 @@ impl Connection {
             None => snapshot.summary_json(None),
             Some(set) => snapshot.summary_json(Some(&|name: &str| set.contains(name))),
         };
+        let you = json!({
+            "user": self.identity.id,
+            "roles": self.identity.roles,
+            "actions": control::allowed_actions(&self.shared, &self.identity),
+        });
         format!(
-            "\"type\":\"snapshot\",\"ts\":\"{}\",\"servers\":{}}}",
+            "\"type\":\"snapshot\",\"ts\":\"{}\",\"you\":{you},\"servers\":{}}}",
             now_rfc3339(),
             servers
         )
@@ -313,6 +366,70 @@ impl Connection {
                     .await;
             }
         };
+        let control = |server: String, action: control::Action, id: Option<CorrelationId>| {
+            (control::Request { server, action }, id)
+        };
+        let (request, id) = match message {
+            ClientMessage::Probe { server, id } => control(server, control::Action::Probe, id),
+            ClientMessage::ResetBreaker { server, to, id } => {
+                control(server, control::Action::ResetBreaker(to), id)
+            }
+            ClientMessage::InvalidateCache { server, tool, id } => {
+                control(server, control::Action::InvalidateCache { tool }, id)
+            }
+            ClientMessage::Disable { server, id } => control(server, control::Action::Disable, id),
+            ClientMessage::Enable { server, id } => control(server, control::Action::Enable, id),
+            other => return self.on_stream_message(other).await,
+        };
+        self.start_control(request, id).await
+    }
+
+    /// Starts a control action; its answer is sent when it is done (the loop polls
+    /// `pending`), so a probe in flight holds up nothing else.
+    async fn start_control(
+        &mut self,
+        request: control::Request,
+        id: Option<CorrelationId>,
+    ) -> Flow {
+        let action = request.action.as_str();
+        let server = request.server.clone();
+        if matches!(&id, Some(CorrelationId::Text(t)) if t.len() > 64) {
+            let body = json!({"type": "error", "action": action, "server": server,
+                "error": "bad_request", "message": "id: at most 64 bytes"});
+            return self.reply(body).await;
+        }
+        if self.pending.len() >= MAX_PENDING_CONTROLS {
+            let body = tagged(
+                json!({"type": "error", "action": action, "server": server,
+                "error": "too_many_pending",
+                "message": format!("at most {MAX_PENDING_CONTROLS} control actions in flight per connection")}),
+                &id,
+            );
+            return self.reply(body).await;
+        }
+        let shared = self.shared.clone();
+        let identity = self.identity.clone();
+        self.pending.push(Box::pin(async move {
+            match control::execute(&shared, &identity, request).await {
+                Ok(mut body) => {
+                    if let Some(map) = body.as_object_mut() {
+                        map.insert("type".to_owned(), json!("result"));
+                        map.insert("ok".to_owned(), json!(true));
+                    }
+                    tagged(body, &id)
+                }
+                Err(e) => tagged(
+                    json!({"type": "error", "action": action, "server": server,
+                    "error": e.code(), "message": e.message()}),
+                    &id,
+                ),
+            }
+        }));
+        Flow::Continue
+    }
+
+    /// The stream messages: ping, resync, subscribe, unsubscribe.
+    async fn on_stream_message(&mut self, message: ClientMessage) -> Flow {
         match message {
             ClientMessage::Ping => self.reply(json!({"type": "pong"})).await,
             ClientMessage::Resync => self.send_snapshot().await,
@@ -340,6 +457,8 @@ impl Connection {
                 self.narrow_filter(servers, events);
                 self.ack("unsubscribed").await
             }
+            // Control actions are routed by `on_text`.
+            _ => Flow::Continue,
         }
     }
 
@@ -386,6 +505,14 @@ impl Connection {
         };
         self.reply(body).await
     }
+}
+
+/// `body` with the client's `id`, if it sent one.
+fn tagged(mut body: serde_json::Value, id: &Option<CorrelationId>) -> serde_json::Value {
+    if let (Some(map), Some(id)) = (body.as_object_mut(), id) {
+        map.insert("id".to_owned(), json!(id));
+    }
+    body
 }
 
 fn all_kinds() -> HashSet<EventKind> {

@@ -4,6 +4,7 @@
 mod common;
 
 mod audit;
+mod control;
 mod docs;
 mod log_pipe;
 mod mcp_live;

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn request(
@@ -28,7 +28,7 @@ fn request(
     req
 }
 
-async fn connect(o: &Omni2, headers: &[(String, String)]) -> Ws {
+pub(crate) async fn connect(o: &Omni2, headers: &[(String, String)]) -> Ws {
     tokio_tungstenite::connect_async(request(o, headers))
         .await
         .expect("upgrade")
@@ -36,7 +36,7 @@ async fn connect(o: &Omni2, headers: &[(String, String)]) -> Ws {
 }
 
 /// Next text message as JSON, or `{"close": code}`; skips pings. Bounded by WAIT.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -53,14 +53,14 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into()))
         .await
         .expect("send");
 }
 
 /// Reads until `pred` matches, checking that `seq` never skips. Returns the match.
-async fn until(ws: &mut Ws, last_seq: &mut u64, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(ws: &mut Ws, last_seq: &mut u64, pred: impl Fn(&Value) -> bool) -> Value {
     loop {
         let m = next(ws).await;
         assert!(m.get("close").is_none(), "closed early: {m}");

@@ -14,6 +14,8 @@
 //!   replica under load, a WebSocket client of a killed omni2 replica resyncing.
 //! - `gateway_omni2`: the issue 5 matrix per gateway (Traefik included) with the release omni2 on a unix
 //!   socket (TCP behind Traefik), the Python MCP example server and Prometheus.
+//! - `status_page`: omni2's `/status` page in headless Chromium behind Traefik and the
+//!   sidecar: live rows, filter, notifications, reconnect, admin controls vs a user's.
 
 mod deploy;
 mod gateway_echo;
@@ -22,4 +24,5 @@ mod kubernetes;
 mod layout;
 mod netns;
 mod replicas;
+mod status_page;
 mod traefik;

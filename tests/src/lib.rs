@@ -12,9 +12,12 @@
 //! - [`stack`]: the sidecar with the shipped config, token minting.
 //! - [`replicas`]: N sidecar and M omni2 replicas behind one Traefik (load balancing, health checks).
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
+//! - [`browser`]: headless Chromium over WebDriver (chromedriver + fantoccini).
+//! - [`status`]: the status page's stack (two MCP servers, omni2, sidecar, Traefik).
 //! - [`deploy`]: schema validation and cross-checks of `traefik/` and `compose/`.
 //! - [`kubernetes`]: `deploy/kubernetes/` rendering, validation and cross-checks.
 
+pub mod browser;
 pub mod deploy;
 pub mod gateway;
 pub mod http;
@@ -23,4 +26,5 @@ pub mod netns;
 pub mod process;
 pub mod replicas;
 pub mod stack;
+pub mod status;
 pub mod traefik;

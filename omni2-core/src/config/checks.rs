@@ -109,6 +109,10 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
             .cache_admin
             .unwrap_or_else(|| vec!["admin".to_owned()]),
         ws_status: raw.roles.ws_status.unwrap_or_default(),
+        control: raw
+            .roles
+            .control
+            .unwrap_or_else(|| vec!["admin".to_owned()]),
     };
     let max_concurrent_probes = positive(
         raw.probes.max_concurrent,

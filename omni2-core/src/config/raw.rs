@@ -41,6 +41,7 @@ pub(super) struct RawRoles {
     pub(super) tool_call: Option<Vec<String>>,
     pub(super) cache_admin: Option<Vec<String>>,
     pub(super) ws_status: Option<Vec<String>>,
+    pub(super) control: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

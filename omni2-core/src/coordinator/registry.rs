@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breaker, Transition};
 use crate::config::ServerConfig;
+use crate::coordinator::ops::{OpError, OpOutcome, ServerOp};
 use crate::mcp::McpClient;
 
 /// One configured server and what calls share with the coordinator.
@@ -138,6 +139,16 @@ impl Registry {
         }
     }
 
+    /// Has the coordinator task carry out `op` on server `index`; waits for its answer
+    /// (a probe: until it has finished).
+    pub async fn control(&self, index: usize, op: ServerOp) -> Result<OpOutcome, OpError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Control(index, op, reply))
+            .map_err(|_| OpError::Unavailable)?;
+        answer.await.unwrap_or(Err(OpError::Unavailable))
+    }
+
     fn notify(&self, index: usize, transition: Option<Transition>) {
         if let Some(t) = transition {
             // The coordinator is gone only at shutdown: nothing left to publish to.
@@ -146,8 +157,13 @@ impl Registry {
     }
 }
 
-/// What calls tell the coordinator task.
+/// Where the coordinator task answers an operator action.
+pub(crate) type OpReply = oneshot::Sender<Result<OpOutcome, OpError>>;
+
+/// What calls and operators tell the coordinator task.
 pub(crate) enum Command {
     /// A tool call moved a breaker.
     Circuit(usize, Transition),
+    /// An operator action on a server, with where to answer.
+    Control(usize, ServerOp, OpReply),
 }

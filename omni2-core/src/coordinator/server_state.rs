@@ -8,7 +8,9 @@ use tokio::time::Instant;
 
 use crate::breaker::CircuitState;
 use crate::config::ServerConfig;
+use crate::coordinator::ops::{OpError, OpOutcome};
 use crate::coordinator::probe::{ProbeOutcome, ProbePlan};
+use crate::coordinator::registry::OpReply;
 use crate::coordinator::status::{ServerStatus, now_rfc3339};
 use crate::health::{HealthPolicy, HealthState, HealthTracker};
 use crate::mcp;
@@ -22,6 +24,11 @@ pub const TOOLS_CHANGED_MIN_GAP: Duration = Duration::from_secs(1);
 
 pub(crate) struct ServerState {
     tracker: HealthTracker,
+    policy: HealthPolicy,
+    /// Probed and called (from config, then switched by operators).
+    pub enabled: bool,
+    /// Operators waiting for the next probe's outcome.
+    probe_waiters: Vec<OpReply>,
     pub status: Arc<ServerStatus>,
     pub next_probe: Instant,
     pub is_probing: bool,
@@ -57,12 +64,16 @@ impl ServerState {
         } else {
             HealthState::Disabled
         };
+        let policy = HealthPolicy {
+            unhealthy_after: c.unhealthy_after,
+            healthy_after: c.healthy_after,
+            degraded_latency: c.degraded_latency,
+        };
         Self {
-            tracker: HealthTracker::new(HealthPolicy {
-                unhealthy_after: c.unhealthy_after,
-                healthy_after: c.healthy_after,
-                degraded_latency: c.degraded_latency,
-            }),
+            tracker: HealthTracker::new(policy),
+            policy,
+            enabled: c.enabled,
+            probe_waiters: Vec::new(),
             status: Arc::new(ServerStatus {
                 name: c.name.as_str().into(),
                 state,
@@ -143,14 +154,74 @@ impl ServerState {
             status.state = new_state;
             status.last_change = now_rfc3339();
         }
-        let is_news = changed_state.is_some() || before_error != status.last_error;
+        // An operator asked for this probe: they see its outcome even when nothing changed.
+        let is_requested = !self.probe_waiters.is_empty();
+        let is_news = changed_state.is_some() || before_error != status.last_error || is_requested;
         self.status = Arc::new(status);
+        let outcome = OpOutcome::Probed {
+            state: self.status.state,
+            circuit: self.status.circuit,
+            latency_ms: self.status.latency_ms,
+            last_error: self.status.last_error.clone(),
+        };
+        for waiter in self.probe_waiters.drain(..) {
+            // The operator may have gone away: nothing to tell then.
+            let _ = waiter.send(Ok(outcome.clone()));
+        }
         Changes {
             state: changed_state,
             is_tools_changed,
             tools_error,
             is_news,
         }
+    }
+
+    /// An operator asked for a probe now: it starts at the next turn (or the one running
+    /// answers), and `reply` gets its outcome.
+    pub fn request_probe(&mut self, reply: OpReply) {
+        if !self.enabled {
+            let _ = reply.send(Err(OpError::Disabled));
+            return;
+        }
+        self.probe_waiters.push(reply);
+        if !self.is_probing {
+            self.next_probe = Instant::now();
+        }
+    }
+
+    /// Stops probing: published as `disabled`; waiting operators are told. Returns whether
+    /// anything changed.
+    pub fn disable(&mut self) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        self.enabled = false;
+        for waiter in self.probe_waiters.drain(..) {
+            let _ = waiter.send(Err(OpError::Disabled));
+        }
+        let mut status = (*self.status).clone();
+        status.state = HealthState::Disabled;
+        status.last_error = None;
+        status.last_change = now_rfc3339();
+        self.status = Arc::new(status);
+        true
+    }
+
+    /// Starts probing again, from scratch: unhealthy until probes say otherwise, probe due
+    /// now. Returns whether anything changed.
+    pub fn enable(&mut self) -> bool {
+        if self.enabled {
+            return false;
+        }
+        self.enabled = true;
+        self.tracker = HealthTracker::new(self.policy);
+        self.next_probe = Instant::now();
+        let mut status = (*self.status).clone();
+        status.state = HealthState::Unhealthy;
+        status.last_error = Some("not probed yet".to_owned());
+        status.last_change = now_rfc3339();
+        self.status = Arc::new(status);
+        true
     }
 
     /// Records a breaker move in the published status.

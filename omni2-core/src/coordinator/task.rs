@@ -13,8 +13,9 @@ use tokio::time::{Instant, sleep_until};
 use crate::breaker::{Admission, CircuitState, Transition};
 use crate::cache::ToolCache;
 use crate::config::ServerConfig;
+use crate::coordinator::ops::{OpError, OpOutcome, ServerOp};
 use crate::coordinator::probe::{self, ProbeOutcome};
-use crate::coordinator::registry::{Command, Registry, ServerEntry};
+use crate::coordinator::registry::{Command, OpReply, Registry, ServerEntry};
 use crate::coordinator::server_state::{Changes, ServerState};
 use crate::coordinator::status::{
     Event, EventKind, Published, ServerStatus, Snapshot, now_rfc3339,
@@ -131,9 +132,8 @@ impl Coordinator {
             let next_probe = self
                 .states
                 .iter()
-                .zip(self.registry.servers())
-                .filter(|(s, e)| e.config.enabled && !s.is_probing)
-                .map(|(s, _)| s.next_probe)
+                .filter(|s| s.enabled && !s.is_probing)
+                .map(|s| s.next_probe)
                 .min()
                 .unwrap_or_else(|| Instant::now() + far);
             // Probe slots all taken: wait for a probe to finish instead of the next due time.
@@ -155,6 +155,7 @@ impl Coordinator {
                 },
                 Some(command) = self.commands.recv() => match command {
                     Command::Circuit(index, t) => self.apply_transition(index, t),
+                    Command::Control(index, op, reply) => self.apply_op(index, op, reply),
                 },
                 Some(index) = tool_signals.next(), if !tool_signals.is_empty() => {
                     tracing::debug!(
@@ -183,7 +184,7 @@ impl Coordinator {
                 return;
             }
             let state = &mut self.states[index];
-            if !entry.config.enabled || state.is_probing || state.next_probe > now {
+            if !state.enabled || state.is_probing || state.next_probe > now {
                 continue;
             }
             let plan = state.start_probe(now);
@@ -195,6 +196,11 @@ impl Coordinator {
     /// A probe finished: breaker, health, status, events, snapshot.
     fn apply_probe(&mut self, outcome: ProbeOutcome) {
         let index = outcome.index;
+        if !self.states[index].enabled {
+            // Disabled while it ran: its outcome is about a server nobody watches now.
+            self.states[index].is_probing = false;
+            return;
+        }
         let entry = self.registry.get(index).clone();
         self.metrics
             .probe_duration
@@ -309,6 +315,55 @@ impl Coordinator {
                 tool_count: status.tool_count,
             },
         ));
+    }
+
+    /// An operator action: carried out here, the only writer; answered on `reply` (a probe
+    /// answers when it has finished, from `ServerState::record`).
+    fn apply_op(&mut self, index: usize, op: ServerOp, reply: OpReply) {
+        let Some(entry) = self.registry.servers().get(index).cloned() else {
+            let _ = reply.send(Err(OpError::Unavailable));
+            return;
+        };
+        let answer = match op {
+            ServerOp::Probe => {
+                self.states[index].request_probe(reply);
+                return;
+            }
+            ServerOp::ResetBreaker(to) => {
+                let moved = entry.breaker().force(to);
+                let from = moved.map_or(to, |t| t.from);
+                if let Some(t) = moved {
+                    self.apply_transition(index, t);
+                }
+                if to == CircuitState::HalfOpen {
+                    // Let a trial decide soon rather than at the next scheduled probe.
+                    self.states[index].next_probe = Instant::now();
+                }
+                Ok(OpOutcome::Breaker { from, to })
+            }
+            ServerOp::SetEnabled(on) => {
+                let state = &mut self.states[index];
+                let changed = if on { state.enable() } else { state.disable() };
+                let status = state.status.clone();
+                if changed {
+                    let name = entry.config.name.as_str();
+                    self.metrics.set_health(name, status.state);
+                    tracing::info!(
+                        server = name,
+                        enabled = on,
+                        "MCP server switched by an operator."
+                    );
+                    self.emit_status(&status);
+                    self.publish();
+                }
+                Ok(OpOutcome::Enabled {
+                    changed,
+                    state: status.state,
+                })
+            }
+        };
+        // The operator may have gone away: nothing to tell then.
+        let _ = reply.send(answer);
     }
 
     fn apply_transition(&mut self, index: usize, t: Transition) {

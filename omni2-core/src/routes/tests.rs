@@ -263,3 +263,48 @@ async fn the_body_code_is_the_metric_result_and_every_result_starts_at_zero() {
         );
     }
 }
+
+#[actix_web::test]
+async fn status_page_is_served_without_identity_under_a_strict_policy() {
+    let o = omni2(false, Arc::new(FakeMcp::new()));
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    for (path, kind, needle) in [
+        ("/status", "text/html", "/status/app.js"),
+        ("/status/app.js", "text/javascript", "/ws/mcp-status"),
+        ("/status/app.css", "text/css", ".conn"),
+    ] {
+        let resp =
+            atest::call_service(&app, atest::TestRequest::get().uri(path).to_request()).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let body = atest::read_body(resp).await;
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        assert!(text.contains(needle), "{path} embeds its asset");
+    }
+    // The page itself has no inline script or style for the policy to forbid.
+    let html = include_str!("../../static/status/index.html");
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script/style"
+    );
+    let resp =
+        atest::call_service(&app, atest::TestRequest::post().uri("/status").to_request()).await;
+    assert_ne!(resp.status(), StatusCode::OK, "GET only");
+}
