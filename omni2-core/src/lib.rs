@@ -104,10 +104,14 @@ impl Omni2 {
             );
         }
         let metrics = Metrics::new();
-        let cache = Arc::new(ToolCache::new(
-            config.cache.max_bytes,
-            metrics.cache.clone(),
-        ));
+        let shared_cache = config.cache.redis.as_ref().and_then(|r| {
+            crate::cache::SharedCache::new(r, metrics.cache.redis_errors.clone())
+                .inspect_err(|e| tracing::error!(error = %e, "Shared cache off."))
+                .ok()
+        });
+        let cache = Arc::new(
+            ToolCache::new(config.cache.max_bytes, metrics.cache.clone()).with_shared(shared_cache),
+        );
         let servers = config.servers.iter().cloned().zip(clients).collect();
         let (registry, published, coordinator) = coordinator::build(
             servers,
