@@ -26,7 +26,8 @@
 //! - [`breaker`]: the circuit breaker state machine (pure, takes `now`).
 //! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
 //! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
-//! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight), with
+//!   an optional level shared through Redis ([`cache::shared`]).
 //! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
 //!   the `result` label of `omni2_tool_calls_total`.
 //! - [`routes`]: REST routes; [`ws`]: `/ws/mcp-status`.
