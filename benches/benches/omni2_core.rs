@@ -28,6 +28,11 @@ fn counters() -> CacheCounters {
         hits: c("h"),
         misses: c("m"),
         evictions: c("e"),
+        redis_errors: prometheus::IntCounterVec::new(
+            prometheus::Opts::new("r", "bench"),
+            &["operation"],
+        )
+        .expect("counter"),
     }
 }
 

@@ -4,6 +4,10 @@
 //! depth), so `{"a":1,"b":2}` and `{"b":2,"a":1}` share an entry. Concurrent identical calls
 //! share one upstream call (moka's `or_try_insert_with`). Failures and `isError: true`
 //! results reach every waiter but are never stored.
+//!
+//! With `cache.redis` ([`shared`]) a local miss first reads the result other replicas stored
+//! in Redis, and an upstream answer is stored there too (same TTL, errors never); Redis
+//! failing only means falling back to this replica's cache and upstream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::mcp::ToolResult;
+
+pub mod shared;
+pub use shared::SharedCache;
 
 /// Cache key: server, tool, canonical arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,6 +97,8 @@ pub struct CachedResult {
     /// JSON object text of the result.
     pub json: String,
     ttl: Duration,
+    /// Read from Redis (`cache.redis`), not from this replica's upstream call.
+    from_shared: bool,
 }
 
 /// Why a cached call produced no storable value.
@@ -138,6 +147,8 @@ pub struct CacheCounters {
     pub misses: IntCounter,
     /// `omni2_tool_cache_evictions_total`.
     pub evictions: IntCounter,
+    /// `omni2_cache_redis_errors_total{operation}` (`cache.redis` only).
+    pub redis_errors: prometheus::IntCounterVec,
 }
 
 /// The tool-result cache.
@@ -147,6 +158,7 @@ pub struct ToolCache {
     misses: AtomicU64,
     evictions: Arc<AtomicU64>,
     counters: CacheCounters,
+    shared: Option<SharedCache>,
 }
 
 impl std::fmt::Debug for ToolCache {
@@ -184,7 +196,14 @@ impl ToolCache {
             misses: AtomicU64::new(0),
             evictions,
             counters,
+            shared: None,
         }
+    }
+
+    /// Shares results with other replicas through `shared` (`cache.redis`).
+    pub fn with_shared(mut self, shared: Option<SharedCache>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Returns the cached result for `key`, or runs `call` once for all concurrent callers
@@ -200,19 +219,37 @@ impl ToolCache {
         F: Future<Output = Result<ToolResult, E>>,
         E: Clone + Send + Sync + 'static,
     {
+        let shared = self.shared.as_ref().map(|s| (s, s.key(&key)));
         let fill = async move {
+            if let Some((s, k)) = &shared
+                && let Some(hit) = s.get(k).await
+            {
+                // Never kept here longer than the replica that called upstream allowed.
+                return Ok(Arc::new(CachedResult {
+                    json: hit.json,
+                    ttl: hit.remaining.min(ttl),
+                    from_shared: true,
+                }));
+            }
             match call.await {
                 Ok(r) if r.is_error => Err(Uncached::ToolError(r.body)),
-                Ok(r) => Ok(Arc::new(CachedResult {
-                    json: r.body.to_string(),
-                    ttl,
-                })),
+                Ok(r) => {
+                    let json = r.body.to_string();
+                    if let Some((s, k)) = &shared {
+                        s.set(k, &json, ttl).await;
+                    }
+                    Ok(Arc::new(CachedResult {
+                        json,
+                        ttl,
+                        from_shared: false,
+                    }))
+                }
                 Err(e) => Err(Uncached::Failed(e)),
             }
         };
         match self.cache.entry(key).or_try_insert_with(fill).await {
             Ok(entry) => {
-                let hit = !entry.is_fresh();
+                let hit = !entry.is_fresh() || entry.value().from_shared;
                 if hit {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     self.counters.hits.inc();
@@ -279,6 +316,11 @@ mod tests {
             hits: c("h"),
             misses: c("m"),
             evictions: c("e"),
+            redis_errors: prometheus::IntCounterVec::new(
+                prometheus::Opts::new("r", "test"),
+                &["operation"],
+            )
+            .expect("counter"),
         }
     }
 
@@ -394,6 +436,7 @@ mod tests {
         let value = Arc::new(CachedResult {
             json: String::new(),
             ttl: Duration::from_millis(1500),
+            from_shared: false,
         });
         let ttl = PerEntryTtl.expire_after_create(
             &CacheKey::new("s", "t", &Map::new()),
@@ -441,5 +484,70 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(misses, 1);
+    }
+
+    fn with_redis(url: &str) -> ToolCache {
+        let counters = cache_counters_for_test();
+        let config = crate::config::SharedCacheConfig {
+            url: url.into(),
+            key_prefix: "t:".into(),
+            connect_timeout: Duration::from_millis(200),
+            command_timeout: Duration::from_millis(300),
+        };
+        let shared = SharedCache::new(&config, counters.redis_errors.clone()).expect("shared");
+        ToolCache::new(1 << 20, counters).with_shared(Some(shared))
+    }
+
+    #[tokio::test]
+    async fn a_second_replica_hits_in_redis_and_a_dead_redis_only_costs_the_sharing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut redis = test_support::RedisServer::start(dir.path().to_owned());
+        let (a, b) = (with_redis(&redis.url()), with_redis(&redis.url()));
+        let key = || CacheKey::new("s", "t", &args(json!({"q": 1})));
+        let ttl = Duration::from_secs(60);
+        let (r, hit) = a
+            .get_or_call(key(), ttl, async { ok(json!({"n": 1})) })
+            .await
+            .expect("a");
+        assert!(!hit);
+        assert_eq!(r.json, r#"{"n":1}"#);
+        let calls = AtomicUsize::new(0);
+        let (r, hit) = b
+            .get_or_call(key(), ttl, async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                ok(json!({"n": 2}))
+            })
+            .await
+            .expect("b");
+        assert!(hit, "served from Redis");
+        assert_eq!(
+            (r.json.as_str(), calls.load(Ordering::SeqCst)),
+            (r#"{"n":1}"#, 0)
+        );
+        assert!(r.ttl <= ttl);
+        // Errors are never stored in Redis either.
+        let k = CacheKey::new("s", "t", &Map::new());
+        let e: Result<_, Uncached<mcp::Error>> = a
+            .get_or_call(k.clone(), ttl, async { Err(mcp::Error::transport("x")) })
+            .await;
+        assert!(matches!(e, Err(Uncached::Failed(_))));
+        assert!(
+            b.shared
+                .as_ref()
+                .expect("shared")
+                .get(&b.shared.as_ref().expect("shared").key(&k))
+                .await
+                .is_none()
+        );
+
+        redis.kill();
+        let k = CacheKey::new("s", "other", &Map::new());
+        let (_, hit) = b
+            .get_or_call(k, ttl, async { ok(json!({"n": 3})) })
+            .await
+            .expect("still answers");
+        assert!(!hit);
+        assert_eq!(b.counters.redis_errors.with_label_values(&["get"]).get(), 1);
+        assert_eq!(b.counters.redis_errors.with_label_values(&["set"]).get(), 1);
     }
 }

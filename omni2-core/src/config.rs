@@ -109,6 +109,32 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// TTL of a cacheable tool without its own `ttl` (default 60 s).
     pub default_ttl: Duration,
+    /// `cache.redis`: results shared with the other replicas (default: none).
+    pub redis: Option<SharedCacheConfig>,
+}
+
+/// `cache.redis`: where replicas share tool results. Its `Debug` leaves the URL out (it
+/// may hold a password).
+#[derive(Clone)]
+pub struct SharedCacheConfig {
+    /// `redis://[user:pass@]host:port[/db]`, checked.
+    pub url: String,
+    /// Every key starts with it (default `omni2:cache:`).
+    pub key_prefix: String,
+    /// Bound on connecting (default 250 ms).
+    pub connect_timeout: Duration,
+    /// Bound on one command, waiting for a connection included (default 50 ms).
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for SharedCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCacheConfig")
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `/ws/mcp-status` settings.

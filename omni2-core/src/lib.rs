@@ -26,7 +26,8 @@
 //! - [`breaker`]: the circuit breaker state machine (pure, takes `now`).
 //! - [`health`]: consecutive thresholds and degraded-by-latency (pure).
 //! - [`coordinator`]: the task owning server state; snapshot (`watch`) and events (`broadcast`).
-//! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight).
+//! - [`cache`]: the tool-result cache (moka, bytes-bounded, per-tool TTL, singleflight), with
+//!   an optional level shared through Redis ([`cache::shared`]).
 //! - [`audit`]: the audit trail of tool calls, cache invalidations and control actions
 //!   (the writer is the `audit-log` crate's).
 //! - [`api_error`]: [`api_error::ApiError`], the one error vocabulary of bodies, logs and
@@ -114,10 +115,14 @@ impl Omni2 {
             );
         }
         let metrics = Metrics::new();
-        let cache = Arc::new(ToolCache::new(
-            config.cache.max_bytes,
-            metrics.cache.clone(),
-        ));
+        let shared_cache = config.cache.redis.as_ref().and_then(|r| {
+            crate::cache::SharedCache::new(r, metrics.cache.redis_errors.clone())
+                .inspect_err(|e| tracing::error!(error = %e, "Shared cache off."))
+                .ok()
+        });
+        let cache = Arc::new(
+            ToolCache::new(config.cache.max_bytes, metrics.cache.clone()).with_shared(shared_cache),
+        );
         let servers = config.servers.iter().cloned().zip(clients).collect();
         let (registry, published, coordinator) = coordinator::build(
             servers,

@@ -142,6 +142,13 @@ impl Metrics {
                 "omni2_tool_cache_evictions_total",
                 "Tool-result cache entries evicted for size or expiry.",
             )),
+            redis_errors: must(IntCounterVec::new(
+                Opts::new(
+                    "omni2_cache_redis_errors_total",
+                    "Shared tool-result cache (cache.redis) commands that failed or timed out.",
+                ),
+                &["operation"],
+            )),
         };
         let ws_connections = must(IntGauge::new(
             "omni2_ws_connections",
@@ -176,6 +183,10 @@ impl Metrics {
         reg(Box::new(cache.hits.clone()));
         reg(Box::new(cache.misses.clone()));
         reg(Box::new(cache.evictions.clone()));
+        for op in crate::cache::shared::OPERATIONS {
+            cache.redis_errors.with_label_values(&[op]);
+        }
+        reg(Box::new(cache.redis_errors.clone()));
         reg(Box::new(ws_connections.clone()));
         reg(Box::new(ws_messages.clone()));
         reg(Box::new(ws_dropped.clone()));

@@ -9,4 +9,5 @@ mod docs;
 mod log_pipe;
 mod mcp_live;
 mod rmcp_server;
+mod shared_cache;
 mod ws_status;

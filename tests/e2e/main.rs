@@ -11,7 +11,8 @@
 //! - `kubernetes`: deploy/kubernetes rendered, validated (Kubernetes schemas, vendored CRDs)
 //!   and cross-checked against traefik/dynamic and the binaries; ConfigMap symlink-swap reload.
 //! - `replicas`: three sidecars and two omni2 behind one Traefik: spread, a killed sidecar
-//!   replica under load, a WebSocket client of a killed omni2 replica resyncing.
+//!   replica under load, a WebSocket client of a killed omni2 replica resyncing; with Redis,
+//!   a revocation within 1 s, a shared limit within the GCRA bound, an outage per `deny_on_error`.
 //! - `gateway_omni2`: the issue 5 matrix per gateway (Traefik included) with the release omni2 on a unix
 //!   socket (TCP behind Traefik), the Python MCP example server and Prometheus.
 //! - `status_page`: omni2's `/status` page in headless Chromium behind Traefik and the

@@ -129,6 +129,17 @@ pub fn shipped_sidecar_config_plus(snippet: &str) -> String {
     format!("{text}\n{snippet}\n")
 }
 
+/// The shipped sidecar config with `rules` (YAML list items, two-space indented) placed
+/// first in its `rules:` list (first match wins) and `snippet` (top-level keys) appended.
+pub fn shipped_sidecar_config_with_rules(rules: &str, snippet: &str) -> String {
+    let text = shipped_sidecar_config_plus(snippet);
+    let at = text
+        .find("\nrules:\n")
+        .expect("the shipped config has a rules: list")
+        + 8;
+    format!("{}{rules}{}", &text[..at], &text[at..])
+}
+
 /// `127.0.0.{10 + i}`: one loopback address per sidecar replica.
 pub fn replica_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i as u8))
@@ -343,16 +354,36 @@ impl Replicas {
 
 /// The sum of every sample of `metric` (all label sets) on `target`'s `/metrics`.
 pub async fn metric_sum(target: &Target, metric: &str) -> f64 {
+    metric_sum_where(target, metric, &[]).await
+}
+
+/// The sum of the samples of `metric` on `target`'s `/metrics` whose labels include every
+/// `name="value"` of `labels`.
+pub async fn metric_sum_where(target: &Target, metric: &str, labels: &[(&str, &str)]) -> f64 {
     let r = send(target, &Request::get("/metrics"))
         .await
         .unwrap_or_else(|e| panic!("/metrics: {e}"));
-    r.text()
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+    sum_samples(&r.text(), metric, labels)
+}
+
+/// [`metric_sum_where`] on an exposition text.
+pub fn sum_samples(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(metric)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let has = |(k, v): &(&str, &str)| {
+                set.split(',')
+                    .any(|pair| pair.trim() == format!("{k}=\"{v}\""))
+            };
+            labels
+                .iter()
+                .all(has)
+                .then(|| value.trim().parse::<f64>().ok())?
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 

@@ -8,8 +8,8 @@ use config_plumbing::RawDuration;
 
 use super::raw::*;
 use super::{
-    CacheConfig, Config, Error, IdentityHeaders, Protocol, Roles, ServerConfig, ToolPolicy,
-    WebsocketConfig,
+    CacheConfig, Config, Error, IdentityHeaders, Protocol, Roles, ServerConfig, SharedCacheConfig,
+    ToolPolicy, WebsocketConfig,
 };
 use crate::breaker::BreakerConfig;
 
@@ -128,6 +128,7 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
             "cache.default_ttl",
             errors,
         ),
+        redis: raw.cache.redis.map(|r| check_shared_cache(r, errors)),
     };
     let w = raw.websocket;
     let websocket = WebsocketConfig {
@@ -378,4 +379,57 @@ fn origins(raw: Option<Vec<String>>, field: &str, errors: &mut Error) -> Vec<Str
         }
     }
     out
+}
+
+/// `cache.redis`: a `redis://` URL (TLS is not built in), a prefix, timeouts above zero.
+fn check_shared_cache(raw: RawSharedCache, errors: &mut Error) -> SharedCacheConfig {
+    let url = match raw.url {
+        None => {
+            errors.push(
+                "cache.redis.url",
+                "required: redis://[user:pass@]host:port[/db]",
+            );
+            String::new()
+        }
+        Some(url) if !url.starts_with("redis://") => {
+            // The value may hold a password: only its scheme is shown.
+            let scheme = url.split_once("://").map_or("none", |(s, _)| s).to_owned();
+            errors.push(
+                "cache.redis.url",
+                format!(
+                    "scheme {scheme:?}: expected redis://[user:pass@]host:port[/db] (TLS is not built in)"
+                ),
+            );
+            url
+        }
+        Some(url) => {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                errors.push("cache.redis.url", format!("invalid Redis URL: {e}"));
+            }
+            url
+        }
+    };
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "omni2:cache:".into());
+    if key_prefix.is_empty() {
+        errors.push(
+            "cache.redis.key_prefix",
+            "must not be empty: keys would mix with others",
+        );
+    }
+    let mut timeout = |raw: Option<RawDuration>, default_ms: u64, field: &str| {
+        let path = format!("cache.redis.{field}");
+        let d = duration(raw, Duration::from_millis(default_ms), &path, errors);
+        if d.is_zero() {
+            errors.push(&path, "must be > 0");
+        }
+        d
+    };
+    let connect_timeout = timeout(raw.connect_timeout, 250, "connect_timeout");
+    let command_timeout = timeout(raw.command_timeout, 50, "command_timeout");
+    SharedCacheConfig {
+        url,
+        key_prefix,
+        connect_timeout,
+        command_timeout,
+    }
 }

@@ -53,6 +53,15 @@ pub(super) struct RawProbes {
 pub(super) struct RawCache {
     pub(super) max_bytes: Option<i64>,
     pub(super) default_ttl: Option<RawDuration>,
+    pub(super) redis: Option<RawSharedCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSharedCache {
+    pub(super) url: Option<String>,
+    pub(super) key_prefix: Option<String>,
+    pub(super) connect_timeout: Option<RawDuration>,
+    pub(super) command_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

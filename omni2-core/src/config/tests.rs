@@ -161,3 +161,43 @@ fn websocket_allowed_origins_default_empty_and_each_bad_entry_is_named() {
         assert!(e.contains("websocket.allowed_origins[1]"), "{i} {b}: {e}");
     }
 }
+
+#[test]
+fn cache_redis_is_optional_takes_defaults_and_names_bad_fields() {
+    let c = Config::from_yaml("servers: []\n", &env(&[])).expect("valid");
+    assert!(c.cache.redis.is_none());
+    let c = Config::from_yaml(
+        "cache:\n  redis: {url: \"${R}\"}\nservers: []\n",
+        &env(&[("R", "redis://:hunter2@127.0.0.1:6379/2")]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = c.cache.redis.expect("redis");
+    assert_eq!(r.url, "redis://:hunter2@127.0.0.1:6379/2");
+    assert_eq!(r.key_prefix, "omni2:cache:");
+    assert_eq!(r.connect_timeout, Duration::from_millis(250));
+    assert_eq!(r.command_timeout, Duration::from_millis(50));
+    assert!(
+        !format!("{r:?}").contains("hunter2"),
+        "Debug leaves the URL out"
+    );
+
+    let bad = "cache:\n  redis:\n    url: rediss://:hunter2@h:1\n    key_prefix: \"\"\n    \
+               connect_timeout: 0s\n    command_timeout: soon\n    pool: 3\nservers: []\n";
+    let e = Config::from_yaml(bad, &env(&[]))
+        .expect_err("refused")
+        .to_string();
+    for field in [
+        "cache.redis.url",
+        "cache.redis.key_prefix",
+        "cache.redis.connect_timeout",
+        "cache.redis.command_timeout",
+        "cache.redis.pool",
+    ] {
+        assert!(e.contains(field), "{field} in {e}");
+    }
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = Config::from_yaml("cache:\n  redis: {}\nservers: []\n", &env(&[]))
+        .expect_err("no url")
+        .to_string();
+    assert!(e.contains("cache.redis.url: required"), "{e}");
+}

@@ -212,6 +212,21 @@ async fn concurrent_probes_are_capped() {
     assert_eq!(started, 4);
 }
 
+/// What bounds probe load per server, per replica (docs/scaling.md): one probe in flight,
+/// the next one `probe_interval` after the previous one ended, never a catch-up burst.
+#[tokio::test(start_paused = true)]
+async fn a_hung_server_gets_one_probe_at_a_time_spaced_by_the_interval() {
+    let h = start(&["a"], 8);
+    h.fakes[0].set(Behaviour::Hang);
+    // Interval 1 s, timeout 500 ms: probes start at 0, 1.5, 3, 4.5, 6, 7.5, 9 s.
+    h.advance(Duration::from_secs(10)).await;
+    let started = h.fakes[0].probes.load(Ordering::SeqCst);
+    assert!(
+        (6..=7).contains(&started),
+        "{started} probes in 10 s (one per 1.5 s, never overlapping)"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn tool_list_change_is_an_event_and_call_transitions_publish() {
     let mut h = start(&["a"], 4);
