@@ -435,9 +435,7 @@ async fn cache_stats(_id: Identity, shared: web::Data<Arc<Shared>>) -> HttpRespo
 /// The whole cache (every server): not a per-server control action.
 async fn clear_cache(id: Identity, shared: web::Data<Arc<Shared>>) -> HttpResponse {
     if let Err(e) = id.require_any(&shared.config.roles.cache_admin) {
-        shared
-            .audit
-            .cache_invalidation(&id, None, None, e.as_str());
+        shared.audit.cache_invalidation(&id, None, None, e.as_str());
         return actix_web::ResponseError::error_response(&e);
     }
     shared.cache.invalidate_all();

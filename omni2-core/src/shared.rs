@@ -1,8 +1,8 @@
 //! The state every route and task shares, the health of the background tasks, and the
 //! WebSocket connection count (here, not in `ws`, so that `ws` → `shared` is one-way).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
