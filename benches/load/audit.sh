@@ -62,17 +62,7 @@ for allows in none all; do
 done
 
 TOKEN=$("$BIN" mint --config "$WORK/none/sidecar.yaml" --sub load-user --role user --ttl 1h)
-cat >"$WORK/cached.lua" <<LUA
-wrk.method = "GET"
-wrk.path = "/verify"
-wrk.headers["X-Forwarded-Method"] = "GET"
-wrk.headers["X-Forwarded-Uri"] = "/api/v1/mcp/servers?page=2"
-wrk.headers["X-Forwarded-Host"] = "api.example.test"
-wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["X-Forwarded-For"] = "203.0.113.9"
-wrk.headers["X-Request-Id"] = "load-0123456789abcdef"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+verify_lua "$TOKEN" "/api/v1/mcp/servers?page=2" 'wrk.headers["X-Request-Id"] = "load-0123456789abcdef"' >"$WORK/cached.lua"
 
 metric() { # port name -> value (0 when absent)
   curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'

@@ -78,14 +78,8 @@ start_sidecar() { # config -> sets SIDECAR_PID, SIDECAR_PORT
 }
 
 TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
-HEADERS='wrk.method = "GET"
-wrk.path = "/verify"
-wrk.headers["X-Forwarded-Method"] = "GET"
-wrk.headers["X-Forwarded-Uri"] = "/api/v1/mcp/servers"
-wrk.headers["X-Forwarded-Host"] = "api.example.test"
-wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["X-Forwarded-For"] = "203.0.113.9"'
-printf '%s\nwrk.headers["Authorization"] = "Bearer %s"\n' "$HEADERS" "$TOKEN" >"$WORK/cached.lua"
+HEADERS=$(verify_lua "")
+verify_lua "$TOKEN" >"$WORK/cached.lua"
 
 # Fresh tokens: more than the uncached run can use (checked below from the cache counters).
 FRESH=${FRESH:-800000}

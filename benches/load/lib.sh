@@ -39,3 +39,21 @@ print_context() {
   echo "cpu:    $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}') ($(nproc) cores)"
   echo "load:   $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
 }
+# A wrk script for one forwardAuth call as Traefik makes it: GET /verify with Traefik's
+# X-Forwarded-* headers for URI (default /api/v1/mcp/servers) and, unless TOKEN is empty,
+# the bearer token. Any further arguments are extra Lua lines, appended as given.
+verify_lua() { # token [uri] [lua line...] -> the script, on stdout
+  local token=$1 uri=${2:-/api/v1/mcp/servers}
+  shift $(($# < 2 ? $# : 2))
+  cat <<LUA
+wrk.method = "GET"
+wrk.path = "/verify"
+wrk.headers["X-Forwarded-Method"] = "GET"
+wrk.headers["X-Forwarded-Uri"] = "$uri"
+wrk.headers["X-Forwarded-Host"] = "api.example.test"
+wrk.headers["X-Forwarded-Proto"] = "https"
+wrk.headers["X-Forwarded-For"] = "203.0.113.9"
+LUA
+  [ -z "$token" ] || echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+}

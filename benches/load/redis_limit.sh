@@ -67,16 +67,7 @@ wait_up "http://127.0.0.1:$SIDECAR_PORT/readyz"
 
 TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h 2>/dev/null)
 for store in local redis; do
-  cat >"$WORK/$store.lua" <<LUA
-wrk.method = "GET"
-wrk.path = "/verify"
-wrk.headers["X-Forwarded-Method"] = "GET"
-wrk.headers["X-Forwarded-Uri"] = "/api/$store/mcp/servers"
-wrk.headers["X-Forwarded-Host"] = "api.example.test"
-wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["X-Forwarded-For"] = "203.0.113.9"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+  verify_lua "$TOKEN" "/api/$store/mcp/servers" >"$WORK/$store.lua"
 done
 
 metric() { # name -> value

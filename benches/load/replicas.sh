@@ -42,16 +42,7 @@ rules:
   - {name: api, path_prefix: /api/v1, action: authenticated}
 YAML
 TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
-cat >"$WORK/cached.lua" <<LUA
-wrk.method = "GET"
-wrk.path = "/verify"
-wrk.headers["X-Forwarded-Method"] = "GET"
-wrk.headers["X-Forwarded-Uri"] = "/api/v1/mcp/servers"
-wrk.headers["X-Forwarded-Host"] = "api.example.test"
-wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["X-Forwarded-For"] = "203.0.113.9"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+verify_lua "$TOKEN" >"$WORK/cached.lua"
 
 # Sums the req/s of CLIENTS wrk processes running at once, the i-th on URL i mod N: the
 # client side is the same whatever N, so only the servers change. Fails on any non-2xx.
