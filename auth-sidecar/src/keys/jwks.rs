@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -272,19 +272,28 @@ pub fn retry_delay(
     base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
 }
 
-impl RemoteKeys {
-    /// A key set with nothing installed yet. No I/O happens until the first lookup or
-    /// [`RemoteKeys::spawn_refresh`].
-    pub fn new(issuer: &str, settings: JwksSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
+/// The one HTTP client of every key set, for the whole process. Building a client loads
+/// the system's root certificates from disk (milliseconds, most of a config load's time),
+/// which every load and reload would otherwise repeat for every JWKS issuer. Timeouts are
+/// per request ([`RemoteKeys::get`]), so issuers with different ones share it.
+fn http_client() -> Result<reqwest::Client, String> {
+    static CLIENT: LazyLock<Result<reqwest::Client, String>> = LazyLock::new(|| {
+        reqwest::Client::builder()
             // Fetches are rare; no pooled connection outlives the runtime that opened it.
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("auth-sidecar/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    });
+    CLIENT.clone()
+}
+
+impl RemoteKeys {
+    /// A key set with nothing installed yet. No I/O happens until the first lookup or
+    /// [`RemoteKeys::spawn_refresh`].
+    pub fn new(issuer: &str, settings: JwksSettings) -> Result<Self, String> {
+        let client = http_client()?;
         let ttl = settings.unknown_kid_ttl.max(Duration::from_secs(1));
         #[expect(
             clippy::borrowed_box,
@@ -576,6 +585,7 @@ impl RemoteKeys {
         let mut response = self
             .client
             .get(url)
+            .timeout(self.settings.timeout)
             .header(ACCEPT, "application/json")
             .send()
             .await
