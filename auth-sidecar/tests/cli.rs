@@ -1,12 +1,12 @@
 //! The real `auth-sidecar` binary: `check-config`, `explain`, `mint`, and `serve` on the
 //! embedded development config, driven as a user would from a shell.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::support::http_get;
 use test_support::{Proc, eventually_blocking, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-sidecar");
@@ -157,27 +157,6 @@ fn mint_then_explain_shows_rule_decision_reason_and_headers() {
     );
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns (status, raw head).
-fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.shutdown(Shutdown::Write)?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))?;
-    Ok((status, raw))
-}
-
 /// Starts `serve` on the embedded config with one worker; `log` is `RUST_LOG`. Stdout is
 /// piped for the quick-start line, stderr for the logs.
 fn spawn_embedded(port: u16, log: &str) -> Child {
@@ -219,7 +198,7 @@ fn serve_on_the_embedded_config_follows_the_readme() {
     let minted = run(&["mint", "--sub", "alice", "--role", "user"]);
     let user = format!("Bearer {}", stdout(&minted).trim());
 
-    let (status, head) = request(
+    let (status, head) = http_get(
         port,
         "/verify",
         &[&fwd("/api/v1/mcp/servers")[..], &[("Authorization", &auth)]].concat(),
@@ -231,11 +210,11 @@ fn serve_on_the_embedded_config_follows_the_readme() {
         "{head}"
     );
 
-    let (status, head) = request(port, "/verify", &fwd("/api/v1/mcp/servers")).expect("401");
+    let (status, head) = http_get(port, "/verify", &fwd("/api/v1/mcp/servers")).expect("401");
     assert_eq!(status, 401, "{head}");
     assert!(head.contains(r#"Bearer realm="omni2""#), "{head}");
 
-    let (status, head) = request(
+    let (status, head) = http_get(
         port,
         "/verify",
         &[&fwd("/api/v1/admin/x")[..], &[("Authorization", &user)]].concat(),
@@ -244,7 +223,7 @@ fn serve_on_the_embedded_config_follows_the_readme() {
     assert_eq!(status, 403, "{head}");
     assert!(head.contains("insufficient_scope"), "{head}");
 
-    let (status, _) = request(port, "/readyz", &[]).expect("readyz");
+    let (status, _) = http_get(port, "/readyz", &[]).expect("readyz");
     assert_eq!(status, 200);
     drop(sidecar);
 }
@@ -269,7 +248,7 @@ fn a_bad_config_stops_serve_with_the_problem_list() {
 
 fn wait_up(port: u16) {
     eventually_blocking("the sidecar to come up", Duration::from_secs(10), || {
-        request(port, "/healthz", &[])
+        http_get(port, "/healthz", &[])
     });
 }
 
@@ -303,7 +282,7 @@ fn debug_logs_never_contain_tokens_and_sigterm_stops_cleanly() {
     ];
     let mut statuses = Vec::new();
     for headers in cases {
-        statuses.push(request(port, "/verify", headers).expect("request").0);
+        statuses.push(http_get(port, "/verify", headers).expect("request").0);
     }
     assert_eq!(
         statuses[..2],

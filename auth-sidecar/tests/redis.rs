@@ -5,14 +5,12 @@
 //! `deny_on_error` and recovered from without a restart, the script's GCRA against the
 //! local limiter on one sequence, and every new config field's bad value named.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{claims, env, hs, unix_now};
+use crate::support::{claims, env, hs, http_get, unix_now};
 use auth_sidecar::ratelimit::{RateLimit, RateLimiter, SharedLimiter};
 use auth_sidecar::redis_pool::{RedisPool, RedisSettings};
 use serde_json::json;
@@ -74,7 +72,7 @@ impl Sidecar {
         let proc = &mut self.proc;
         eventually_blocking("the sidecar to be ready", Duration::from_secs(20), || {
             proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
-            match request(port, "/readyz", &[]) {
+            match http_get(port, "/readyz", &[]) {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -84,7 +82,7 @@ impl Sidecar {
     /// `GET <uri>` forwarded with `token`: (status, raw answer).
     fn verify(&self, uri: &str, token: &str) -> (u16, String) {
         let auth = format!("Bearer {token}");
-        request(
+        http_get(
             self.port,
             "/verify",
             &[
@@ -97,34 +95,13 @@ impl Sidecar {
     }
 
     fn metrics(&self) -> String {
-        let (status, raw) = request(self.port, "/metrics", &[]).expect("metrics");
+        let (status, raw) = http_get(self.port, "/metrics", &[]).expect("metrics");
         assert_eq!(status, 200, "{raw}");
         raw.split_once("\r\n\r\n")
             .expect("head and body")
             .1
             .to_owned()
     }
-}
-
-/// One HTTP/1.1 request over a fresh connection: (status, raw answer).
-fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.shutdown(Shutdown::Write)?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))?;
-    Ok((status, raw))
 }
 
 /// The deny code in a raw answer's JSON body.

@@ -1,8 +1,12 @@
 //! Shared by the in-process HTTP suites: a config on disk, the real actix app, and requests
-//! shaped the way Traefik sends them.
+//! shaped the way Traefik sends them; and one raw HTTP/1.1 GET for the suites that run the
+//! real binary.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::App;
 use actix_web::body::MessageBody;
@@ -134,4 +138,26 @@ where
         headers,
         body: String::from_utf8_lossy(&bytes).into_owned(),
     }
+}
+
+/// One HTTP/1.1 `GET` to a sidecar process on loopback, over a fresh connection:
+/// (status, the raw answer).
+pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(test_support::patience(Duration::from_secs(10))))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.shutdown(Shutdown::Write)?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))?;
+    Ok((status, raw))
 }
