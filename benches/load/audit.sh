@@ -25,8 +25,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 source benches/load/lib.sh
 need_tools wrk taskset curl
 
-cargo build --release -q -p auth-sidecar --bin auth-sidecar
-BIN=$PWD/target/release/auth-sidecar
+build_release
 export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 config() { # allows -> a config file path
   local dir="$WORK/$1"

@@ -25,9 +25,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 source benches/load/lib.sh
 need_tools nginx wrk taskset curl
 
-# The same build as the e2e tests (tests/src/process.rs), so neither rebuilds the other's.
-cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
-BIN=$PWD/target/release/auth-sidecar
+build_release
 export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 cat >"$WORK/sidecar.yaml" <<YAML
 realm: omni2

@@ -57,3 +57,9 @@ LUA
   [ -z "$token" ] || echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""
   [ $# -eq 0 ] || printf '%s\n' "$@"
 }
+# The release binaries, built the way the e2e tests build them (tests/src/process.rs: both
+# binaries in one cargo run), so neither rebuilds the other's with other features. Sets BIN.
+build_release() {
+  cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
+  BIN=$PWD/target/release/auth-sidecar
+}

@@ -28,8 +28,7 @@ CLIENTS=${CLIENTS:-3}
 source benches/load/lib.sh
 need_tools nginx wrk curl
 
-cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
-BIN=$PWD/target/release/auth-sidecar
+build_release
 export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 cat >"$WORK/sidecar.yaml" <<YAML
 realm: omni2

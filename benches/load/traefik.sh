@@ -32,10 +32,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 source benches/load/lib.sh
 need_tools traefik nginx wrk taskset curl
 
-# The same build as the e2e tests (tests/src/process.rs), so neither rebuilds the other's.
-cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
+build_release
 cargo build -q -p e2e --bin traefik-config
-BIN=$PWD/target/release/auth-sidecar
 CONFIG_BIN=$PWD/target/debug/traefik-config
 
 # The release sidecar on the shipped config (secrets are throwaway test values).
