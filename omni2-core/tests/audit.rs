@@ -174,14 +174,7 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
         "arguments are hashed, not written: {text}"
     );
 
-    let metrics = http
-        .get(o.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = o.metrics(&http).await;
     assert!(
         metrics.contains("omni2_audit_events_total{result=\"written\"} 6"),
         "{metrics}"

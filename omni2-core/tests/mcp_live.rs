@@ -152,14 +152,7 @@ async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
     assert_ne!(third["structuredContent"], first["structuredContent"]);
 
     // Metrics: the exact names, and promtool accepts the exposition.
-    let text = http
-        .get(o.url("/metrics"))
-        .send()
-        .await
-        .expect("req")
-        .text()
-        .await
-        .expect("text");
+    let text = o.metrics(&http).await;
     for name in [
         "omni2_mcp_server_up{server=\"py\"} 1",
         "omni2_mcp_server_state{server=\"py\",state=\"healthy\"} 1",

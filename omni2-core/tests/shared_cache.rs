@@ -20,11 +20,6 @@ async fn call(http: &reqwest::Client, o: &Omni2, tool: &str, args: Value) -> Val
     r.json().await.expect("json")
 }
 
-async fn metrics(http: &reqwest::Client, o: &Omni2) -> String {
-    let r = http.get(o.url("/metrics")).send().await.expect("metrics");
-    r.text().await.expect("text")
-}
-
 /// The value of one exact sample line (`name{labels}`), 0 when absent.
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
@@ -99,7 +94,7 @@ async fn replicas_share_results_through_redis_and_survive_its_loss() {
             &format!("omni2_cache_redis_errors_total{{operation=\"{op}\"}}"),
         )
     };
-    let before = metrics(&http, &b).await;
+    let before = b.metrics(&http).await;
     assert_eq!((errors(&before, "get"), errors(&before, "set")), (0.0, 0.0));
 
     // Redis gone: calls still answer (upstream, then the local cache), errors are counted.
@@ -113,7 +108,7 @@ async fn replicas_share_results_through_redis_and_survive_its_loss() {
     assert_eq!(z_again["cached"], true, "the local cache still serves");
     let c_on_a = call(&http, &a, "counter", json!({})).await;
     assert_eq!(c_on_a["cached"], true, "A's local entry");
-    let after = metrics(&http, &b).await;
+    let after = b.metrics(&http).await;
     assert!(errors(&after, "get") >= 1.0, "{after}");
     assert!(errors(&after, "set") >= 1.0, "{after}");
     test_support::assert_promtool_metrics(&after);

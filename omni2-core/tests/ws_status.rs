@@ -372,14 +372,7 @@ async fn origin_allow_list_refuses_other_browser_origins_at_the_handshake() {
             other => panic!("{bad}: expected a refused upgrade, got {other:?}"),
         }
     }
-    let metrics = http
-        .get(o.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = o.metrics(&http).await;
     assert!(
         metrics.contains("omni2_ws_origin_refused_total 4"),
         "{metrics}"

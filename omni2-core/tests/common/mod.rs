@@ -201,6 +201,16 @@ impl Omni2 {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        let r = http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        r.text().await.expect("metrics text")
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws/mcp-status", self.addr)
     }
