@@ -11,7 +11,7 @@ use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::process::{Proc, eventually, free_addr, repo_root, which};
+use crate::process::{Proc, free_addr, repo_root, wait_listening, which};
 
 /// The browser binary (Debian's wrapper script, which execs the real one in place).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -38,16 +38,7 @@ impl Browser {
         cmd.arg(format!("--port={}", addr.port()))
             .arg("--allowed-ips=127.0.0.1");
         let mut driver = Proc::spawn("chromedriver", cmd, dir.join("chromedriver.log"));
-        eventually("chromedriver listening", Duration::from_secs(30), || {
-            driver.check_alive().unwrap_or_else(|e| panic!("{e}"));
-            async move {
-                tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
+        wait_listening(&mut driver, addr, "chromedriver listening").await;
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {

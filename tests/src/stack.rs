@@ -10,7 +10,7 @@ use auth_sidecar::config::Runtime;
 use auth_sidecar::mint::{MintRequest, mint};
 
 use crate::http::{Request, Target, send};
-use crate::process::{Proc, eventually, free_addr, repo_root, sidecar_binary};
+use crate::process::{Proc, eventually, free_addr, repo_root, sidecar_binary, wait_listening};
 
 /// HMAC secret of the test issuer (`OMNI2_JWT_SECRET`).
 pub const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -224,16 +224,7 @@ impl McpServer {
         cmd.arg(repo_root().join("compose/mcp-example/server.py"))
             .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()]);
         let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
-        eventually("MCP server listening", Duration::from_secs(30), || {
-            proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
-            async move {
-                tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
+        wait_listening(&mut proc, addr, "MCP server listening").await;
         McpServer { addr, proc }
     }
 
