@@ -26,27 +26,12 @@ source benches/load/lib.sh
 need_tools wrk taskset curl
 
 build_release
-export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 config() { # allows -> a config file path
   local dir="$WORK/$1"
   # The audit file in a directory of its own, as deployed: the config's directory is watched.
   mkdir -p "$dir/log"
-  cat >"$dir/sidecar.yaml" <<YAML
-realm: omni2
-issuers:
-  - issuer: omni2-dev
-    audiences: [omni2]
-    keys:
-      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
-rules:
-  - {name: api, path_prefix: /api/v1, action: authenticated}
-audit:
-  sink: file
-  file: log/audit.log
-  max_bytes: 1GiB
-  keep: 1
-  allows: $1
-YAML
+  dev_config "audit:" "  sink: file" "  file: log/audit.log" "  max_bytes: 1GiB" \
+    "  keep: 1" "  allows: $1" >"$dir/sidecar.yaml"
   echo "$dir/sidecar.yaml"
 }
 

@@ -26,17 +26,7 @@ source benches/load/lib.sh
 need_tools nginx wrk taskset curl
 
 build_release
-export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
-cat >"$WORK/sidecar.yaml" <<YAML
-realm: omni2
-issuers:
-  - issuer: omni2-dev
-    audiences: [omni2]
-    keys:
-      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
-rules:
-  - {name: api, path_prefix: /api/v1, action: authenticated}
-YAML
+dev_config >"$WORK/sidecar.yaml"
 
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs"

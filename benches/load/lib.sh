@@ -63,3 +63,20 @@ build_release() {
   cargo build --release -q -p auth-sidecar --bin auth-sidecar -p omni2-core --bin omni2
   BIN=$PWD/target/release/auth-sidecar
 }
+# The load config: the HS256 dev issuer (its secret in AUTH_SIDECAR_DEV_SECRET, throwaway)
+# and one authenticated `api` rule on /api/v1. Any arguments are further top-level YAML
+# lines, appended as given.
+export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
+dev_config() { # [yaml line...] -> the config, on stdout
+  cat <<YAML
+realm: omni2
+issuers:
+  - issuer: omni2-dev
+    audiences: [omni2]
+    keys:
+      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+rules:
+  - {name: api, path_prefix: /api/v1, action: authenticated}
+YAML
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+}

@@ -28,7 +28,6 @@ source benches/load/lib.sh
 need_tools redis-server wrk taskset curl
 
 build_release
-export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
 
 REDIS_PORT=$(free_port)
 taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \

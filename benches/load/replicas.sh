@@ -29,17 +29,7 @@ source benches/load/lib.sh
 need_tools nginx wrk curl
 
 build_release
-export AUTH_SIDECAR_DEV_SECRET=load-test-secret-0123456789abcdefghijklmnop
-cat >"$WORK/sidecar.yaml" <<YAML
-realm: omni2
-issuers:
-  - issuer: omni2-dev
-    audiences: [omni2]
-    keys:
-      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
-rules:
-  - {name: api, path_prefix: /api/v1, action: authenticated}
-YAML
+dev_config >"$WORK/sidecar.yaml"
 TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
 verify_lua "$TOKEN" >"$WORK/cached.lua"
 
