@@ -40,6 +40,8 @@ pub struct Authenticated {
     pub jti: Option<Box<str>>,
     /// `iat`, for per-subject revocation.
     pub issued_at: Option<i64>,
+    /// Audiences and scopes, for rules with an `mcp:` block.
+    pub grants: crate::mcp_resource::Grants,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,7 @@ mod tests {
             key_generation: 0,
             subject: None,
             jti: None,
+            grants: Default::default(),
             issued_at: None,
         })
     }

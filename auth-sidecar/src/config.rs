@@ -28,7 +28,8 @@ use raw::{RawCache, RawConfig, RawIssuer, RawRedis, RawRule, RawTokens};
 
 use crate::cache::{CacheSettings, TokenCache};
 use crate::clock::unix_now;
-use crate::http::answer::Realm;
+use crate::http::answer::{McpChallenge, Realm};
+use crate::mcp_resource::Resource;
 use crate::identity::IdentityMapping;
 use crate::jwt::Issuer;
 use crate::net::CidrSet;
@@ -80,6 +81,8 @@ pub struct Runtime {
     /// The audit trail; `None`: off. Its sink is set up once at start (see `http::AppState`);
     /// a reload changes only the sampling of allows.
     pub audit: Option<audit_log::AuditSettings>,
+    /// The protected resources of the rules' `mcp:` blocks, whose metadata the sidecar serves.
+    pub resources: Vec<Arc<Resource>>,
 }
 
 /// Where a configuration comes from.
@@ -268,6 +271,7 @@ struct Compiled {
     warnings: Vec<String>,
     mint_key: Option<MintKey>,
     audit: Option<audit_log::AuditSettings>,
+    resources: Vec<Arc<Resource>>,
 }
 
 impl Compiled {
@@ -291,6 +295,7 @@ impl Compiled {
             source,
             mint_key: self.mint_key,
             audit: self.audit,
+            resources: self.resources,
         }
     }
 }
@@ -319,7 +324,14 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         .map(|settings| Arc::new(RedisPool::new(settings)));
     let revocation = compile_revocation(raw, redis.as_ref(), c);
     let cache = compile_cache(&raw.cache, c);
-    let rules = compile_rules(&raw.rules, redis.as_ref(), raw.redis.is_some(), c);
+    let mut resources = rule::Resources::default();
+    let rules = compile_rules(
+        &raw.rules,
+        redis.as_ref(),
+        raw.redis.is_some(),
+        &mut resources,
+        c,
+    );
     let audit = audit_log::compile(
         &raw.audit,
         "audit",
@@ -342,7 +354,16 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         listen: listen?,
         admin_listen,
         workers: raw.workers,
-        realm: Realm::new(&realm),
+        realm: Realm::new(&realm).with_mcp(
+            rules
+                .iter()
+                .map(|r| {
+                    r.mcp
+                        .as_ref()
+                        .map(|m| McpChallenge::new(&realm, &m.resource.metadata_url, &m.scopes))
+                })
+                .collect(),
+        ),
         trusted_proxies,
         tokens,
         issuers,
@@ -355,6 +376,7 @@ fn compile(raw: &RawConfig, c: &mut Compiler) -> Option<Compiled> {
         warnings: std::mem::take(&mut c.warnings),
         mint_key: mint_key(&raw.issuers),
         audit,
+        resources: resources.list.into_iter().map(|(_, r)| r).collect(),
     })
 }
 
@@ -550,6 +572,7 @@ fn compile_rules(
     raw: &[RawRule],
     redis: Option<&Arc<RedisPool>>,
     redis_block: bool,
+    resources: &mut rule::Resources,
     c: &mut Compiler,
 ) -> Vec<Rule> {
     if raw.is_empty() {
@@ -567,7 +590,7 @@ fn compile_rules(
                 format!("duplicate rule name {:?}", r.name),
             );
         }
-        if let Some(rule) = rule::compile_rule(r, &path, redis, redis_block, c) {
+        if let Some(rule) = rule::compile_rule(r, &path, redis, redis_block, resources, c) {
             rules.push(rule);
         }
     }

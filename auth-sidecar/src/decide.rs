@@ -2,13 +2,15 @@
 //!
 //! Phases, in order:
 //! 1. forwarded facts: method and URI are required; the path is normalised;
-//! 2. the first matching rule, else deny `no_rule`;
+//! 2. the first matching rule, else deny `no_rule`; a per-tool rule (`mcp_tools`) whose
+//!    MCP headers cannot be relied on denies `mcp_protocol_version` (or `malformed`);
 //! 3. the rule's CIDR filter against the client address (right-most untrusted XFF entry);
 //! 4. preflight and `public`/`deny` actions, which need no token;
 //! 5. the token: extracted by fixed precedence, verified through the cache (a cached entry
 //!    counts only while its issuer's keys are the generation it was verified with);
 //! 6. revocation (after the signature, before any allow, cached or not);
-//! 7. role requirement;
+//! 7. an `mcp:` rule's resource in `aud` (else `bad_audience`), the role requirement, then
+//!    the `mcp:` rule's scopes (else `insufficient_scope`);
 //! 8. a `401` on a rule with `login_url` becomes a redirect for browsers.
 //!
 //! Around it, [`decide_with_keys`] is the one async step: when the token needs remote keys
@@ -24,6 +26,7 @@ use crate::decision::{Decision, DenyAnswer, RuleIndex};
 use crate::facts::RequestFacts;
 use crate::jwt;
 use crate::login::prefers_html;
+use crate::mcp_resource::Grants;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::{normalize, split_uri};
 use crate::policy::{Action, Rule, has_encoded_separator, normalize_host};
@@ -225,8 +228,10 @@ fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, trace: &mut Tr
         return deny(None, DenyReason::Malformed, false);
     };
     let host = facts.host.get().map(normalize_host);
-    let Some(index) = rt.policy.find(host.as_deref(), &path, method) else {
-        return deny(None, DenyReason::NoRule, false);
+    let index = match rt.policy.find(host.as_deref(), &path, method, facts) {
+        Ok(Some(index)) => index,
+        Ok(None) => return deny(None, DenyReason::NoRule, false),
+        Err((index, reason)) => return deny(Some(index), reason, false),
     };
     let rule = &rt.policy.rules[index];
     let at = Some(index);
@@ -280,10 +285,21 @@ fn decide_inner(facts: &RequestFacts<'_>, rt: &Runtime, now: i64, trace: &mut Tr
     };
     // Known from here on, so a role denial's audit event names the subject too.
     trace.authenticated = Some(authenticated.clone());
+    // RFC 8707: a token issued for another resource is not for us, whatever it grants.
+    if let Some(mcp) = &rule.mcp
+        && !authenticated.grants.has_audience(&mcp.resource.uri)
+    {
+        return deny(at, DenyReason::BadAudience, true);
+    }
     if let Action::Roles(required) = &rule.action
         && !required.is_satisfied_by(authenticated.roles.iter().map(String::as_str))
     {
         return deny(at, DenyReason::RoleDenied, true);
+    }
+    if let Some(mcp) = &rule.mcp
+        && !authenticated.grants.has_scopes(&mcp.scopes)
+    {
+        return deny(at, DenyReason::InsufficientScope, true);
     }
     let identity = Some(authenticated.headers.clone());
     Decision::Allow {
@@ -369,8 +385,11 @@ pub fn verify_uncached(token: &str, rt: &Runtime, now: i64) -> Result<Authentica
             v.as_i64()
                 .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
         }),
+        grants: Grants::from_claims(&verified.claims),
     })
 }
 
+#[cfg(test)]
+mod mcp_tests;
 #[cfg(test)]
 mod tests;

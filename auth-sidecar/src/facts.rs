@@ -53,6 +53,10 @@ pub struct RequestFacts<'a> {
     pub has_preflight_method: bool,
     /// Every `Accept` line (for login redirects: browsers prefer `text/html`).
     pub accept: Vec<&'a str>,
+    /// `Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version` (per-tool rules, `policy::mcp`).
+    pub mcp_method: Single<'a>,
+    pub mcp_name: Single<'a>,
+    pub mcp_protocol_version: Single<'a>,
 }
 
 impl RequestFacts<'_> {

@@ -2,6 +2,7 @@
 
 pub mod answer;
 mod health;
+mod resource_metadata;
 mod verify;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::audit::{AllowSampler, restart_needed};
 use crate::config::Runtime;
+use crate::mcp_resource::WELL_KNOWN;
 use crate::metrics::{DecisionCounters, Metrics};
 use crate::supervise::TaskHealth;
 
@@ -84,11 +86,17 @@ impl AppState {
 }
 
 /// Mounts the forwardAuth endpoints: `/verify`, anything under it, and the legacy
-/// `/api/v1/auth/validate`, for every method.
+/// `/api/v1/auth/validate`, for every method; and the MCP resources' public metadata
+/// (`GET /.well-known/oauth-protected-resource[/...]`).
 pub fn configure_verify(cfg: &mut web::ServiceConfig) {
     cfg.route("/verify", web::route().to(verify::verify))
         .route("/verify/{tail:.*}", web::route().to(verify::verify))
-        .route("/api/v1/auth/validate", web::route().to(verify::verify));
+        .route("/api/v1/auth/validate", web::route().to(verify::verify))
+        .route(WELL_KNOWN, web::get().to(resource_metadata::metadata))
+        .route(
+            &format!("{WELL_KNOWN}/{{tail:.*}}"),
+            web::get().to(resource_metadata::metadata),
+        );
 }
 
 /// Mounts `/healthz`, `/readyz` and `/metrics`.

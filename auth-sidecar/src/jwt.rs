@@ -11,7 +11,9 @@
 //! 5. the key's pinned alg equals the header's → `alg_mismatch`;
 //! 6. signature → `bad_signature`;
 //! 7. claims with `now` and the issuer's leeway: `exp`, `nbf`, `iat`, lifetime, `aud`,
-//!    required claims.
+//!    required claims;
+//! 8. an access token: no ID token (`nonce`/`at_hash`) → `id_token`, and with `require_typ`
+//!    a listed `typ` → `bad_token_type`.
 //!
 //! `jku`, `x5u` and `jwk` header parameters are ignored: keys only ever come from config
 //! (files, or the issuer's configured `jwks_uri`/discovery).
@@ -43,6 +45,11 @@ pub struct Issuer {
     pub max_lifetime: Option<i64>,
     /// Claims that must be present (any value).
     pub required_claims: Vec<String>,
+    /// Accept OpenID Connect ID tokens (`nonce` or `at_hash` present) as access tokens.
+    pub accept_id_tokens: bool,
+    /// Accepted JOSE `typ` values, lower-case without `application/` (RFC 7515 §4.1.9);
+    /// empty: `typ` is not checked.
+    pub require_typ: Vec<String>,
     /// Keys from the config (inline, PEM files, a local JWKS file).
     pub keys: KeySet,
     /// Keys fetched from `jwks_uri` or discovery; shared across reloads that keep this
@@ -95,6 +102,7 @@ impl Issuer {
 struct RawHeader {
     alg: String,
     kid: Option<String>,
+    typ: Option<String>,
     crit: Option<IgnoredAny>,
     /// RFC 7797 unencoded payload; we only process standard JWS.
     b64: Option<IgnoredAny>,
@@ -105,6 +113,8 @@ struct RawHeader {
 pub struct Jws<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
+    /// The JOSE `typ`, as sent.
+    pub typ: Option<String>,
     /// `base64url(header) . base64url(payload)`: what the signature covers.
     pub signing_input: &'a str,
     pub payload: Vec<u8>,
@@ -138,6 +148,7 @@ pub fn parse(token: &str) -> Result<Jws<'_>, DenyReason> {
     Ok(Jws {
         alg,
         kid: header.kid,
+        typ: header.typ,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload: b64(p)?,
         signature: b64(s)?,
@@ -182,6 +193,7 @@ pub fn verify(token: &str, issuers: &[Issuer], now: i64) -> Result<Verified, Den
     let (key, key_generation) = issuer.key(jws.kid.as_deref(), jws.alg, now)?;
     verify_signature(&jws, &key)?;
     let valid_until = check_claims(&claims, issuer, now)?;
+    check_token_kind(jws.typ.as_deref(), &claims, issuer)?;
     Ok(Verified {
         issuer: index,
         claims,
@@ -205,6 +217,37 @@ pub fn key_request(token: &str, issuers: &[Issuer]) -> Option<(usize, Option<Str
         .position(|i| Some(i.issuer.as_str()) == iss.iss.as_deref())?;
     issuers[index].remote.as_ref()?;
     Some((index, jws.kid))
+}
+
+/// The token must be an access token: an ID token (`nonce` or `at_hash`, OpenID Connect
+/// Core §2/§3.1.3.6) is refused unless the issuer accepts them, and with `require_typ` the
+/// header's `typ` must be listed (RFC 9068 §2.1: `at+jwt`).
+fn check_token_kind(
+    typ: Option<&str>,
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+) -> Result<(), DenyReason> {
+    if !issuer.accept_id_tokens && (claims.contains_key("nonce") || claims.contains_key("at_hash"))
+    {
+        return Err(DenyReason::IdToken);
+    }
+    if !issuer.require_typ.is_empty() {
+        let typ = typ.map(media_type).unwrap_or_default();
+        if !issuer.require_typ.iter().any(|t| *t == typ) {
+            return Err(DenyReason::BadTokenType);
+        }
+    }
+    Ok(())
+}
+
+/// A `typ` media type compared as RFC 7515 §4.1.9 says: case-insensitive, `application/`
+/// optional.
+pub fn media_type(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number of seconds; fractions are truncated.

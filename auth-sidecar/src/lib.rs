@@ -47,6 +47,7 @@ pub mod identity;
 pub mod jwt;
 pub mod keys;
 pub mod login;
+pub mod mcp_resource;
 pub mod metrics;
 pub mod mint;
 pub mod net;

@@ -106,6 +106,15 @@ struct ExplainArgs {
     /// Bearer token.
     #[arg(long)]
     token: Option<String>,
+    /// `Mcp-Method` header (MCP 2026-07-28), for rules with mcp_methods / mcp_tools.
+    #[arg(long)]
+    mcp_method: Option<String>,
+    /// `Mcp-Name` header (the tool of a tools/call).
+    #[arg(long)]
+    mcp_name: Option<String>,
+    /// `MCP-Protocol-Version` header.
+    #[arg(long)]
+    mcp_protocol_version: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +273,12 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         host: args.host.as_deref().map_or(Single::Absent, Single::One),
         forwarded_for: args.ip.as_deref().into_iter().collect(),
         authorization: authorization.as_deref().map_or(Single::Absent, Single::One),
+        mcp_method: args.mcp_method.as_deref().map_or(Single::Absent, Single::One),
+        mcp_name: args.mcp_name.as_deref().map_or(Single::Absent, Single::One),
+        mcp_protocol_version: args
+            .mcp_protocol_version
+            .as_deref()
+            .map_or(Single::Absent, Single::One),
         ..Default::default()
     };
     // Remote key sets are fetched on demand, as the server would.
@@ -299,6 +314,16 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
             );
             println!("reason:   {}", reason.as_str());
             println!("headers:  (none on a deny)");
+            let answer = auth_sidecar::http::answer::to_response(&outcome.decision, &rt.realm);
+            if let Some(challenge) = answer
+                .headers()
+                .get(actix_web::http::header::WWW_AUTHENTICATE)
+            {
+                println!(
+                    "challenge: {}",
+                    challenge.to_str().unwrap_or("<binary>")
+                );
+            }
         }
     }
     Ok(())

@@ -1,12 +1,17 @@
 //! Compiled route rules: evaluated in order, the first match wins, unmatched is denied.
 
+pub mod mcp;
 pub mod path;
 
 use std::sync::Arc;
 
 use regex::Regex;
 
+use crate::facts::RequestFacts;
+use crate::mcp_resource::Resource;
 use crate::net::CidrSet;
+use crate::reason::DenyReason;
+use mcp::McpMatcher;
 
 /// What a matching rule does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +166,19 @@ pub struct Rule {
     pub rate_limit: Option<crate::ratelimit::Limiter>,
     /// Where browsers are sent instead of a `401`.
     pub login: Option<crate::login::LoginRedirect>,
+    /// `mcp_methods` / `mcp_tools`: matched on the mirrored MCP headers.
+    pub mcp_match: McpMatcher,
+    /// The `mcp:` block: the protected resource tokens must be issued for, and the scopes
+    /// this rule requires.
+    pub mcp: Option<RuleMcp>,
+}
+
+/// A rule's `mcp:` block, compiled.
+#[derive(Clone, Debug)]
+pub struct RuleMcp {
+    pub resource: Arc<Resource>,
+    /// Every scope the token must carry here (beside any role requirement).
+    pub scopes: Box<[Box<str>]>,
 }
 
 impl Rule {
@@ -176,11 +194,27 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Index of the first rule matching the request, if any.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<usize> {
-        self.rules
-            .iter()
-            .position(|r| r.matches(host, path, method))
+    /// Index of the first rule matching the request, if any. A rule with MCP matchers whose
+    /// host, path and method match but whose MCP headers cannot be relied on stops the
+    /// search: `Err((rule, reason))`.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &str,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Option<usize>, (usize, DenyReason)> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matches(host, path, method) {
+                continue;
+            }
+            match rule.mcp_match.check(facts) {
+                Ok(true) => return Ok(Some(i)),
+                Ok(false) => {}
+                Err(reason) => return Err((i, reason)),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -27,11 +27,20 @@ pub enum DenyReason {
     RateLimited,
     /// The rule's limit is kept in Redis, which did not answer in time (`deny_on_error`).
     RateLimitUnavailable,
+    /// An OpenID Connect ID token (`nonce` or `at_hash`) presented as an access token.
+    IdToken,
+    /// The issuer requires a JWT `typ` (e.g. `at+jwt`) the token does not have.
+    BadTokenType,
+    /// The token lacks a scope the rule's `mcp.scopes` requires (`403 insufficient_scope`).
+    InsufficientScope,
+    /// A per-tool rule applies, but `MCP-Protocol-Version` is absent or older than the
+    /// revision that mirrors `Mcp-Method`/`Mcp-Name`.
+    McpProtocolVersion,
 }
 
 impl DenyReason {
     /// Every reason, in a stable order (metric series are pre-created from this list).
-    pub const ALL: [DenyReason; 19] = [
+    pub const ALL: [DenyReason; 23] = [
         Self::MissingToken,
         Self::Malformed,
         Self::BadSignature,
@@ -51,6 +60,10 @@ impl DenyReason {
         Self::Revoked,
         Self::RateLimited,
         Self::RateLimitUnavailable,
+        Self::IdToken,
+        Self::BadTokenType,
+        Self::InsufficientScope,
+        Self::McpProtocolVersion,
     ];
 
     /// The stable error code used in bodies, logs and metric labels.
@@ -75,6 +88,10 @@ impl DenyReason {
             Self::Revoked => "revoked",
             Self::RateLimited => "rate_limited",
             Self::RateLimitUnavailable => "rate_limit_unavailable",
+            Self::IdToken => "id_token",
+            Self::BadTokenType => "bad_token_type",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::McpProtocolVersion => "mcp_protocol_version",
         }
     }
 
@@ -100,6 +117,12 @@ impl DenyReason {
             Self::Revoked => "the token has been revoked",
             Self::RateLimited => "too many requests",
             Self::RateLimitUnavailable => "the rate limiter is unavailable; retry shortly",
+            Self::IdToken => "an ID token is not an access token",
+            Self::BadTokenType => "the token type (typ) is not accepted",
+            Self::InsufficientScope => "the token lacks a required scope",
+            Self::McpProtocolVersion => {
+                "this MCP operation needs MCP-Protocol-Version 2026-07-28 or later"
+            }
         }
     }
 
@@ -118,6 +141,8 @@ impl DenyReason {
                 | Self::MissingClaim
                 | Self::TokenTooOld
                 | Self::Revoked
+                | Self::IdToken
+                | Self::BadTokenType
         )
     }
 
@@ -133,6 +158,8 @@ impl DenyReason {
                 | Self::RoleDenied
                 | Self::RuleDenied
                 | Self::NoRule
+                | Self::InsufficientScope
+                | Self::McpProtocolVersion
         )
     }
 

@@ -261,6 +261,7 @@ mod tests {
             key_generation: 0,
             subject: Some(sub.into()),
             jti: jti.map(Into::into),
+            grants: Default::default(),
             issued_at: iat,
         }
     }

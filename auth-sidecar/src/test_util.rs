@@ -39,6 +39,14 @@ impl TestKey {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("test claims encode")
     }
+
+    /// Like [`TestKey::mint`], with the JOSE `typ` given (`None`: no `typ` at all).
+    pub fn mint_with_typ(&self, claims: &Value, typ: Option<&str>) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("test claims encode")
+    }
 }
 
 /// A fixed HMAC test key (64 bytes: long enough for HS512).

@@ -27,6 +27,8 @@ fn issuer(test_key: &TestKey) -> Issuer {
         require_exp: true,
         max_lifetime: Some(3600),
         required_claims: vec!["sub".into()],
+        accept_id_tokens: false,
+        require_typ: Vec::new(),
         keys,
         remote: None,
         fingerprint: Vec::new(),

@@ -127,6 +127,17 @@ pub(super) fn compile_issuer(raw: &RawIssuer, path: &str, c: &mut Compiler) -> I
         }
     }
     let remote = remote_keys(raw, path, c);
+    let mut require_typ = Vec::new();
+    for (i, typ) in raw.require_typ.iter().enumerate() {
+        let t = crate::jwt::media_type(typ);
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            c.push(
+                format!("{path}.require_typ[{i}]"),
+                format!("invalid media type {typ:?}: expected e.g. at+jwt"),
+            );
+        }
+        require_typ.push(t);
+    }
     if raw.keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_uri.is_none() && !raw.discovery {
         c.push(path, "needs keys, jwks_file, jwks_uri or discovery: true");
     }
@@ -137,6 +148,8 @@ pub(super) fn compile_issuer(raw: &RawIssuer, path: &str, c: &mut Compiler) -> I
         require_exp: raw.require_exp.unwrap_or(true),
         max_lifetime,
         required_claims: raw.required_claims.clone(),
+        accept_id_tokens: raw.accept_id_tokens,
+        require_typ,
         keys,
         remote,
         fingerprint: c.finish_material(),

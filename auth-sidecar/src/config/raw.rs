@@ -64,6 +64,10 @@ pub struct RawIssuer {
     pub discovery: bool,
     /// Fetch and freshness tuning of the remote set.
     pub jwks: Option<RawJwks>,
+    /// Accept ID tokens (`nonce`/`at_hash`) as access tokens (default false).
+    pub accept_id_tokens: bool,
+    /// Accepted JOSE `typ` values (e.g. `[at+jwt, application/at+jwt]`); empty: not checked.
+    pub require_typ: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,4 +165,22 @@ pub struct RawRule {
     pub rate_limit: Option<RawRateLimit>,
     /// Absolute login page; browsers get a 302 there instead of a 401.
     pub login_url: Option<String>,
+    /// Match on the forwarded `Mcp-Method` (MCP 2026-07-28 and later).
+    pub mcp_methods: Vec<String>,
+    /// Match `tools/call` on the forwarded `Mcp-Name` (MCP 2026-07-28 and later).
+    pub mcp_tools: Vec<String>,
+    /// The rule guards an MCP server: an OAuth protected resource.
+    pub mcp: Option<RawMcp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawMcp {
+    /// The canonical resource URI (RFC 8707); tokens must carry it in `aud`.
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub resource_documentation: Option<String>,
+    /// Scopes the token must carry on this rule.
+    pub scopes: Vec<String>,
 }

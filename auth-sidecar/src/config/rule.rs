@@ -6,10 +6,12 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::compiler::Compiler;
-use super::raw::{RawRateLimit, RawRule};
+use super::raw::{RawMcp, RawRateLimit, RawRule};
 use crate::login::LoginRedirect;
+use crate::mcp_resource::{Metadata, Resource, canonical_resource, is_scope_token};
+use crate::policy::mcp::{McpMatcher, NamePattern, TOOLS_CALL};
 use crate::policy::{
-    Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, RoleRequirement, Rule,
+    Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, RoleRequirement, Rule, RuleMcp,
 };
 use crate::ratelimit::{Limiter, RateLimit, RateLimiter, SharedLimiter};
 use crate::redis_pool::RedisPool;
@@ -21,6 +23,7 @@ pub(super) fn compile_rule(
     path: &str,
     redis: Option<&Arc<RedisPool>>,
     redis_block: bool,
+    resources: &mut Resources,
     c: &mut Compiler,
 ) -> Option<Rule> {
     let before = c.problem_count();
@@ -150,6 +153,11 @@ pub(super) fn compile_rule(
             }
         }
     });
+    let mcp_match = compile_mcp_match(raw, path, c);
+    let mcp = raw
+        .mcp
+        .as_ref()
+        .and_then(|m| compile_mcp(m, raw, &action, &format!("{path}.mcp"), resources, c));
     (c.problem_count() == before).then(|| Rule {
         name: Arc::from(raw.name.as_str()),
         hosts: HostMatcher::new(&hosts),
@@ -162,6 +170,142 @@ pub(super) fn compile_rule(
         deny_encoded_separators: raw.deny_encoded_separators.unwrap_or(true),
         rate_limit,
         login,
+        mcp_match,
+        mcp,
+    })
+}
+
+/// The protected resources of all rules so far: rules naming one resource share it, and
+/// must describe it alike.
+#[derive(Debug, Default)]
+pub(super) struct Resources {
+    pub list: Vec<(Metadata, Arc<Resource>)>,
+}
+
+fn compile_mcp_match(raw: &RawRule, path: &str, c: &mut Compiler) -> McpMatcher {
+    let patterns = |list: &[String], key: &str, c: &mut Compiler| -> Vec<NamePattern> {
+        let mut out = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            let body = p.strip_suffix('*').unwrap_or(p);
+            if p.is_empty() || body.contains('*') || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                c.push(
+                    format!("{path}.{key}[{i}]"),
+                    format!("invalid name {p:?}: visible ASCII, with at most a trailing \"*\""),
+                );
+            }
+            out.push(NamePattern::new(p));
+        }
+        out
+    };
+    let methods = patterns(&raw.mcp_methods, "mcp_methods", c);
+    let tools = patterns(&raw.mcp_tools, "mcp_tools", c);
+    if !tools.is_empty() && !methods.is_empty() && !methods.iter().any(|m| m.matches(TOOLS_CALL)) {
+        c.push(
+            format!("{path}.mcp_methods"),
+            "mcp_tools match tools/call only, which mcp_methods leaves out: the rule could never match",
+        );
+    }
+    McpMatcher { methods, tools }
+}
+
+/// An absolute https URL (http on loopback), for the URLs an `mcp:` block publishes.
+fn check_public_url(url: &str, key: &str, c: &mut Compiler) {
+    if let Err(e) = canonical_resource(url) {
+        c.push(key, e);
+    }
+}
+
+fn compile_mcp(
+    raw: &RawMcp,
+    rule: &RawRule,
+    action: &Action,
+    path: &str,
+    resources: &mut Resources,
+    c: &mut Compiler,
+) -> Option<RuleMcp> {
+    let before = c.problem_count();
+    if !matches!(action, Action::Authenticated | Action::Roles(_)) {
+        c.push(
+            path,
+            "applies only to authenticated and roles rules (a protected resource needs a token)",
+        );
+    }
+    if rule.allow_query_token {
+        c.push(
+            path,
+            "cannot be combined with allow_query_token: MCP clients must send the token in the Authorization header",
+        );
+    }
+    if rule.login_url.is_some() {
+        c.push(
+            path,
+            "cannot be combined with login_url: MCP clients follow the WWW-Authenticate challenge, not a redirect",
+        );
+    }
+    let uri = if raw.resource.is_empty() {
+        c.push(
+            format!("{path}.resource"),
+            "is required: the canonical URI of the MCP server (https://mcp.example.com/mcp)",
+        );
+        None
+    } else {
+        match canonical_resource(&raw.resource) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                c.push(format!("{path}.resource"), e);
+                None
+            }
+        }
+    };
+    if raw.authorization_servers.is_empty() {
+        c.push(
+            format!("{path}.authorization_servers"),
+            "needs at least one issuer URL: MCP clients find the authorization server there",
+        );
+    }
+    for (i, a) in raw.authorization_servers.iter().enumerate() {
+        check_public_url(a, &format!("{path}.authorization_servers[{i}]"), c);
+    }
+    if let Some(docs) = &raw.resource_documentation {
+        check_public_url(docs, &format!("{path}.resource_documentation"), c);
+    }
+    for (key, list) in [("scopes_supported", &raw.scopes_supported), ("scopes", &raw.scopes)] {
+        for (i, s) in list.iter().enumerate() {
+            if !is_scope_token(s) {
+                c.push(
+                    format!("{path}.{key}[{i}]"),
+                    format!("invalid scope {s:?}: printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)"),
+                );
+            }
+        }
+    }
+    let uri = uri?;
+    if c.problem_count() != before {
+        return None;
+    }
+    let metadata = Metadata {
+        authorization_servers: raw.authorization_servers.clone(),
+        scopes_supported: raw.scopes_supported.clone(),
+        resource_documentation: raw.resource_documentation.clone(),
+    };
+    let resource = match resources.list.iter().find(|(_, r)| r.uri == uri) {
+        Some((m, r)) if *m == metadata => r.clone(),
+        Some(_) => {
+            c.push(
+                path,
+                format!("describes resource {uri:?} unlike an earlier rule: authorization_servers, scopes_supported and resource_documentation must be the same on every rule naming it"),
+            );
+            return None;
+        }
+        None => {
+            let r = Arc::new(Resource::new(&uri, &metadata));
+            resources.list.push((metadata, r.clone()));
+            r
+        }
+    };
+    Some(RuleMcp {
+        resource,
+        scopes: raw.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
     })
 }
 

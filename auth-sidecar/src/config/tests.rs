@@ -425,3 +425,127 @@ fn a_reload_with_the_same_redis_block_keeps_the_revocation_subscriber() {
         "another prefix is another set: a new subscriber"
     );
 }
+
+const MCP_ISSUER: &str = r#"
+issuers:
+  - issuer: https://idp.test
+    keys: [{kid: k, alg: HS256, secret_env: SECRET}]
+"#;
+
+fn mcp_rule(block: &str) -> String {
+    format!("{MCP_ISSUER}rules:\n  - name: mcp\n    path: /mcp\n    action: authenticated\n{block}")
+}
+
+#[test]
+fn mcp_blocks_are_validated_naming_the_field() {
+    for (block, want) in [
+        (
+            "    mcp: {authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp.resource: is required",
+        ),
+        (
+            "    mcp: {resource: http://mcp.example.com/mcp, authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp.resource: \"http://mcp.example.com/mcp\" must use https",
+        ),
+        (
+            "    mcp: {resource: \"https://mcp.example.com/mcp#frag\", authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp.resource: \"https://mcp.example.com/mcp#frag\" must not have a fragment",
+        ),
+        (
+            "    mcp: {resource: \"https://mcp.example.com/mcp?x=1\", authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp.resource: \"https://mcp.example.com/mcp?x=1\" must not have a query",
+        ),
+        (
+            "    mcp: {resource: /mcp, authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp.resource: \"/mcp\" is not an absolute URI",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp}\n",
+            "rules[0].mcp.authorization_servers: needs at least one issuer URL",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [http://idp.example.com]}\n",
+            "rules[0].mcp.authorization_servers[0]: \"http://idp.example.com\" must use https",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test], scopes: [\"a b\"]}\n",
+            "rules[0].mcp.scopes[0]: invalid scope \"a b\"",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test], scopes_supported: [\"q\\\"\"]}\n",
+            "rules[0].mcp.scopes_supported[0]: invalid scope",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test], resource_documentation: docs}\n",
+            "rules[0].mcp.resource_documentation: \"docs\" is not an absolute URI",
+        ),
+        (
+            "    allow_query_token: true\n    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test]}\n",
+            "rules[0].mcp: cannot be combined with allow_query_token",
+        ),
+        (
+            "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test], scope: [x]}\n",
+            "rules[0].mcp.scope",
+        ),
+        ("    mcp_tools: [\"a*b\"]\n", "rules[0].mcp_tools[0]: invalid name \"a*b\""),
+        (
+            "    mcp_methods: [tools/list]\n    mcp_tools: [echo]\n",
+            "rules[0].mcp_methods: mcp_tools match tools/call only",
+        ),
+    ] {
+        let p = problems(&mcp_rule(block));
+        assert!(p.contains(want), "{block}\nwant: {want}\ngot: {p}");
+    }
+    let public = format!(
+        "{MCP_ISSUER}rules:\n  - name: mcp\n    path: /mcp\n    action: public\n    mcp: {{resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test]}}\n"
+    );
+    assert!(
+        problems(&public).contains("rules[0].mcp: applies only to authenticated and roles rules"),
+        "{}",
+        problems(&public)
+    );
+}
+
+#[test]
+fn rules_naming_one_resource_must_describe_it_alike() {
+    let yaml = format!(
+        "{MCP_ISSUER}rules:
+  - name: a
+    path: /mcp
+    mcp_tools: [echo]
+    action: authenticated
+    mcp: {{resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test]}}
+  - name: b
+    path: /mcp
+    action: authenticated
+    mcp: {{resource: https://MCP.example.com/mcp, authorization_servers: [https://other.test]}}
+"
+    );
+    let p = problems(&yaml);
+    assert!(
+        p.contains("rules[1].mcp: describes resource \"https://mcp.example.com/mcp\" unlike an earlier rule"),
+        "{p}"
+    );
+    let same = yaml.replace("https://other.test", "https://idp.test");
+    let rt = Runtime::from_yaml(&same, Path::new("."), &env).expect("valid");
+    assert_eq!(rt.resources.len(), 1);
+    assert!(std::sync::Arc::ptr_eq(
+        &rt.policy.rules[0].mcp.as_ref().expect("mcp").resource,
+        &rt.policy.rules[1].mcp.as_ref().expect("mcp").resource
+    ));
+}
+
+#[test]
+fn require_typ_is_validated_and_loopback_http_is_fine_for_development() {
+    let p = problems(&format!(
+        "{}    require_typ: [\"\"]\n{}",
+        MCP_ISSUER,
+        "rules: [{name: a, action: authenticated}]\n"
+    ));
+    assert!(p.contains("issuers[0].require_typ[0]: invalid media type"), "{p}");
+    let dev = mcp_rule(
+        "    mcp: {resource: \"http://127.0.0.1:8080/mcp/\", authorization_servers: [\"http://localhost:9000\"]}\n",
+    );
+    let rt = Runtime::from_yaml(&dev, Path::new("."), &env).expect("valid");
+    assert_eq!(rt.resources[0].uri, "http://127.0.0.1:8080/mcp/");
+}

@@ -36,18 +36,18 @@ pub fn to_response(decision: &Decision, realm: &Realm) -> HttpResponse {
             res.finish()
         }
         Decision::Deny {
+            rule,
             reason,
             token_presented,
             answer,
-            ..
         } => match answer {
-            DenyAnswer::Standard => deny_response(*reason, *token_presented, realm),
+            DenyAnswer::Standard => deny_response(*reason, *token_presented, realm.for_rule(*rule)),
             DenyAnswer::Redirect(location) => HttpResponse::Found()
                 .insert_header((LOCATION, location.clone()))
                 .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
                 .finish(),
             DenyAnswer::RetryAfter(seconds) => {
-                let mut res = deny_response(*reason, *token_presented, realm);
+                let mut res = deny_response(*reason, *token_presented, realm.for_rule(*rule));
                 res.headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from((*seconds).max(1)));
                 res
@@ -64,9 +64,92 @@ pub struct Realm {
     /// `error="invalid_token"` per token-related reason, indexed like `DenyReason::ALL`.
     invalid_token: Vec<HeaderValue>,
     insufficient_scope: HeaderValue,
+    /// Per rule (by index): the challenges of rules with an `mcp:` block.
+    mcp: Vec<Option<McpChallenge>>,
+}
+
+/// The challenges one rule answers with: the realm's, or its MCP resource's.
+#[derive(Clone, Copy)]
+enum Challenges<'a> {
+    Realm(&'a Realm),
+    Mcp(&'a McpChallenge),
+}
+
+/// Pre-rendered challenges of a rule with an `mcp:` block (MCP authorization, RFC 9728
+/// §5.1): every one names the resource metadata and the scopes the rule needs.
+#[derive(Debug)]
+pub struct McpChallenge {
+    bare: HeaderValue,
+    invalid_token: Vec<HeaderValue>,
+    /// `403`: `error="insufficient_scope"`, for missing scopes and roles alike.
+    insufficient_scope: HeaderValue,
+}
+
+impl McpChallenge {
+    /// `realm` is validated; `metadata_url` is a canonical URL and `scopes` are scope tokens
+    /// (config validation guarantees both), so none needs escaping.
+    pub fn new(realm: &str, metadata_url: &str, scopes: &[Box<str>]) -> McpChallenge {
+        let scope = if scopes.is_empty() {
+            String::new()
+        } else {
+            format!(", scope=\"{}\"", scopes.join(" "))
+        };
+        let value = |error: &str| {
+            HeaderValue::from_str(&format!(
+                "Bearer realm=\"{realm}\", resource_metadata=\"{metadata_url}\"{scope}{error}"
+            ))
+            .expect("realm, URL and scopes are validated as header-safe")
+        };
+        McpChallenge {
+            bare: value(""),
+            invalid_token: DenyReason::ALL
+                .iter()
+                .map(|r| {
+                    value(&format!(
+                        ", error=\"invalid_token\", error_description=\"{}\"",
+                        r.message()
+                    ))
+                })
+                .collect(),
+            insufficient_scope: value(&format!(
+                ", error=\"insufficient_scope\", error_description=\"{}\"",
+                DenyReason::InsufficientScope.message()
+            )),
+        }
+    }
+}
+
+/// The Protected Resource Metadata document (`mcp_resource::Resource::document`): public,
+/// cacheable for a while.
+pub fn resource_metadata(document: &str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")))
+        .body(document.to_owned())
+}
+
+/// No protected resource at this metadata path.
+pub fn resource_metadata_not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .body("{\"error\":\"not_found\",\"message\":\"no protected resource here\"}")
 }
 
 impl Realm {
+    /// Attaches the per-rule MCP challenges (indexed like the policy's rules).
+    pub fn with_mcp(mut self, mcp: Vec<Option<McpChallenge>>) -> Self {
+        self.mcp = mcp;
+        self
+    }
+
+    fn for_rule(&self, rule: Option<usize>) -> Challenges<'_> {
+        match rule.and_then(|i| self.mcp.get(i)).and_then(Option::as_ref) {
+            Some(mcp) => Challenges::Mcp(mcp),
+            None => Challenges::Realm(self),
+        }
+    }
+
     /// `realm` must be a valid quoted-string body; config validation guarantees it.
     pub fn new(realm: &str) -> Self {
         let bare = format!("Bearer realm=\"{realm}\"");
@@ -89,6 +172,7 @@ impl Realm {
                 DenyReason::RoleDenied.message()
             ))
             .expect("realm is validated as printable ASCII without quotes"),
+            mcp: Vec::new(),
         }
     }
 }
@@ -102,18 +186,22 @@ pub fn deny_body(reason: DenyReason) -> String {
     )
 }
 
-fn deny_response(reason: DenyReason, token_presented: bool, realm: &Realm) -> HttpResponse {
+fn deny_response(reason: DenyReason, token_presented: bool, realm: Challenges<'_>) -> HttpResponse {
     let status = status(reason);
     let mut res = HttpResponse::build(status);
     res.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     res.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    let (bare, invalid_token, insufficient_scope) = match realm {
+        Challenges::Realm(r) => (&r.bare, &r.invalid_token, &r.insufficient_scope),
+        Challenges::Mcp(m) => (&m.bare, &m.invalid_token, &m.insufficient_scope),
+    };
     let challenge = match reason {
-        DenyReason::RoleDenied => Some(realm.insufficient_scope.clone()),
+        DenyReason::RoleDenied | DenyReason::InsufficientScope => Some(insufficient_scope.clone()),
         _ if status == StatusCode::UNAUTHORIZED => {
             Some(if token_presented && reason.is_token_problem() {
-                realm.invalid_token[reason.index()].clone()
+                invalid_token[reason.index()].clone()
             } else {
-                realm.bare.clone()
+                bare.clone()
             })
         }
         _ => None,

@@ -21,6 +21,9 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
     let mut s = Single::Absent;
@@ -53,6 +56,9 @@ pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
         has_origin: h.contains_key(header::ORIGIN),
         has_preflight_method: h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
         accept: all(h, &header::ACCEPT),
+        mcp_method: single(h, &MCP_METHOD),
+        mcp_name: single(h, &MCP_NAME),
+        mcp_protocol_version: single(h, &MCP_PROTOCOL_VERSION),
     }
 }
 
