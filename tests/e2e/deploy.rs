@@ -3,7 +3,7 @@
 
 use e2e::deploy::{
     HttpConfig, Shipped, check_auth_response_headers, check_compose_hygiene, check_dockerfile,
-    check_labels_match_file, check_ports, check_routers_carry_auth, check_static, check_wiring,
+    check_container_labels_match_file, check_labels_match_file, check_ports, check_routers_carry_auth, check_static, check_wiring,
     lint_v2_names, load_schema, load_yaml, schema_errors, services,
 };
 use e2e::process::repo_root;
@@ -94,6 +94,16 @@ fn omni2_labels_describe_the_same_routing_as_the_file_provider() {
     assert_clean(
         "labels vs dynamic/omni2.yml",
         &check_labels_match_file(&shipped.compose, dynamic),
+    );
+    let metadata = &shipped
+        .dynamic
+        .iter()
+        .find(|(p, _)| p.ends_with("sidecar-metadata.yml"))
+        .expect("traefik/dynamic/sidecar-metadata.yml")
+        .1;
+    assert_clean(
+        "auth-sidecar labels vs dynamic/sidecar-metadata.yml",
+        &check_container_labels_match_file(&shipped.compose, "auth-sidecar", metadata),
     );
     // Sanity: the comparison covers the routers and middlewares issue 5 names.
     let file = HttpConfig::from_file(dynamic);

@@ -295,7 +295,8 @@ fn forward_auth_names_the_sidecar_and_its_headers() {
 #[test]
 fn middlewares_and_routes_equal_the_file_provider() {
     let shipped = Shipped::load();
-    let dynamic = shipped.omni2_dynamic();
+    let merged = shipped.merged_dynamic();
+    let dynamic = &merged;
     for (name, docs) in renderings() {
         let problems = check_middlewares(&docs, dynamic);
         assert!(problems.is_empty(), "{name}: {problems:#?}");

@@ -8,6 +8,11 @@
 //!   Traefik-only rows (CORS, rate limits, internal-only, stripping, floods, failures).
 //! - `gateway_echo`: the release sidecar behind Traefik, nginx, Caddy and Envoy in front of an echo
 //!   upstream (allow, 401, 403, forged identity never reaches the upstream).
+//! - `idp`: the sidecar's remote key sets against a real OpenID Provider (npm
+//!   `oidc-provider`): discovery, refresh, rotation by restart, outage, unknown kid.
+//! - `mcp_auth`: the sidecar as an MCP resource server's front door behind real Traefik, with
+//!   tokens from that provider: 401 + resource metadata, audience, ID tokens, scopes,
+//!   per-tool rules and the protocol-version gate.
 //! - `kubernetes`: deploy/kubernetes rendered, validated (Kubernetes schemas, vendored CRDs)
 //!   and cross-checked against traefik/dynamic and the binaries; ConfigMap symlink-swap reload.
 //! - `replicas`: three sidecars and two omni2 behind one Traefik: spread, a killed sidecar
@@ -21,8 +26,10 @@
 mod deploy;
 mod gateway_echo;
 mod gateway_omni2;
+mod idp;
 mod kubernetes;
 mod layout;
+mod mcp_auth;
 mod netns;
 mod replicas;
 mod status_page;

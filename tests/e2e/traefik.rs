@@ -141,6 +141,16 @@ fn traefik_transform_changes_only_the_wiring() {
                 json!("http://127.0.0.1:1006")
             );
         }
+        if name == "sidecar-metadata.yml" {
+            assert_eq!(
+                changed,
+                ["/http/services/auth-sidecar/loadBalancer/servers/0/url"]
+            );
+            assert_eq!(
+                after["http"]["services"]["auth-sidecar"]["loadBalancer"]["servers"][0]["url"],
+                json!("http://127.0.0.1:1005")
+            );
+        }
     }
     // changed_paths itself sees a change anywhere (so the checks above can fail).
     let mut touched = new_dynamic[0].1.clone();

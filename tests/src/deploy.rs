@@ -61,6 +61,23 @@ impl Shipped {
         }
     }
 
+    /// Every `traefik/dynamic/*.yml` as one document: Traefik's file provider merges them
+    /// the same way (routers, middlewares and services each in one namespace).
+    pub fn merged_dynamic(&self) -> Value {
+        let mut http = serde_json::Map::new();
+        for (_, doc) in &self.dynamic {
+            for (kind, objects) in doc["http"].as_object().into_iter().flatten() {
+                let into = http
+                    .entry(kind.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                for (name, object) in objects.as_object().into_iter().flatten() {
+                    into[name] = object.clone();
+                }
+            }
+        }
+        serde_json::json!({ "http": http })
+    }
+
     /// `traefik/dynamic/omni2.yml`.
     pub fn omni2_dynamic(&self) -> &Value {
         &self
@@ -187,10 +204,20 @@ pub fn services(compose: &Value) -> BTreeMap<String, &Value> {
 /// middlewares and options. The service target differs only in form: `url:
 /// http://omni2:8000` in the file, `loadbalancer.server.port: 8000` on the container.
 pub fn check_labels_match_file(compose: &Value, dynamic: &Value) -> Vec<String> {
+    check_container_labels_match_file(compose, "omni2", dynamic)
+}
+
+/// [`check_labels_match_file`] for the labels of compose service `container` (whose
+/// file-provider URL is `http://<container>:<port>`).
+pub fn check_container_labels_match_file(
+    compose: &Value,
+    container: &str,
+    dynamic: &Value,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let svcs = services(compose);
-    let Some(omni2) = svcs.get("omni2") else {
-        return vec!["compose: no omni2 service".into()];
+    let Some(omni2) = svcs.get(container) else {
+        return vec![format!("compose: no {container} service")];
     };
     let mut labels = HttpConfig::from_labels(&omni2["labels"]);
     let mut file = HttpConfig::from_file(dynamic);
@@ -201,9 +228,9 @@ pub fn check_labels_match_file(compose: &Value, dynamic: &Value) -> Vec<String> 
         let url = file.0.remove(&url_key);
         let port = labels.0.remove(&port_key);
         match (url.as_deref(), port.as_deref()) {
-            (Some(url), Some(port)) if url == format!("http://omni2:{port}") => {}
+            (Some(url), Some(port)) if url == format!("http://{container}:{port}") => {}
             (url, port) => problems.push(format!(
-                "service {name}: file url {url:?} does not match label port {port:?} on the omni2 container"
+                "service {name}: file url {url:?} does not match label port {port:?} on the {container} container"
             )),
         }
     }

@@ -519,7 +519,8 @@ pub fn check_middlewares(docs: &[Value], dynamic: &Value) -> Vec<String> {
 type Route = (String, i64, Vec<String>, Vec<String>, String);
 
 /// The IngressRoutes' routes equal the file provider's routers (rule, priority, entry
-/// points, middleware chain), and each reaches omni2's pods through its Service.
+/// points, middleware chain), and each reaches the pods its file service names (omni2's,
+/// or the sidecar's for `http://auth-sidecar:...`) through its Service.
 pub fn check_routes(docs: &[Value], dynamic: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let strs = |v: &Value| -> Vec<String> {
@@ -544,12 +545,26 @@ pub fn check_routes(docs: &[Value], dynamic: &Value) -> Vec<String> {
         if !services.contains_key(svc) {
             out.push(format!("router {name}: service {svc} not in the file"));
         }
+        // The pods a file service reaches, by its URL's host (`http://auth-sidecar:8700`).
+        let url = services
+            .get(svc)
+            .and_then(|v| v.pointer("/loadBalancer/servers/0/url"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let image = if url
+            .strip_prefix("http://")
+            .is_some_and(|rest| rest.starts_with("auth-sidecar:"))
+        {
+            SIDECAR_IMAGE
+        } else {
+            OMNI2_IMAGE
+        };
         want.push((
             r["rule"].as_str().unwrap_or("").to_owned(),
             r["priority"].as_i64().unwrap_or(0),
             strs(&r["entryPoints"]),
             strs(&r["middlewares"]),
-            OMNI2_IMAGE.into(),
+            image.into(),
         ));
     }
     let mut got: Vec<Route> = Vec::new();

@@ -9,6 +9,8 @@
 //! - [`gateway`]: the gateway kinds of the matrix and their processes: Traefik (below), and
 //!   nginx / Caddy / Envoy configs (contract §4.2).
 //! - [`traefik`]: real Traefik on the shipped config, changed by one asserted transformation.
+//! - [`idp`]: a real OpenID Provider (npm `oidc-provider`) issuing JWT access tokens for a
+//!   resource, and ID tokens.
 //! - [`stack`]: the sidecar with the shipped config, token minting.
 //! - [`replicas`]: N sidecar and M omni2 replicas behind one Traefik (load balancing, health checks).
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
@@ -21,6 +23,7 @@ pub mod browser;
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod idp;
 pub mod kubernetes;
 pub mod netns;
 pub mod process;

