@@ -273,7 +273,10 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         host: args.host.as_deref().map_or(Single::Absent, Single::One),
         forwarded_for: args.ip.as_deref().into_iter().collect(),
         authorization: authorization.as_deref().map_or(Single::Absent, Single::One),
-        mcp_method: args.mcp_method.as_deref().map_or(Single::Absent, Single::One),
+        mcp_method: args
+            .mcp_method
+            .as_deref()
+            .map_or(Single::Absent, Single::One),
         mcp_name: args.mcp_name.as_deref().map_or(Single::Absent, Single::One),
         mcp_protocol_version: args
             .mcp_protocol_version
@@ -319,10 +322,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
                 .headers()
                 .get(actix_web::http::header::WWW_AUTHENTICATE)
             {
-                println!(
-                    "challenge: {}",
-                    challenge.to_str().unwrap_or("<binary>")
-                );
+                println!("challenge: {}", challenge.to_str().unwrap_or("<binary>"));
             }
         }
     }

@@ -117,7 +117,10 @@ impl Resource {
             );
         }
         // MCP forbids tokens in the query; cookies are a browser matter.
-        doc.insert("bearer_methods_supported".into(), Value::from(vec!["header"]));
+        doc.insert(
+            "bearer_methods_supported".into(),
+            Value::from(vec!["header"]),
+        );
         if let Some(docs) = &metadata.resource_documentation {
             doc.insert("resource_documentation".into(), Value::from(docs.as_str()));
         }
@@ -154,9 +157,11 @@ impl Grants {
     pub fn from_claims(claims: &Map<String, Value>) -> Grants {
         let strings = |v: Option<&Value>, split: bool| -> Vec<Box<str>> {
             match v {
-                Some(Value::String(s)) if split => {
-                    s.split(' ').filter(|p| !p.is_empty()).map(Box::from).collect()
-                }
+                Some(Value::String(s)) if split => s
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(Box::from)
+                    .collect(),
                 Some(Value::String(s)) => vec![Box::from(s.as_str())],
                 Some(Value::Array(list)) => list
                     .iter()
@@ -197,10 +202,16 @@ mod tests {
     fn canonical_forms() {
         for (given, want) in [
             ("https://MCP.Example.com/mcp", "https://mcp.example.com/mcp"),
-            ("HTTPS://mcp.example.com:443/mcp", "https://mcp.example.com/mcp"),
+            (
+                "HTTPS://mcp.example.com:443/mcp",
+                "https://mcp.example.com/mcp",
+            ),
             ("https://mcp.example.com/", "https://mcp.example.com"),
             ("https://mcp.example.com", "https://mcp.example.com"),
-            ("https://mcp.example.com:8443/a/b", "https://mcp.example.com:8443/a/b"),
+            (
+                "https://mcp.example.com:8443/a/b",
+                "https://mcp.example.com:8443/a/b",
+            ),
             ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
             ("http://localhost/mcp", "http://localhost/mcp"),
             ("http://[::1]:9/mcp", "http://[::1]:9/mcp"),
@@ -237,14 +248,20 @@ mod tests {
             r.metadata_url,
             "https://mcp.example.com:8443/.well-known/oauth-protected-resource/api/mcp"
         );
-        assert_eq!(r.metadata_path, "/.well-known/oauth-protected-resource/api/mcp");
+        assert_eq!(
+            r.metadata_path,
+            "/.well-known/oauth-protected-resource/api/mcp"
+        );
         assert_eq!(r.authority, "mcp.example.com:8443");
         let doc: Value = serde_json::from_str(&r.document).expect("JSON");
         assert_eq!(doc["resource"], "https://mcp.example.com:8443/api/mcp");
         assert_eq!(doc["authorization_servers"][0], "https://idp.example.com");
         assert_eq!(doc["scopes_supported"][0], "mcp:tools");
         assert_eq!(doc["bearer_methods_supported"][0], "header");
-        assert_eq!(doc["resource_documentation"], "https://docs.example.com/mcp");
+        assert_eq!(
+            doc["resource_documentation"],
+            "https://docs.example.com/mcp"
+        );
         let root = Resource::new("https://mcp.example.com", &meta);
         assert_eq!(
             root.metadata_url,

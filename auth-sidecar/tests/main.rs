@@ -11,6 +11,7 @@ mod docs;
 mod http;
 mod jwks;
 mod log_pipe;
+mod mcp;
 mod ratelimit;
 mod redis;
 mod reload;

@@ -2,9 +2,10 @@
 //! Each check also runs on a deliberately broken in-memory copy and must flag it.
 
 use e2e::deploy::{
-    HttpConfig, Shipped, check_auth_response_headers, check_compose_hygiene, check_dockerfile,
-    check_container_labels_match_file, check_labels_match_file, check_ports, check_routers_carry_auth, check_static, check_wiring,
-    lint_v2_names, load_schema, load_yaml, schema_errors, services,
+    HttpConfig, Shipped, check_auth_response_headers, check_compose_hygiene,
+    check_container_labels_match_file, check_dockerfile, check_labels_match_file, check_ports,
+    check_routers_carry_auth, check_static, check_wiring, lint_v2_names, load_schema, load_yaml,
+    schema_errors, services,
 };
 use e2e::process::repo_root;
 use e2e::stack::{compile_shipped_sidecar_config, identity_header_names};

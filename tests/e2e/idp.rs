@@ -117,7 +117,10 @@ async fn discovery_finds_the_idp_keys_for_rs256_es256_and_eddsa() {
 async fn the_key_set_is_refreshed_in_the_background() {
     let dir = tempfile::tempdir().expect("temp dir");
     let idp = Idp::start(dir.path(), &generate_keys(dir.path(), "k1")).await;
-    let rt = config(&idp.issuer, "refresh_min: 1s, refresh_max: 1s, cooldown: 1s, max_stale: 1h");
+    let rt = config(
+        &idp.issuer,
+        "refresh_min: 1s, refresh_max: 1s, cooldown: 1s, max_stale: 1h",
+    );
     rt.start_background();
     eventually(
         "two background fetches from the provider",
@@ -189,8 +192,16 @@ async fn an_outage_is_served_from_the_last_good_keys_until_max_stale() {
         Err(DenyReason::UnknownKid)
     );
     assert_eq!(fetches(&rt, "transport"), 1, "the failed fetch is counted");
-    assert_eq!(ask(&rt, &tokens[1], now + 60).await, Ok(()), "last good keys");
-    assert_eq!(ask(&rt, &tokens[2], now + 120).await, Ok(()), "at max_stale");
+    assert_eq!(
+        ask(&rt, &tokens[1], now + 60).await,
+        Ok(()),
+        "last good keys"
+    );
+    assert_eq!(
+        ask(&rt, &tokens[2], now + 120).await,
+        Ok(()),
+        "at max_stale"
+    );
     assert_eq!(
         ask(&rt, &tokens[3], now + 121).await,
         Err(DenyReason::KeysUnavailable),

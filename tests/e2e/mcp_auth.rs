@@ -169,9 +169,17 @@ async fn without_a_token_the_client_discovers_the_resource_and_its_idp() {
         "{}/.well-known/oauth-protected-resource/mcp",
         s.resource.trim_end_matches("/mcp")
     );
-    assert_eq!(param(&p, "resource_metadata"), Some(metadata_url.as_str()), "{challenge}");
+    assert_eq!(
+        param(&p, "resource_metadata"),
+        Some(metadata_url.as_str()),
+        "{challenge}"
+    );
     assert_eq!(param(&p, "scope"), Some("mcp:tools"), "{challenge}");
-    assert_eq!(param(&p, "error"), None, "no token, no error code: {challenge}");
+    assert_eq!(
+        param(&p, "error"),
+        None,
+        "no token, no error code: {challenge}"
+    );
 
     // The metadata, through Traefik's public route to the sidecar.
     let path = metadata_url
@@ -259,10 +267,19 @@ async fn scopes_step_up_and_per_tool_rules_need_a_recent_protocol_version() {
     assert_eq!(r.json()["error"], "insufficient_scope");
     let challenge = r.header("www-authenticate").unwrap_or_default();
     let p = params(challenge);
-    assert_eq!(param(&p, "error"), Some("insufficient_scope"), "{challenge}");
-    assert_eq!(param(&p, "scope"), Some("mcp:tools mcp:admin"), "{challenge}");
+    assert_eq!(
+        param(&p, "error"),
+        Some("insufficient_scope"),
+        "{challenge}"
+    );
+    assert_eq!(
+        param(&p, "scope"),
+        Some("mcp:tools mcp:admin"),
+        "{challenge}"
+    );
     assert!(
-        param(&p, "resource_metadata").is_some_and(|u| u.ends_with("/.well-known/oauth-protected-resource/mcp")),
+        param(&p, "resource_metadata")
+            .is_some_and(|u| u.ends_with("/.well-known/oauth-protected-resource/mcp")),
         "{challenge}"
     );
     // Step up: a token with both scopes passes.

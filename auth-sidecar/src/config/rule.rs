@@ -269,7 +269,10 @@ fn compile_mcp(
     if let Some(docs) = &raw.resource_documentation {
         check_public_url(docs, &format!("{path}.resource_documentation"), c);
     }
-    for (key, list) in [("scopes_supported", &raw.scopes_supported), ("scopes", &raw.scopes)] {
+    for (key, list) in [
+        ("scopes_supported", &raw.scopes_supported),
+        ("scopes", &raw.scopes),
+    ] {
         for (i, s) in list.iter().enumerate() {
             if !is_scope_token(s) {
                 c.push(

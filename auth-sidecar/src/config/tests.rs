@@ -487,7 +487,10 @@ fn mcp_blocks_are_validated_naming_the_field() {
             "    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test], scope: [x]}\n",
             "rules[0].mcp.scope",
         ),
-        ("    mcp_tools: [\"a*b\"]\n", "rules[0].mcp_tools[0]: invalid name \"a*b\""),
+        (
+            "    mcp_tools: [\"a*b\"]\n",
+            "rules[0].mcp_tools[0]: invalid name \"a*b\"",
+        ),
         (
             "    mcp_methods: [tools/list]\n    mcp_tools: [echo]\n",
             "rules[0].mcp_methods: mcp_tools match tools/call only",
@@ -539,10 +542,12 @@ fn rules_naming_one_resource_must_describe_it_alike() {
 fn require_typ_is_validated_and_loopback_http_is_fine_for_development() {
     let p = problems(&format!(
         "{}    require_typ: [\"\"]\n{}",
-        MCP_ISSUER,
-        "rules: [{name: a, action: authenticated}]\n"
+        MCP_ISSUER, "rules: [{name: a, action: authenticated}]\n"
     ));
-    assert!(p.contains("issuers[0].require_typ[0]: invalid media type"), "{p}");
+    assert!(
+        p.contains("issuers[0].require_typ[0]: invalid media type"),
+        "{p}"
+    );
     let dev = mcp_rule(
         "    mcp: {resource: \"http://127.0.0.1:8080/mcp/\", authorization_servers: [\"http://localhost:9000\"]}\n",
     );

@@ -85,7 +85,11 @@ fn token(patch: Value) -> String {
     hs().mint(&c)
 }
 
-fn call<'a>(auth: Option<&'a str>, version: Option<&'a str>, tool: Option<&'a str>) -> RequestFacts<'a> {
+fn call<'a>(
+    auth: Option<&'a str>,
+    version: Option<&'a str>,
+    tool: Option<&'a str>,
+) -> RequestFacts<'a> {
     let one = |v: Option<&'a str>| v.map_or(Single::Absent, Single::One);
     RequestFacts {
         method: Single::One("POST"),
@@ -95,7 +99,11 @@ fn call<'a>(auth: Option<&'a str>, version: Option<&'a str>, tool: Option<&'a st
         forwarded_for: vec!["203.0.113.9"],
         authorization: one(auth),
         mcp_protocol_version: one(version),
-        mcp_method: if tool.is_some() { Single::One("tools/call") } else { Single::Absent },
+        mcp_method: if tool.is_some() {
+            Single::One("tools/call")
+        } else {
+            Single::Absent
+        },
         mcp_name: one(tool),
         ..Default::default()
     }
@@ -136,7 +144,10 @@ fn no_token_gets_the_resource_metadata_and_scope() {
     get.method = Single::One("GET");
     let (status, challenge, _) = answer(&rt, &get);
     assert_eq!(status, 401);
-    assert_eq!(challenge, format!("Bearer realm=\"omni2\", resource_metadata=\"{METADATA}\""));
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"omni2\", resource_metadata=\"{METADATA}\"")
+    );
 }
 
 #[test]
@@ -156,11 +167,22 @@ fn a_bad_token_gets_invalid_token_with_the_metadata() {
 #[test]
 fn the_audience_must_name_the_resource_in_canonical_form() {
     let rt = runtime();
-    for aud in [json!(RESOURCE), json!(["x", "https://MCP.EXAMPLE.TEST:443/mcp"])] {
+    for aud in [
+        json!(RESOURCE),
+        json!(["x", "https://MCP.EXAMPLE.TEST:443/mcp"]),
+    ] {
         let t = format!("Bearer {}", token(json!({ "aud": aud })));
-        assert_eq!(answer(&rt, &call(Some(&t), V, Some("echo"))).2, "allow mcp-echo", "{aud}");
+        assert_eq!(
+            answer(&rt, &call(Some(&t), V, Some("echo"))).2,
+            "allow mcp-echo",
+            "{aud}"
+        );
     }
-    for aud in [json!("https://other.example.test/mcp"), json!("https://mcp.example.test/mcp2"), json!(null)] {
+    for aud in [
+        json!("https://other.example.test/mcp"),
+        json!("https://mcp.example.test/mcp2"),
+        json!(null),
+    ] {
         let t = format!("Bearer {}", token(json!({ "aud": aud })));
         let (status, challenge, what) = answer(&rt, &call(Some(&t), V, Some("echo")));
         assert_eq!((status, what.as_str()), (401, "bad_audience"), "{aud}");
@@ -181,21 +203,37 @@ fn missing_scopes_get_insufficient_scope_with_everything_needed() {
         )
     );
     let both = format!("Bearer {}", token(json!({"scope": "mcp:admin mcp:tools"})));
-    assert_eq!(answer(&rt, &call(Some(&both), V, Some("admin__reset"))).2, "allow mcp-admin-tools");
-    let scp = format!("Bearer {}", token(json!({"scope": null, "scp": ["mcp:tools"]})));
-    assert_eq!(answer(&rt, &call(Some(&scp), V, Some("echo"))).2, "allow mcp-echo");
+    assert_eq!(
+        answer(&rt, &call(Some(&both), V, Some("admin__reset"))).2,
+        "allow mcp-admin-tools"
+    );
+    let scp = format!(
+        "Bearer {}",
+        token(json!({"scope": null, "scp": ["mcp:tools"]}))
+    );
+    assert_eq!(
+        answer(&rt, &call(Some(&scp), V, Some("echo"))).2,
+        "allow mcp-echo"
+    );
 }
 
 #[test]
 fn per_tool_rules_allow_one_tool_deny_another_and_need_a_recent_version() {
     let rt = runtime();
     let t = format!("Bearer {}", token(json!({})));
-    assert_eq!(answer(&rt, &call(Some(&t), V, Some("echo"))).2, "allow mcp-echo");
+    assert_eq!(
+        answer(&rt, &call(Some(&t), V, Some("echo"))).2,
+        "allow mcp-echo"
+    );
     let (status, _, what) = answer(&rt, &call(Some(&t), V, Some("add")));
     assert_eq!((status, what.as_str()), (403, "rule_denied"));
     for old in [None, Some("2025-11-25"), Some("2025-06-18")] {
         let (status, challenge, what) = answer(&rt, &call(Some(&t), old, Some("echo")));
-        assert_eq!((status, what.as_str()), (403, "mcp_protocol_version"), "{old:?}");
+        assert_eq!(
+            (status, what.as_str()),
+            (403, "mcp_protocol_version"),
+            "{old:?}"
+        );
         assert_eq!(challenge, "", "not a token problem");
     }
     // A GET (the SSE stream) is not matched by the POST-only per-tool rules.
@@ -214,7 +252,10 @@ fn id_tokens_are_not_access_tokens() {
         let t = format!("Bearer {}", token(patch.clone()));
         let (status, challenge, what) = answer(&rt, &call(Some(&t), V, Some("echo")));
         assert_eq!((status, what.as_str()), (401, "id_token"), "{patch}");
-        assert!(challenge.contains("an ID token is not an access token"), "{challenge}");
+        assert!(
+            challenge.contains("an ID token is not an access token"),
+            "{challenge}"
+        );
     }
 }
 
@@ -233,7 +274,11 @@ fn require_typ_accepts_only_the_listed_media_types() {
         (None, "bad_token_type"),
     ] {
         let t = format!("Bearer {}", typed.mint_with_typ(&claims, typ));
-        assert_eq!(answer(&rt, &call(Some(&t), V, Some("echo"))).2, want, "{typ:?}");
+        assert_eq!(
+            answer(&rt, &call(Some(&t), V, Some("echo"))).2,
+            want,
+            "{typ:?}"
+        );
     }
 }
 

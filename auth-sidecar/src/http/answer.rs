@@ -124,7 +124,10 @@ impl McpChallenge {
 pub fn resource_metadata(document: &str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .insert_header((CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")))
+        .insert_header((
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        ))
         .body(document.to_owned())
 }
 

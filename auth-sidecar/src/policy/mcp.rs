@@ -63,7 +63,8 @@ impl McpMatcher {
         }
         let method = header(facts.mcp_method)?;
         let name = header(facts.mcp_name)?;
-        if !self.methods.is_empty() && !method.is_some_and(|m| self.methods.iter().any(|p| p.matches(m)))
+        if !self.methods.is_empty()
+            && !method.is_some_and(|m| self.methods.iter().any(|p| p.matches(m)))
         {
             return Ok(false);
         }
@@ -90,9 +91,13 @@ fn header(s: Single<'_>) -> Result<Option<&str>, DenyReason> {
 fn is_recent(version: &str) -> bool {
     let b = version.as_bytes();
     let shaped = b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     // Same shape, so the text order is the date order.
     shaped && version >= MIN_PROTOCOL_VERSION
 }
@@ -101,7 +106,11 @@ fn is_recent(version: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn facts<'a>(version: Option<&'a str>, method: Option<&'a str>, name: Option<&'a str>) -> RequestFacts<'a> {
+    fn facts<'a>(
+        version: Option<&'a str>,
+        method: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> RequestFacts<'a> {
         let one = |v: Option<&'a str>| v.map_or(Single::Absent, Single::One);
         RequestFacts {
             mcp_protocol_version: one(version),
@@ -122,18 +131,39 @@ mod tests {
     fn tools_match_only_tool_calls_by_name() {
         let m = tools(&["echo", "weather__*"]);
         let v = Some("2026-07-28");
-        assert_eq!(m.check(&facts(v, Some("tools/call"), Some("echo"))), Ok(true));
-        assert_eq!(m.check(&facts(v, Some("tools/call"), Some("weather__now"))), Ok(true));
-        assert_eq!(m.check(&facts(v, Some("tools/call"), Some("add"))), Ok(false));
-        assert_eq!(m.check(&facts(v, Some("prompts/get"), Some("echo"))), Ok(false));
+        assert_eq!(
+            m.check(&facts(v, Some("tools/call"), Some("echo"))),
+            Ok(true)
+        );
+        assert_eq!(
+            m.check(&facts(v, Some("tools/call"), Some("weather__now"))),
+            Ok(true)
+        );
+        assert_eq!(
+            m.check(&facts(v, Some("tools/call"), Some("add"))),
+            Ok(false)
+        );
+        assert_eq!(
+            m.check(&facts(v, Some("prompts/get"), Some("echo"))),
+            Ok(false)
+        );
         assert_eq!(m.check(&facts(v, Some("tools/call"), None)), Ok(false));
-        assert_eq!(m.check(&facts(Some("2027-01-01"), Some("tools/call"), Some("echo"))), Ok(true));
+        assert_eq!(
+            m.check(&facts(Some("2027-01-01"), Some("tools/call"), Some("echo"))),
+            Ok(true)
+        );
     }
 
     #[test]
     fn old_absent_or_odd_versions_are_refused() {
         let m = tools(&["echo"]);
-        for v in [None, Some("2025-11-25"), Some("2025-06-18"), Some("latest"), Some("2026-7-28")] {
+        for v in [
+            None,
+            Some("2025-11-25"),
+            Some("2025-06-18"),
+            Some("latest"),
+            Some("2026-7-28"),
+        ] {
             assert_eq!(
                 m.check(&facts(v, Some("tools/call"), Some("echo"))),
                 Err(DenyReason::McpProtocolVersion),
@@ -144,19 +174,31 @@ mod tests {
         twice.mcp_name.push(Some("add"));
         assert_eq!(m.check(&twice), Err(DenyReason::Malformed));
         // A rule without MCP matchers never looks at the headers.
-        assert_eq!(McpMatcher::default().check(&facts(None, None, None)), Ok(true));
+        assert_eq!(
+            McpMatcher::default().check(&facts(None, None, None)),
+            Ok(true)
+        );
     }
 
     #[test]
     fn methods_match() {
         let m = McpMatcher {
-            methods: vec![NamePattern::new("tools/list"), NamePattern::new("resources/*")],
+            methods: vec![
+                NamePattern::new("tools/list"),
+                NamePattern::new("resources/*"),
+            ],
             tools: Vec::new(),
         };
         let v = Some("2026-07-28");
         assert_eq!(m.check(&facts(v, Some("tools/list"), None)), Ok(true));
-        assert_eq!(m.check(&facts(v, Some("resources/read"), Some("file:///x"))), Ok(true));
-        assert_eq!(m.check(&facts(v, Some("tools/call"), Some("echo"))), Ok(false));
+        assert_eq!(
+            m.check(&facts(v, Some("resources/read"), Some("file:///x"))),
+            Ok(true)
+        );
+        assert_eq!(
+            m.check(&facts(v, Some("tools/call"), Some("echo"))),
+            Ok(false)
+        );
         assert_eq!(m.check(&facts(v, None, None)), Ok(false));
     }
 }
