@@ -233,7 +233,7 @@ fn check_token_kind(
     }
     if !issuer.require_typ.is_empty() {
         let typ = typ.map(media_type).unwrap_or_default();
-        if !issuer.require_typ.iter().any(|t| *t == typ) {
+        if !issuer.require_typ.contains(&typ) {
             return Err(DenyReason::BadTokenType);
         }
     }

@@ -12,8 +12,11 @@
 //!    walk), [`redis_pool`] (the optional Redis connections replicas share state through:
 //!    timeouts, per-operation metrics), [`ratelimit`] (per-rule token buckets, in process
 //!    or in Redis), [`supervise`] (restarts background tasks that die and reports them down
-//!    to `/readyz`).
-//! 2. [`policy`] (ordered rules; [`policy::path`] normalisation) and [`login`] (browser
+//!    to `/readyz`), [`mcp_resource`] (an MCP server as an OAuth protected resource: the
+//!    canonical resource URI, its RFC 9728 metadata document, a token's audiences and
+//!    scopes).
+//! 2. [`policy`] (ordered rules; [`policy::path`] normalisation; [`policy::mcp`] per-tool
+//!    matching on the mirrored MCP headers) and [`login`] (browser
 //!    redirects to a login page); [`token`] (finding the bearer token, fixed precedence).
 //! 3. [`identity`] (claims → identity headers, the optional identity signature),
 //!    [`decision`] (the outcome as plain data), [`cache`] (token → verified identity,
@@ -28,8 +31,9 @@
 //!    [`metrics`] (Prometheus; JWKS series read from the key sets at scrape time),
 //!    [`audit`] (one audit event per decision, sampled before it is built; the writer is
 //!    the `audit-log` crate's).
-//! 6. [`http`] (actix-web handlers and state; [`http::answer`] is the only place that builds
-//!    responses, and sits low enough for `config` to pre-render its realm).
+//! 6. [`http`] (actix-web handlers and state, the public resource-metadata route;
+//!    [`http::answer`] is the only place that builds responses, and sits low enough for
+//!    `config` to pre-render its realm and the MCP rules' challenges).
 //! 7. [`reload`] (hot reload on file change and SIGHUP).
 //! 8. [`app`]: [`run`] serves a loaded config on given listeners until a shutdown future
 //!    resolves, supervising the watcher; `main.rs` is arguments, logging, binding, signals.
