@@ -130,3 +130,72 @@ impl CatalogCache {
         catalog
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProcessEnv;
+    use crate::test_util::tool;
+
+    fn status(name: &str, state: HealthState, tools: &[&str]) -> Arc<ServerStatus> {
+        Arc::new(ServerStatus {
+            name: name.into(),
+            state,
+            circuit: CircuitState::Closed,
+            latency_ms: None,
+            last_error: None,
+            last_change: String::new(),
+            tool_count: tools.len(),
+            tools: Arc::new(tools.iter().map(|t| tool(t, None)).collect()),
+        })
+    }
+
+    fn who(roles: &[&str]) -> Identity {
+        Identity {
+            id: "u".into(),
+            username: String::new(),
+            role: String::new(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            email: String::new(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn lists_healthy_servers_tools_namespaced_and_filtered_by_roles() {
+        let config = Config::from_yaml(
+            "roles: {tool_call: [user, admin]}\nservers:\n  - name: a\n    url: http://h/mcp\n    tools: {secret: {roles: [admin]}}\n  - {name: b, url: http://h/mcp}\n  - {name: c, url: http://h/mcp}\n",
+            &ProcessEnv,
+        )
+        .expect("config");
+        let snapshot = Snapshot::new(vec![
+            status("a", HealthState::Healthy, &["open", "secret"]),
+            status("b", HealthState::Degraded, &["x"]),
+            status("c", HealthState::Unhealthy, &["y"]),
+        ]);
+        let catalog = Catalog::build(&config, &snapshot);
+        let names = |id: &Identity| -> Vec<String> {
+            catalog.visible(id).iter().map(|t| t.name.to_string()).collect()
+        };
+        assert_eq!(names(&who(&["admin"])), ["a__open", "a__secret", "b__x"]);
+        assert_eq!(names(&who(&["user"])), ["a__open", "b__x"]);
+        assert!(names(&who(&["guest"])).is_empty());
+        assert_eq!(catalog.get("a__secret").map(|t| t.name.as_ref()), Some("a__secret"));
+        assert!(catalog.get("c__y").is_none());
+        assert_eq!(split("a__secret", "__"), Some(("a", "secret")));
+        assert_eq!(split("__x", "__"), None);
+
+        // What clients list changes with health, not with latency.
+        let before = Fingerprint::of(&snapshot);
+        let mut slower = (*snapshot.servers[0]).clone();
+        slower.latency_ms = Some(9.0);
+        let same = Snapshot::new(vec![Arc::new(slower), snapshot.servers[1].clone(), snapshot.servers[2].clone()]);
+        assert_eq!(Fingerprint::of(&same), before);
+        let down = Snapshot::new(vec![
+            status("a", HealthState::Unhealthy, &["open", "secret"]),
+            snapshot.servers[1].clone(),
+            snapshot.servers[2].clone(),
+        ]);
+        assert_ne!(Fingerprint::of(&down), before);
+    }
+}
