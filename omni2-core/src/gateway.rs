@@ -71,7 +71,10 @@ impl Gateway {
         let mut session_config = SessionConfig::default();
         session_config.keep_alive = Some(config.session_idle_timeout);
         sessions.session_config = session_config;
+        // JSON, not a one-event SSE stream, for a stateless (2026-07-28) request answered
+        // by one message; `subscriptions/listen` and sessions still stream.
         let http_config = StreamableHttpServerConfig::default()
+            .with_json_response(true)
             .with_allowed_hosts(config.allowed_hosts.clone())
             .with_max_request_body_bytes(MAX_BODY_BYTES);
         let owners = bridge::SessionOwners::new(config.session_idle_timeout);

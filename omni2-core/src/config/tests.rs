@@ -210,16 +210,25 @@ fn gateway_namespacing_refuses_server_names_that_could_collide() {
         )
     };
     // `a_` + `__` + `b` and `a` + `__` + `_b` are the same name; `b__c` contains it.
-    let e = Config::from_yaml(&yaml("__"), &env(&[])).expect_err("ambiguous").to_string();
+    let e = Config::from_yaml(&yaml("__"), &env(&[]))
+        .expect_err("ambiguous")
+        .to_string();
     assert!(e.contains("servers[1].name") && e.contains("\"a_\""), "{e}");
-    assert!(e.contains("servers[2].name") && e.contains("\"b__c\""), "{e}");
+    assert!(
+        e.contains("servers[2].name") && e.contains("\"b__c\""),
+        "{e}"
+    );
     assert!(!e.contains("servers[0].name"), "{e}");
     // Another separator makes the same names fine.
     let c = Config::from_yaml(&yaml("."), &env(&[])).expect("valid");
     assert_eq!(c.gateway.separator, ".");
-    let e = Config::from_yaml(&yaml(""), &env(&[])).expect_err("empty").to_string();
+    let e = Config::from_yaml(&yaml(""), &env(&[]))
+        .expect_err("empty")
+        .to_string();
     assert!(e.contains("gateway.separator"), "{e}");
-    let e = Config::from_yaml(&yaml("/"), &env(&[])).expect_err("slash").to_string();
+    let e = Config::from_yaml(&yaml("/"), &env(&[]))
+        .expect_err("slash")
+        .to_string();
     assert!(e.contains("gateway.separator"), "{e}");
 }
 

@@ -175,12 +175,19 @@ mod tests {
         ]);
         let catalog = Catalog::build(&config, &snapshot);
         let names = |id: &Identity| -> Vec<String> {
-            catalog.visible(id).iter().map(|t| t.name.to_string()).collect()
+            catalog
+                .visible(id)
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect()
         };
         assert_eq!(names(&who(&["admin"])), ["a__open", "a__secret", "b__x"]);
         assert_eq!(names(&who(&["user"])), ["a__open", "b__x"]);
         assert!(names(&who(&["guest"])).is_empty());
-        assert_eq!(catalog.get("a__secret").map(|t| t.name.as_ref()), Some("a__secret"));
+        assert_eq!(
+            catalog.get("a__secret").map(|t| t.name.as_ref()),
+            Some("a__secret")
+        );
         assert!(catalog.get("c__y").is_none());
         assert_eq!(split("a__secret", "__"), Some(("a", "secret")));
         assert_eq!(split("__x", "__"), None);
@@ -189,7 +196,11 @@ mod tests {
         let before = Fingerprint::of(&snapshot);
         let mut slower = (*snapshot.servers[0]).clone();
         slower.latency_ms = Some(9.0);
-        let same = Snapshot::new(vec![Arc::new(slower), snapshot.servers[1].clone(), snapshot.servers[2].clone()]);
+        let same = Snapshot::new(vec![
+            Arc::new(slower),
+            snapshot.servers[1].clone(),
+            snapshot.servers[2].clone(),
+        ]);
         assert_eq!(Fingerprint::of(&same), before);
         let down = Snapshot::new(vec![
             status("a", HealthState::Unhealthy, &["open", "secret"]),
