@@ -7,9 +7,9 @@
 //! `_meta`, `subscriptions/listen`), with its mirrored `Mcp-Method`/`Mcp-Name`/
 //! `MCP-Protocol-Version` headers checked against the body (400 with JSON-RPC `-32020`).
 //! Writing that again on actix types would be a second, less tested copy of a spec. So
-//! [`bridge`] turns the actix request into an `http` 1 request (the body is read first,
+//! `bridge` turns the actix request into an `http` 1 request (the body is read first,
 //! bounded), calls the service, and streams its answer back (SSE included). The only
-//! per-request state it adds is the caller's verified [`Identity`], in the request's
+//! per-request state it adds is the caller's verified [`Identity`](crate::identity::Identity), in the request's
 //! extensions, which rmcp hands to our handler.
 //!
 //! # Identity and credentials

@@ -58,7 +58,7 @@ pub async fn serve(
         }));
     }
     if req.method() == actix_web::http::Method::POST
-        && let Err(refused) = check_json(&body)
+        && let Some(refused) = check_json(&body)
     {
         return refused;
     }
@@ -100,16 +100,17 @@ fn bad_request(code: i32, message: &str) -> HttpResponse {
 /// Refuses what no revision we serve accepts, with the JSON-RPC error rmcp would not give:
 /// a body that is not JSON (-32700; rmcp answers 415), and batches (-32600; removed from
 /// MCP in 2025-06-18), however large, without parsing their items.
-fn check_json(body: &[u8]) -> Result<(), HttpResponse> {
+/// The refusal, if any.
+fn check_json(body: &[u8]) -> Option<HttpResponse> {
     if body.trim_ascii_start().first() == Some(&b'[') {
-        return Err(bad_request(
+        return Some(bad_request(
             -32600,
             "Invalid Request: JSON-RPC batches are not supported; send one message per request",
         ));
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map(drop)
-        .map_err(|e| bad_request(-32700, &format!("Parse error: {e}")))
+        .err()
+        .map(|e| bad_request(-32700, &format!("Parse error: {e}")))
 }
 
 /// The actix request as an `http` 1 request carrying the verified identity.

@@ -91,7 +91,7 @@ impl GatewayHandler {
 }
 
 /// The caller's identity, put there by the bridge. Missing means a bug: refuse.
-fn caller<'a>(extensions: &'a rmcp::model::Extensions) -> Result<&'a Identity, ErrorData> {
+fn caller(extensions: &rmcp::model::Extensions) -> Result<&Identity, ErrorData> {
     extensions
         .get::<http::request::Parts>()
         .and_then(|p| p.extensions.get::<Identity>())
