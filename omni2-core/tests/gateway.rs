@@ -115,6 +115,11 @@ impl Everything {
 }
 
 fn config(py: &str, ev: &str) -> String {
+    config_with(py, ev, "30s", "60s")
+}
+
+/// `config` with the Python server's breaker open for `open` (backing off up to `max`).
+fn config_with(py: &str, ev: &str, open: &str, max: &str) -> String {
     format!(
         r#"identity_secret: ${{OMNI2_TEST_SECRET}}
 gateway:
@@ -128,7 +133,7 @@ servers:
     call_timeout: 5s
     unhealthy_after: 2
     healthy_after: 1
-    breaker: {{failure_threshold: 2, failure_rate: 0.5, window: 10, min_calls: 10, open_duration: 30s, max_open_duration: 60s}}
+    breaker: {{failure_threshold: 2, failure_rate: 0.5, window: 10, min_calls: 10, open_duration: {open}, max_open_duration: {max}}}
     tools:
       counter: {{cache: true, ttl: 10m}}
       add: {{roles: [admin]}}
@@ -542,4 +547,40 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     let health = http.get(o.url("/health")).send().await.expect("health");
     assert_eq!(health.status(), 200);
     py.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changed_when_a_backend_recovers_and_when_its_tools_change() {
+    let mut py = McpServer::start(&[]);
+    let ev = Everything::start().await;
+    let o = Omni2::start(&config_with(&py.url(), &ev.url(), "500ms", "1s"), None);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &o, "py", "healthy").await;
+    let root = headers("root", "admin");
+    let c = Script::python(
+        &o.url("/mcp"),
+        "session",
+        &["--wait-change", "--wait-recovery"],
+        &root,
+    );
+    c.step("initialize");
+    c.step("list");
+    c.step("ready");
+    py.kill();
+    let listed = names(&c.step("changed"));
+    assert!(listed.iter().all(|t| !t.starts_with("py__")), "{listed:?}");
+    c.step("down_call");
+    c.step("ready2");
+    py.restart();
+    let listed = names(&c.step("recovered"));
+    assert!(listed.contains(&"py__add".to_owned()), "{listed:?}");
+    assert!(!listed.contains(&"py__late_tool".to_owned()), "{listed:?}");
+    let added = c.step("add_tool");
+    assert_eq!(added["ok"], true, "{added}");
+    // The backend said its list changed; omni2 refetched it and told its own clients.
+    let added = c.step("added");
+    assert!(
+        names(&added).contains(&"py__late_tool".to_owned()),
+        "{added}"
+    );
 }
