@@ -516,6 +516,16 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("-32020"), "{body}");
 
+    // Missing mirrored headers are a mismatch too.
+    let mut h = MODERN.to_vec();
+    h.push(("mcp-method", "tools/call"));
+    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("-32020") && body.contains("Mcp-Name"),
+        "{body}"
+    );
+
     // Matching headers: served.
     let mut h = MODERN.to_vec();
     h.extend([("mcp-method", "tools/call"), ("mcp-name", "py__counter")]);
