@@ -161,13 +161,52 @@ pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
 }
 
-/// Per-tool cache policy.
+/// Per-tool policy: cache, who may call it, how often.
 #[derive(Clone, Debug, Default)]
 pub struct ToolPolicy {
     /// `Some(true)`: cache; `Some(false)`: never cache; `None`: decided by annotations.
     pub cache: Option<bool>,
     /// TTL override; the cache's `default_ttl` otherwise.
     pub ttl: Option<Duration>,
+    /// Roles that may call (and, on `/mcp`, see) the tool; `None`: `roles.tool_call`.
+    pub roles: Option<Vec<String>>,
+    /// Calls per user on `/mcp` (token bucket); `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket per user: `burst` calls at once, one more every `every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Bucket size (> 0).
+    pub burst: u32,
+    /// Time to earn one call back (> 0).
+    pub every: Duration,
+}
+
+/// `gateway`: the MCP endpoint `/mcp` (see [`crate::gateway`]).
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Serve `/mcp` (default true).
+    pub enabled: bool,
+    /// Between server and tool name in the tools `/mcp` lists (default `__`). No server
+    /// name may contain it, so every listed name splits back one way only.
+    pub separator: String,
+    /// `Host` values accepted (DNS-rebinding guard); empty (default): any, since every
+    /// request must carry the sidecar's signed identity anyway.
+    pub allowed_hosts: Vec<String>,
+    /// A session (revisions up to 2025-11-25) idle this long is closed (default 5 min).
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            separator: "__".to_owned(),
+            allowed_hosts: Vec::new(),
+            session_idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How a session with an MCP server starts.
@@ -233,6 +272,8 @@ pub struct Config {
     /// The audit trail (`audit-log`'s shared block); `None`: off. A relative `file` is
     /// relative to the working directory.
     pub audit: Option<audit_log::AuditSettings>,
+    /// The MCP endpoint `/mcp`.
+    pub gateway: GatewayConfig,
 }
 
 impl Config {

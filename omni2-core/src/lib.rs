@@ -37,6 +37,8 @@
 //! - [`control`]: control actions (probe now, reset breaker, invalidate cache,
 //!   disable/enable), one entry point for REST and the WebSocket, behind the role guard.
 //! - [`routes`]: REST routes and the status page ([`status_page`]); [`ws`]: `/ws/mcp-status`.
+//! - [`gateway`]: `/mcp`, omni2 as an MCP server aggregating every server's tools (calls go
+//!   through the REST call path in [`routes`]).
 //! - [`metrics`]: Prometheus metrics.
 //!
 //! Imports point down this list's dependency order, never back to the crate root: the root
@@ -50,6 +52,7 @@ pub mod config;
 pub mod control;
 pub mod control_record;
 pub mod coordinator;
+pub mod gateway;
 pub mod health;
 pub mod identity;
 pub mod mcp;
@@ -71,6 +74,7 @@ use crate::audit::Audit;
 use crate::cache::ToolCache;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
+use crate::gateway::Gateway;
 use crate::identity::IdentityVerifier;
 use crate::mcp::{HttpMcpClient, McpClient};
 use crate::metrics::Metrics;
@@ -83,6 +87,8 @@ use crate::shared::TaskHealth;
 pub struct Omni2 {
     shared: Arc<Shared>,
     coordinator: Arc<Mutex<Option<Coordinator>>>,
+    /// `/mcp`, unless `gateway.enabled: false`.
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl Omni2 {
@@ -138,20 +144,27 @@ impl Omni2 {
         ));
         let (shutdown, _) = watch::channel(false);
         let audit = Audit::new(config.audit.as_ref(), metrics.audit.clone());
+        let shared = Arc::new(Shared {
+            audit,
+            config,
+            registry,
+            published,
+            cache,
+            metrics,
+            hub: ws::Hub::default(),
+            shutdown,
+            tasks: TaskHealth::default(),
+            verifier,
+        });
+        let gateway = shared
+            .config
+            .gateway
+            .enabled
+            .then(|| Arc::new(Gateway::new(shared.clone())));
         Self {
-            shared: Arc::new(Shared {
-                audit,
-                config,
-                registry,
-                published,
-                cache,
-                metrics,
-                hub: ws::Hub::default(),
-                shutdown,
-                tasks: TaskHealth::default(),
-                verifier,
-            }),
+            shared,
             coordinator: Arc::new(Mutex::new(Some(coordinator))),
+            gateway,
         }
     }
 
@@ -167,6 +180,9 @@ impl Omni2 {
             .app_data(web::Data::new(self.shared.verifier.clone()))
             .app_data(ws::WorkerFanout::default());
         routes::configure(cfg);
+        if let Some(gateway) = &self.gateway {
+            gateway.configure(cfg);
+        }
     }
 
     /// Starts the background tasks (coordinator, cache stats) on the current tokio runtime.
@@ -182,10 +198,20 @@ impl Omni2 {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let tasks = coordinator
+        let mut tasks: Vec<JoinHandle<()>> = coordinator
             .map(|c| tokio::spawn(supervise_coordinator(c, self.shared.clone())))
             .into_iter()
             .collect();
+        if !tasks.is_empty()
+            && let Some(gateway) = self.gateway.clone()
+        {
+            // On shutdown, end `/mcp` sessions and their streams too.
+            let mut shutdown = self.shared.shutdown.subscribe();
+            tasks.push(tokio::spawn(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                gateway.close();
+            }));
+        }
         Omni2Handle {
             shared: self.shared.clone(),
             tasks,

@@ -84,7 +84,7 @@ impl Error {
 }
 
 /// What we keep of a tool from `tools/list`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ToolInfo {
     /// Tool name.
     pub name: String,
@@ -94,6 +94,10 @@ pub struct ToolInfo {
     /// `annotations.readOnlyHint`, when given.
     #[serde(rename = "readOnlyHint", skip_serializing_if = "Option::is_none")]
     pub read_only_hint: Option<bool>,
+    /// The whole definition as the server sent it (schemas, annotations): what `/mcp`
+    /// lists, renamed. Not in the REST status.
+    #[serde(skip)]
+    pub definition: std::sync::Arc<rmcp::model::Tool>,
 }
 
 /// A `tools/call` result as JSON (the MCP `CallToolResult` object).

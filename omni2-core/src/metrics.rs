@@ -44,6 +44,8 @@ pub struct Metrics {
     pub log_lines_lost: IntCounter,
     /// `omni2_audit_events_total{result}`, `omni2_audit_dropped_total`.
     pub audit: audit_log::AuditCounters,
+    /// `omni2_gateway_rate_limited_total`: `/mcp` tool calls refused by a rate limit.
+    pub gateway_rate_limited: IntCounter,
 }
 
 /// Result labels of `omni2_tool_calls_total`: these three for answered calls, and
@@ -171,6 +173,11 @@ impl Metrics {
             "Log lines lost because the log sink (stderr) failed.",
         ));
         reg(Box::new(log_lines_lost.clone()));
+        let gateway_rate_limited = must(IntCounter::new(
+            "omni2_gateway_rate_limited_total",
+            "/mcp tool calls refused because the caller's rate limit for the tool was used up.",
+        ));
+        reg(Box::new(gateway_rate_limited.clone()));
         let audit = audit_log::AuditCounters::new("omni2");
         must(audit.register(&registry));
         reg(Box::new(server_up.clone()));
@@ -207,6 +214,7 @@ impl Metrics {
             ws_origin_refused,
             log_lines_lost,
             audit,
+            gateway_rate_limited,
         }
     }
 

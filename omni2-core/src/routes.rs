@@ -18,7 +18,7 @@ use crate::cache::{CacheKey, Uncached};
 use crate::control;
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityError};
 use crate::mcp::ToolResult;
 use crate::metrics::call_result;
 use crate::shared::Shared;
@@ -191,10 +191,26 @@ struct Target {
     cache_ttl: Option<Duration>,
 }
 
-/// What a call produced: a body to send and its `result` label.
-struct Answer {
-    body: Body,
-    is_hit: bool,
+/// What a call produced: a body to send and whether it came from the cache.
+pub(crate) struct Answer {
+    pub(crate) body: Body,
+    pub(crate) is_hit: bool,
+}
+
+/// Why a tool call got no result: the caller's roles, or an [`ApiError`].
+pub(crate) enum Refusal {
+    Identity(IdentityError),
+    Api(ApiError),
+}
+
+/// The roles that may call `tool` of `server`: its own `roles`, else `roles.tool_call`.
+pub(crate) fn tool_roles<'a>(shared: &'a Shared, server: &str, tool: &str) -> &'a [String] {
+    shared
+        .registry
+        .index(server)
+        .and_then(|i| shared.registry.get(i).config.tools.get(tool))
+        .and_then(|p| p.roles.as_deref())
+        .unwrap_or(&shared.config.roles.tool_call)
 }
 
 async fn call_tool(
@@ -203,11 +219,30 @@ async fn call_tool(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let started = Instant::now();
     let (server, tool) = path.into_inner();
+    match run_tool_call(&shared, &id, server, tool, || parse_arguments(&body)).await {
+        Ok(answer) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .body(answer.body.with_cached(answer.is_hit)),
+        Err(Refusal::Identity(e)) => actix_web::ResponseError::error_response(&e),
+        Err(Refusal::Api(e)) => e.response(),
+    }
+}
+
+/// One tool call as REST and `/mcp` make it: role guard, resolve, cache or breaker-guarded
+/// upstream call with its timeout, then the metric and the audit record.
+pub(crate) async fn run_tool_call(
+    shared: &web::Data<Arc<Shared>>,
+    id: &Identity,
+    server: String,
+    tool: String,
+    arguments: impl FnOnce() -> Result<Map<String, Value>, String>,
+) -> Result<Answer, Refusal> {
+    let started = Instant::now();
     let refused = |result: &str| {
         shared.audit.tool_call(ToolCall {
-            actor: &id,
+            actor: id,
             server: &server,
             tool: &tool,
             arguments: None,
@@ -216,18 +251,18 @@ async fn call_tool(
             latency: started.elapsed(),
         });
     };
-    if let Err(e) = id.require_any(&shared.config.roles.tool_call) {
+    if let Err(e) = id.require_any(tool_roles(shared, &server, &tool)) {
         refused(e.as_str());
-        return actix_web::ResponseError::error_response(&e);
+        return Err(Refusal::Identity(e));
     }
-    let target = match resolve(&shared, server.clone(), tool.clone(), &body) {
+    let target = match resolve(shared, server.clone(), tool.clone(), arguments) {
         Ok(t) => t,
         Err(e) => {
             refused(e.as_str());
-            return e.response();
+            return Err(Refusal::Api(e));
         }
     };
-    let outcome = call(&shared, &target).await;
+    let outcome = call(shared, &target).await;
     let result = match &outcome {
         Ok(a) if a.is_hit => call_result::CACHED,
         Ok(a) if a.body.is_error() => call_result::TOOL_ERROR,
@@ -238,7 +273,7 @@ async fn call_tool(
         .metrics
         .count_tool_call(&target.server, &target.tool_label, result);
     shared.audit.tool_call(ToolCall {
-        actor: &id,
+        actor: id,
         server: &target.server,
         tool: &target.tool,
         arguments: Some(&target.arguments),
@@ -246,23 +281,22 @@ async fn call_tool(
         cached: matches!(&outcome, Ok(a) if a.is_hit),
         latency: started.elapsed(),
     });
-    match outcome {
-        Ok(answer) => HttpResponse::Ok()
-            .insert_header((CACHE_CONTROL, "no-store"))
-            .insert_header((CONTENT_TYPE, "application/json"))
-            .body(answer.body.with_cached(answer.is_hit)),
-        Err(e) => e.response(),
-    }
+    outcome.map_err(Refusal::Api)
 }
 
 /// Finds the server and tool and checks the arguments, without calling anything.
-fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result<Target, ApiError> {
+fn resolve(
+    shared: &Shared,
+    server: String,
+    tool: String,
+    arguments: impl FnOnce() -> Result<Map<String, Value>, String>,
+) -> Result<Target, ApiError> {
     let index = shared
         .registry
         .index(&server)
         .ok_or(ApiError::UnknownServer)?;
     let entry = shared.registry.get(index).clone();
-    let arguments = parse_arguments(body).map_err(ApiError::BadArguments)?;
+    let arguments = arguments().map_err(ApiError::BadArguments)?;
     let status = shared.published.snapshot.borrow().servers[index].clone();
     if status.state == HealthState::Disabled {
         return Err(ApiError::ServerDisabled);
@@ -378,7 +412,7 @@ fn upstream_call(
 }
 
 /// A result ready to send: cached JSON text, or a fresh value.
-enum Body {
+pub(crate) enum Body {
     Text(String),
     Value(Value),
 }

@@ -81,10 +81,22 @@ impl FakeMcp {
 
 /// A `ToolInfo`.
 pub fn tool(name: &str, read_only: Option<bool>) -> ToolInfo {
+    let mut definition = rmcp::model::Tool::new(
+        name.to_owned(),
+        format!("{name} (fake)"),
+        std::sync::Arc::new(serde_json::Map::from_iter([(
+            "type".to_owned(),
+            serde_json::Value::from("object"),
+        )])),
+    );
+    if let Some(hint) = read_only {
+        definition.annotations = Some(rmcp::model::ToolAnnotations::new().read_only(hint));
+    }
     ToolInfo {
         name: name.to_owned(),
         description: None,
         read_only_hint: read_only,
+        definition: std::sync::Arc::new(definition),
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod audit;
 mod control;
 mod docs;
+mod gateway;
 mod log_pipe;
 mod mcp_live;
 mod rmcp_server;

@@ -8,8 +8,8 @@ use config_plumbing::RawDuration;
 
 use super::raw::*;
 use super::{
-    CacheConfig, Config, Error, IdentityHeaders, Protocol, Roles, ServerConfig, SharedCacheConfig,
-    ToolPolicy, WebsocketConfig,
+    CacheConfig, Config, Error, GatewayConfig, IdentityHeaders, Protocol, RateLimit, Roles,
+    ServerConfig, SharedCacheConfig, ToolPolicy, WebsocketConfig,
 };
 use crate::breaker::BreakerConfig;
 
@@ -173,12 +173,13 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
         );
     }
     let mut names = HashSet::new();
-    let servers = raw
+    let servers: Vec<ServerConfig> = raw
         .servers
         .into_iter()
         .enumerate()
         .map(|(i, s)| check_server(s, &format!("servers[{i}]"), &mut names, errors))
         .collect();
+    let gateway = check_gateway(raw.gateway, &servers, errors);
     let audit = audit_log::compile(
         &raw.audit,
         "audit",
@@ -196,6 +197,70 @@ pub(super) fn check(raw: RawConfig, errors: &mut Error) -> Config {
         websocket,
         servers,
         audit,
+        gateway,
+    }
+}
+
+/// `gateway`, and the namespacing it implies: no server name may contain the separator,
+/// so `server + separator + tool` never names two tools.
+fn check_gateway(raw: RawGateway, servers: &[ServerConfig], errors: &mut Error) -> GatewayConfig {
+    let d = GatewayConfig::default();
+    let separator = raw.separator.unwrap_or(d.separator);
+    let valid = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if separator.is_empty() || separator.len() > 8 || !separator.chars().all(valid) {
+        errors.push(
+            "gateway.separator",
+            format!("invalid separator {separator:?}: 1-8 of [A-Za-z0-9_.-]"),
+        );
+    } else {
+        for (i, s) in servers.iter().enumerate() {
+            // The listed name splits at the separator's first occurrence: it must be the
+            // one right after the server name (`a_` with `__` would split as `a`).
+            let prefix = format!("{}{separator}", s.name);
+            if prefix.find(&separator) != Some(s.name.len()) {
+                errors.push(
+                    format!("servers[{i}].name"),
+                    format!(
+                        "server name {:?} contains (or ends with part of) the gateway \
+                         separator {separator:?}: its tool names on /mcp could collide \
+                         with another server's; rename it or set gateway.separator",
+                        s.name
+                    ),
+                );
+            }
+        }
+    }
+    let session_idle_timeout = duration(
+        raw.session_idle_timeout,
+        d.session_idle_timeout,
+        "gateway.session_idle_timeout",
+        errors,
+    );
+    if session_idle_timeout.is_zero() {
+        errors.push("gateway.session_idle_timeout", "must be > 0");
+    }
+    GatewayConfig {
+        enabled: raw.enabled.unwrap_or(d.enabled),
+        separator,
+        allowed_hosts: raw.allowed_hosts.unwrap_or_default(),
+        session_idle_timeout,
+    }
+}
+
+fn check_rate_limit(raw: RawRateLimit, p: &str, errors: &mut Error) -> RateLimit {
+    let burst = positive(raw.burst, 1, &format!("{p}.burst"), errors).min(u64::from(u32::MAX));
+    let every = duration(
+        raw.every,
+        Duration::from_secs(1),
+        &format!("{p}.every"),
+        errors,
+    );
+    if every.is_zero() {
+        errors.push(format!("{p}.every"), "must be > 0");
+    }
+    RateLimit {
+        burst: burst as u32,
+        every,
     }
 }
 
@@ -291,11 +356,16 @@ fn check_server(
                     errors,
                 )
             });
+            let rate_limit = t
+                .rate_limit
+                .map(|r| check_rate_limit(r, &format!("{p}.tools.{tool}.rate_limit"), errors));
             (
                 tool,
                 ToolPolicy {
                     cache: t.cache,
                     ttl,
+                    roles: t.roles,
+                    rate_limit,
                 },
             )
         })

@@ -23,6 +23,22 @@ pub(super) struct RawConfig {
     pub(super) servers: Vec<RawServer>,
     #[serde(default)]
     pub(super) audit: audit_log::RawAudit,
+    #[serde(default)]
+    pub(super) gateway: RawGateway,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawGateway {
+    pub(super) enabled: Option<bool>,
+    pub(super) separator: Option<String>,
+    pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) session_idle_timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRateLimit {
+    pub(super) burst: Option<i64>,
+    pub(super) every: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,4 +126,6 @@ pub(super) struct RawBreaker {
 pub(super) struct RawToolPolicy {
     pub(super) cache: Option<bool>,
     pub(super) ttl: Option<RawDuration>,
+    pub(super) roles: Option<Vec<String>>,
+    pub(super) rate_limit: Option<RawRateLimit>,
 }

@@ -201,3 +201,62 @@ fn cache_redis_is_optional_takes_defaults_and_names_bad_fields() {
         .to_string();
     assert!(e.contains("cache.redis.url: required"), "{e}");
 }
+
+#[test]
+fn gateway_namespacing_refuses_server_names_that_could_collide() {
+    let yaml = |sep: &str| {
+        format!(
+            "gateway: {{separator: {sep:?}}}\nservers:\n  - {{name: a, url: http://h/mcp}}\n  - {{name: a_, url: http://h/mcp}}\n  - {{name: b__c, url: http://h/mcp}}\n"
+        )
+    };
+    // `a_` + `__` + `b` and `a` + `__` + `_b` are the same name; `b__c` contains it.
+    let e = Config::from_yaml(&yaml("__"), &env(&[]))
+        .expect_err("ambiguous")
+        .to_string();
+    assert!(e.contains("servers[1].name") && e.contains("\"a_\""), "{e}");
+    assert!(
+        e.contains("servers[2].name") && e.contains("\"b__c\""),
+        "{e}"
+    );
+    assert!(!e.contains("servers[0].name"), "{e}");
+    // Another separator makes the same names fine.
+    let c = Config::from_yaml(&yaml("."), &env(&[])).expect("valid");
+    assert_eq!(c.gateway.separator, ".");
+    let e = Config::from_yaml(&yaml(""), &env(&[]))
+        .expect_err("empty")
+        .to_string();
+    assert!(e.contains("gateway.separator"), "{e}");
+    let e = Config::from_yaml(&yaml("/"), &env(&[]))
+        .expect_err("slash")
+        .to_string();
+    assert!(e.contains("gateway.separator"), "{e}");
+}
+
+#[test]
+fn tool_roles_and_rate_limits_are_checked() {
+    let c = Config::from_yaml(
+        "servers:\n  - name: s\n    url: http://h/mcp\n    tools:\n      t: {roles: [ops], rate_limit: {burst: 3, every: 2s}}\n",
+        &env(&[]),
+    )
+    .expect("valid");
+    let t = &c.servers[0].tools["t"];
+    assert_eq!(t.roles.as_deref(), Some(&["ops".to_owned()][..]));
+    assert_eq!(
+        t.rate_limit,
+        Some(RateLimit {
+            burst: 3,
+            every: Duration::from_secs(2)
+        })
+    );
+    assert!(c.gateway.enabled);
+    assert_eq!(c.gateway.separator, "__");
+    let e = Config::from_yaml(
+        "servers:\n  - name: s\n    url: http://h/mcp\n    tools:\n      t: {rate_limit: {burst: 0, every: 0s, per: 1}}\n",
+        &env(&[]),
+    )
+    .expect_err("invalid")
+    .to_string();
+    assert!(e.contains("servers[0].tools.t.rate_limit.burst"), "{e}");
+    assert!(e.contains("servers[0].tools.t.rate_limit.every"), "{e}");
+    assert!(e.contains("per"), "unknown keys are errors: {e}");
+}

@@ -330,9 +330,10 @@ async fn list_all(peer: &Peer<RoleClient>) -> Result<Vec<ToolInfo>, ServiceError
     Ok(tools
         .into_iter()
         .map(|t| ToolInfo {
-            name: t.name.into_owned(),
-            description: t.description.map(|d| d.into_owned()),
-            read_only_hint: t.annotations.and_then(|a| a.read_only_hint),
+            name: t.name.to_string(),
+            description: t.description.as_ref().map(|d| d.to_string()),
+            read_only_hint: t.annotations.as_ref().and_then(|a| a.read_only_hint),
+            definition: Arc::new(t),
         })
         .collect())
 }

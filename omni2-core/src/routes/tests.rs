@@ -21,6 +21,7 @@ fn omni2(trust_annotations: bool, fake: Arc<FakeMcp>) -> Omni2 {
         ToolPolicy {
             cache: Some(false),
             ttl: None,
+            ..Default::default()
         },
     );
     config.servers.push(server);
@@ -307,4 +308,30 @@ async fn status_page_is_served_without_identity_under_a_strict_policy() {
     let resp =
         atest::call_service(&app, atest::TestRequest::post().uri("/status").to_request()).await;
     assert_ne!(resp.status(), StatusCode::OK, "GET only");
+}
+
+#[actix_web::test]
+async fn a_tools_own_roles_guard_its_rest_calls_too() {
+    let fake = Arc::new(FakeMcp::new());
+    let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+    let mut server = server_config("f");
+    server.tools.insert(
+        "echo".into(),
+        ToolPolicy {
+            roles: Some(vec!["admin".into()]),
+            ..Default::default()
+        },
+    );
+    config.servers.push(server);
+    let o = Omni2::with_clients(config, vec![fake.clone()]);
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    until_healthy(&o).await;
+    let (status, body, _) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"], "role_denied");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+    // Tools without their own roles keep `roles.tool_call` (any identity here).
+    let (status, _, _) = call_json(&app, "add").await;
+    assert_eq!(status, StatusCode::OK);
 }

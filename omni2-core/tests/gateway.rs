@@ -1,0 +1,596 @@
+//! `/mcp`: the real `omni2` binary serving MCP, with the official Python SDK client and the
+//! TypeScript SDK client, in front of the Python reference server and server-everything.
+//! Identity is the sidecar's signed headers the tests mint; clients also send a bearer
+//! token, as they would through Traefik, which must never reach a backend (a recording
+//! TCP proxy sits between omni2 and the Python server).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_support::Proc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const BEARER: &str = "Bearer client-token-must-not-leak-7f3a9";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A TCP proxy to `target` that records every byte omni2 sends upstream.
+struct RecordingProxy {
+    port: u16,
+    sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    async fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let record = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16 << 10];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            record.lock().expect("lock").extend_from_slice(&buf[..n]);
+                            if uw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = uw.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Self { port, sent }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().expect("lock")).to_ascii_lowercase()
+    }
+}
+
+/// server-everything (npm), streamable HTTP on a free port.
+struct Everything {
+    _proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Everything {
+    async fn start() -> Self {
+        let bin = repo_root().join("tests/node/node_modules/.bin/mcp-server-everything");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `npm ci` in tests/node (.ci/run does)",
+            bin.display()
+        );
+        let port = test_support::free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(bin);
+        cmd.arg("streamableHttp").env("PORT", port.to_string());
+        let proc = Proc::spawn("server-everything", cmd, dir.path().join("everything.log"));
+        eventually("server-everything listening", WAIT, || async move {
+            TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
+        Self {
+            _proc: proc,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+fn config(py: &str, ev: &str) -> String {
+    config_with(py, ev, "30s", "60s")
+}
+
+/// `config` with the Python server's breaker open for `open` (backing off up to `max`).
+fn config_with(py: &str, ev: &str, open: &str, max: &str) -> String {
+    format!(
+        r#"identity_secret: ${{OMNI2_TEST_SECRET}}
+gateway:
+  separator: "__"
+servers:
+  - name: py
+    url: {py}
+    protocol: legacy
+    probe_interval: 200ms
+    probe_timeout: 1s
+    call_timeout: 5s
+    unhealthy_after: 2
+    healthy_after: 1
+    breaker: {{failure_threshold: 2, failure_rate: 0.5, window: 10, min_calls: 10, open_duration: {open}, max_open_duration: {max}}}
+    tools:
+      counter: {{cache: true, ttl: 10m}}
+      add: {{roles: [admin]}}
+      echo: {{rate_limit: {{burst: 2, every: 1h}}}}
+  - name: ev
+    url: {ev}
+    protocol: legacy
+    probe_interval: 500ms
+    probe_timeout: 2s
+    call_timeout: 5s
+"#
+    )
+}
+
+/// Signed identity headers (plus the client's bearer token) as a JSON object.
+fn headers(id: &str, roles: &str) -> Value {
+    let mut h: serde_json::Map<String, Value> =
+        identity(id, roles, unix_now() + 3600, Some(SECRET))
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+    h.insert("authorization".into(), BEARER.into());
+    Value::Object(h)
+}
+
+fn signed(id: &str, roles: &str) -> Vec<(String, String)> {
+    identity(id, roles, unix_now() + 3600, Some(SECRET))
+}
+
+async fn wait_healthy(http: &reqwest::Client, o: &Omni2, server: &str, want: &str) {
+    eventually(&format!("{server} {want}"), WAIT, || async {
+        let r = with(
+            http.get(o.url(&format!("/api/v1/mcp/servers/{server}"))),
+            &signed("root", "admin"),
+        )
+        .send()
+        .await
+        .ok()?;
+        let s: Value = r.json().await.ok()?;
+        (s["state"] == want).then_some(())
+    })
+    .await;
+}
+
+/// A client script; its JSON lines arrive on the returned channel.
+struct Script {
+    _proc: Proc,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Script {
+    fn start(program: &str, args: &[String], headers: &Value) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(repo_root().join("tests/node"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} must be installed (.ci/run): {e}"));
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{headers}").expect("write headers");
+        drop(stdin);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        let _ = tx.send(v);
+                    }
+                    Err(_) => eprintln!("client: {line}"),
+                }
+            }
+        });
+        Self {
+            _proc: Proc::adopt(program, child),
+            lines,
+        }
+    }
+
+    fn python(url: &str, mode: &str, extra: &[&str], headers: &Value) -> Self {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway_client.py");
+        let mut args = vec![
+            script.display().to_string(),
+            url.to_owned(),
+            mode.to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start("python3", &args, headers)
+    }
+
+    fn node(url: &str, extra: &[&str], headers: &Value) -> Self {
+        let mut args = vec!["gateway-client.mjs".to_owned(), url.to_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start("node", &args, headers)
+    }
+
+    /// The next line, which must be `step`.
+    fn step(&self, step: &str) -> Value {
+        let limit = test_support::wait::patience(Duration::from_secs(60));
+        let line = self
+            .lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("client printed no {step:?} within {limit:?}"));
+        assert_eq!(line["step"], step, "{line}");
+        line
+    }
+}
+
+fn names(line: &Value) -> Vec<String> {
+    line["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t.as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// Steps both runs of the Python client print: the user's on the session revision, the
+/// admin's on the stateless one.
+fn assert_python_calls(c: &Script, is_admin: bool) {
+    let add = c.step("add");
+    if is_admin {
+        assert_eq!(add["ok"], true, "{add}");
+        assert_eq!(add["structured"]["result"], 5, "{add}");
+    } else {
+        // Not listed for this caller, and refused when called anyway.
+        assert_eq!(add["ok"], false, "{add}");
+        assert_eq!(add["code"], -32003, "{add}");
+        assert_eq!(add["data"]["error"], "role_denied", "{add}");
+    }
+    let (c1, c2) = (c.step("counter1"), c.step("counter2"));
+    assert_eq!(c2["cached"], true, "{c2}");
+    // Served from the cache: the backend's counter did not move.
+    assert_eq!(c1["structured"], c2["structured"], "{c1} {c2}");
+    let echo = c.step("everything_echo");
+    assert_eq!(echo["ok"], true, "{echo}");
+    assert!(
+        echo["text"][0].as_str().is_some_and(|t| t.contains("hi")),
+        "{echo}"
+    );
+    let unknown = c.step("unknown");
+    assert_eq!(unknown["code"], -32602, "{unknown}");
+    let (l0, l1, l2) = (c.step("limited0"), c.step("limited1"), c.step("limited2"));
+    assert_eq!(l0["ok"], true, "{l0}");
+    assert_eq!(l1["ok"], true, "{l1}");
+    assert_eq!(l2["ok"], false, "{l2}");
+    assert_eq!(l2["code"], -32005, "{l2}");
+    assert!(
+        l2["data"]["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1000),
+        "{l2}"
+    );
+    // `ping` is in the session revisions only (2026-07-28 removed it).
+    let ping = c.step("ping");
+    if is_admin {
+        assert_eq!(ping["code"], -32601, "{ping}");
+    } else {
+        assert_eq!(ping["ok"], true, "{ping}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
+    let mut py = McpServer::start(&[]);
+    let proxy = RecordingProxy::start(py.port).await;
+    let ev = Everything::start().await;
+    let o = Omni2::start(&config(&proxy.url(), &ev.url()), None);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &o, "py", "healthy").await;
+    wait_healthy(&http, &o, "ev", "healthy").await;
+    let url = o.url("/mcp");
+
+    // The session revision, as a user: `py__add` (admin only) is not listed.
+    let alice = headers("alice", "user");
+    let c = Script::python(&url, "session", &[], &alice);
+    let init = c.step("initialize");
+    assert_eq!(init["protocol"], "2025-11-25", "{init}");
+    assert_eq!(init["server"], "omni2");
+    assert_eq!(init["list_changed"], true);
+    let listed = names(&c.step("list"));
+    for t in ["py__counter", "py__echo", "ev__echo", "ev__get-sum"] {
+        assert!(listed.contains(&t.to_owned()), "{t} in {listed:?}");
+    }
+    assert!(!listed.contains(&"py__add".to_owned()), "{listed:?}");
+    assert_python_calls(&c, false);
+
+    // The stateless revision, as an admin: `py__add` is listed and callable.
+    let root = headers("root", "admin");
+    let c = Script::python(&url, "discover", &[], &root);
+    let d = c.step("discover");
+    assert!(
+        d["versions"]
+            .as_array()
+            .expect("versions")
+            .contains(&json!("2026-07-28")),
+        "{d}"
+    );
+    let listed = names(&c.step("list"));
+    assert!(listed.contains(&"py__add".to_owned()), "{listed:?}");
+    assert_python_calls(&c, true);
+
+    // The TypeScript SDK (session revision).
+    let c = Script::node(&url, &[], &root);
+    let init = c.step("initialize");
+    assert_eq!(init["server"], "omni2", "{init}");
+    assert_eq!(init["session"], true, "{init}");
+    assert!(names(&c.step("list")).contains(&"py__add".to_owned()));
+    let add = c.step("add");
+    assert_eq!(add["structured"]["result"], 42, "{add}");
+    let (c1, c2) = (c.step("counter1"), c.step("counter2"));
+    assert_eq!(c1["cached"], true, "cached by the Python runs: {c1}");
+    assert_eq!(c2["structured"], c1["structured"], "{c2}");
+    let echo = c.step("everything_echo");
+    assert!(
+        echo["text"][0]
+            .as_str()
+            .is_some_and(|t| t.contains("from ts")),
+        "{echo}"
+    );
+    let sum = c.step("everything_sum");
+    assert_eq!(sum["ok"], true, "{sum}");
+    assert!(
+        sum["text"][0].as_str().is_some_and(|t| t.contains('3')),
+        "{sum}"
+    );
+
+    // The backend saw omni2's own requests only: no client token, no identity headers.
+    let sent = proxy.sent();
+    assert!(sent.contains("tools/call"), "the proxy recorded the calls");
+    assert!(
+        !sent.contains("client-token-must-not-leak"),
+        "bearer token leaked"
+    );
+    assert!(
+        !sent.contains("authorization:"),
+        "an authorization header reached the backend"
+    );
+    assert!(
+        !sent.contains("x-user-id"),
+        "identity headers reached the backend"
+    );
+    py.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
+    let mut py = McpServer::start(&[]);
+    let ev = Everything::start().await;
+    let o = Omni2::start(&config(&py.url(), &ev.url()), None);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &o, "py", "healthy").await;
+    wait_healthy(&http, &o, "ev", "healthy").await;
+    let url = o.url("/mcp");
+    let root = headers("root", "admin");
+    let pyc = Script::python(&url, "session", &["--wait-change"], &root);
+    let ts = Script::node(&url, &["--wait-change"], &root);
+    pyc.step("initialize");
+    ts.step("initialize");
+    assert!(names(&pyc.step("list")).contains(&"py__counter".to_owned()));
+    assert!(names(&ts.step("list")).contains(&"py__counter".to_owned()));
+    pyc.step("ready");
+    ts.step("ready");
+
+    py.kill();
+    for c in [&pyc, &ts] {
+        let listed = names(&c.step("changed"));
+        assert!(listed.iter().all(|t| !t.starts_with("py__")), "{listed:?}");
+        assert!(listed.contains(&"ev__echo".to_owned()), "{listed:?}");
+    }
+    // The breaker is open: the call fails at once, saying when to retry.
+    let down = pyc.step("down_call");
+    assert_eq!(down["ok"], false, "{down}");
+    assert_eq!(down["code"], -32001, "{down}");
+    assert_eq!(down["data"]["error"], "circuit_open", "{down}");
+    assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
+    assert!(
+        down["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable")),
+        "{down}"
+    );
+}
+
+/// A raw `/mcp` POST.
+async fn post(
+    http: &reqwest::Client,
+    o: &Omni2,
+    who: &[(String, String)],
+    extra: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = with(http.post(o.url("/mcp")), who)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.body(body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.expect("body"))
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+const MODERN: [(&str, &str); 1] = [("mcp-protocol-version", "2026-07-28")];
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
+    let mut py = McpServer::start(&[]);
+    let o = Omni2::start(&config(&py.url(), "http://127.0.0.1:9/mcp"), None);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &o, "py", "healthy").await;
+    let root = signed("root", "admin");
+
+    // No identity: refused before any MCP processing, like REST.
+    let (status, _, body) = post(&http, &o, &[], &[], "{}").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("missing_identity"), "{body}");
+
+    // Malformed JSON.
+    let (status, _, body) = post(&http, &o, &root, &[], "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("-32700") && body.contains("Parse error"),
+        "{body}"
+    );
+
+    // A JSON-RPC batch (no revision we serve has batches), huge or not.
+    let batch: Vec<Value> = (0..20_000)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+        .collect();
+    let text = serde_json::to_string(&batch).expect("json");
+    assert!(text.len() < omni2_core::gateway::MAX_BODY_BYTES);
+    let (status, _, body) = post(&http, &o, &root, &[], text).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("-32600") && body.contains("batches"),
+        "{body}"
+    );
+    // Over the body limit.
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1_100_000));
+    let (status, _, _) = post(&http, &o, &root, &[], big).await;
+    assert_eq!(status, 413);
+
+    // Unknown method (stateless revision).
+    let unknown =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "nope/nothing", "params": {"_meta": meta()}});
+    let mut h = MODERN.to_vec();
+    h.push(("mcp-method", "nope/nothing"));
+    let (status, _, body) = post(&http, &o, &root, &h, unknown.to_string()).await;
+    eprintln!("unknown: {status} {body}");
+    assert!(body.contains("-32601"), "{status} {body}");
+
+    // Mirrored headers that contradict the body: 400 / -32020.
+    let list =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta()}});
+    let mut h = MODERN.to_vec();
+    h.push(("mcp-method", "tools/call"));
+    let (status, _, body) = post(&http, &o, &root, &h, list.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("-32020"), "{body}");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "py__counter", "arguments": {}, "_meta": meta()}});
+    let mut h = MODERN.to_vec();
+    h.extend([("mcp-method", "tools/call"), ("mcp-name", "py__echo")]);
+    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("-32020"), "{body}");
+
+    // Missing mirrored headers are a mismatch too.
+    let mut h = MODERN.to_vec();
+    h.push(("mcp-method", "tools/call"));
+    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("-32020") && body.contains("Mcp-Name"),
+        "{body}"
+    );
+
+    // Matching headers: served.
+    let mut h = MODERN.to_vec();
+    h.extend([("mcp-method", "tools/call"), ("mcp-name", "py__counter")]);
+    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"result\""), "{body}");
+
+    // A session opened by one user is not another's.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, headers, body) = post(&http, &o, &root, &[], init.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let session = headers["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_owned();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    let session_headers = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let alice = signed("alice", "user");
+    let (status, _, _) = post(&http, &o, &alice, &session_headers, ping.clone()).await;
+    assert_eq!(status, 404);
+    let (status, _, body) = post(&http, &o, &root, &session_headers, ping).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Still up and serving.
+    let health = http.get(o.url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    py.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changed_when_a_backend_recovers_and_when_its_tools_change() {
+    let mut py = McpServer::start(&[]);
+    let ev = Everything::start().await;
+    let o = Omni2::start(&config_with(&py.url(), &ev.url(), "500ms", "1s"), None);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &o, "py", "healthy").await;
+    let root = headers("root", "admin");
+    let c = Script::python(
+        &o.url("/mcp"),
+        "session",
+        &["--wait-change", "--wait-recovery"],
+        &root,
+    );
+    c.step("initialize");
+    c.step("list");
+    c.step("ready");
+    py.kill();
+    let listed = names(&c.step("changed"));
+    assert!(listed.iter().all(|t| !t.starts_with("py__")), "{listed:?}");
+    c.step("down_call");
+    c.step("ready2");
+    py.restart();
+    let listed = names(&c.step("recovered"));
+    assert!(listed.contains(&"py__add".to_owned()), "{listed:?}");
+    assert!(!listed.contains(&"py__late_tool".to_owned()), "{listed:?}");
+    let added = c.step("add_tool");
+    assert_eq!(added["ok"], true, "{added}");
+    // The backend said its list changed; omni2 refetched it and told its own clients.
+    let added = c.step("added");
+    assert!(
+        names(&added).contains(&"py__late_tool".to_owned()),
+        "{added}"
+    );
+}
