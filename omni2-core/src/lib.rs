@@ -165,6 +165,7 @@ impl Omni2 {
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.shared.clone()))
             .app_data(web::Data::new(self.shared.verifier.clone()))
+            .app_data(web::Data::new(self.shared.metrics.clone()))
             .app_data(ws::WorkerFanout::default());
         routes::configure(cfg);
     }

@@ -155,6 +155,10 @@ async fn health(shared: web::Data<Arc<Shared>>) -> HttpResponse {
 }
 
 async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    // moka counts lazily: settle pending work so the size gauges are current.
+    shared.cache.run_pending_tasks().await;
+    let stats = shared.cache.stats();
+    shared.metrics.set_cache_size(stats.entries, stats.bytes);
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(shared.metrics.render())
@@ -286,11 +290,7 @@ fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result
             .and_then(|p| p.ttl)
             .unwrap_or(shared.config.cache.default_ttl)
     });
-    let tool_label = if advertised.is_some() {
-        tool.clone()
-    } else {
-        call_result::OTHER_TOOL.to_owned()
-    };
+    let tool_label = crate::metrics::tool_label(&status.tools, &tool).to_owned();
     Ok(Target {
         index,
         entry,
@@ -348,8 +348,7 @@ fn upstream_call(
         let result = timeout(limit, entry.client.call_tool(&tool, arguments)).await;
         shared
             .metrics
-            .tool_call_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe_tool_call(&server, &tool_label, started.elapsed().as_secs_f64());
         let failure = match result {
             Ok(Ok(r)) => {
                 permit.finish(true);

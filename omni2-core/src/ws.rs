@@ -32,6 +32,7 @@ use self::fanout::{Filter, Outbox};
 use crate::control;
 use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
+use crate::metrics::{ws_close, ws_reject};
 pub use crate::shared::Hub;
 use crate::shared::Shared;
 
@@ -71,6 +72,7 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin_allowed(&req, &shared.config.websocket.allowed_origins) {
         shared.metrics.ws_origin_refused.inc();
+        shared.metrics.ws_rejected.with_label_values(&[ws_reject::ORIGIN]).inc();
         return Ok(HttpResponse::Forbidden()
             .insert_header((CACHE_CONTROL, "no-store"))
             .json(json!({
@@ -78,15 +80,19 @@ pub async fn upgrade(
                 "message": "this Origin may not open /ws/mcp-status (websocket.allowed_origins)",
             })));
     }
-    let identity = identity?;
-    identity.require_any(&shared.config.roles.ws_status)?;
+    let reject = |reason: &str| shared.metrics.ws_rejected.with_label_values(&[reason]).inc();
+    let identity = identity.inspect_err(|_| reject(ws_reject::IDENTITY))?;
+    identity
+        .require_any(&shared.config.roles.ws_status)
+        .inspect_err(|_| reject(ws_reject::ROLE))?;
     let Some(fanout) = req.app_data::<WorkerFanout>().cloned() else {
         // Mounted without `Omni2::configure`: a wiring error, not the client's.
         return Err(actix_web::error::ErrorInternalServerError(
             "WebSocket fan-out not mounted",
         ));
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).inspect_err(|_| reject(ws_reject::BAD_HANDSHAKE))?;
     let shared = shared.get_ref().clone();
     let max = shared.config.websocket.max_connections;
     let previous = shared.hub.connections.fetch_add(1, Ordering::Relaxed);
@@ -95,6 +101,7 @@ pub async fn upgrade(
         shared: shared.clone(),
     };
     if previous >= max {
+        reject(ws_reject::TOO_MANY);
         actix_web::rt::spawn(async move {
             let _slot = slot;
             let reason = CloseReason {
@@ -224,6 +231,7 @@ impl Connection {
         let expiry = sleep_until(expires_at);
         tokio::pin!(stop, expiry);
 
+        let mut ended = ws_close::CLIENT;
         let mut flow = self.send_snapshot().await;
         while let Flow::Continue = flow {
             let out = self.out.clone();
@@ -240,7 +248,10 @@ impl Connection {
                     match message {
                         Some(Ok(m)) => self.on_message(m).await,
                         // Closed by the client, or a protocol error: nothing more to say.
-                        Some(Err(_)) | None => break,
+                        Some(Err(_)) | None => {
+                            ended = ws_close::CLIENT;
+                            break;
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -250,7 +261,10 @@ impl Connection {
                         // A client that does not read cannot take pings either: bounded.
                         match timeout(ws.send_timeout, self.session.ping(b"")).await {
                             Ok(Ok(())) => Flow::Continue,
-                            Ok(Err(_)) => break,
+                            Ok(Err(_)) => {
+                                ended = ws_close::SEND_FAILED;
+                                break;
+                            }
                             Err(_) => self.missed_own_frame(),
                         }
                     }
@@ -258,6 +272,14 @@ impl Connection {
             };
         }
         self.out.is_closing.set(true);
+        if let Flow::Close(_, why) = flow {
+            ended = close_label(why);
+        }
+        self.shared
+            .metrics
+            .ws_closes
+            .with_label_values(&[ended])
+            .inc();
         if let Flow::Close(code, why) = flow {
             let reason = CloseReason {
                 code,
@@ -504,6 +526,18 @@ impl Connection {
             json!({"type": kind, "servers": servers, "events": events, "paused": filter.is_paused})
         };
         self.reply(body).await
+    }
+}
+
+/// The `omni2_ws_closes_total` reason of a close we send (by its description).
+fn close_label(why: &str) -> &'static str {
+    match why {
+        "server shutting down" => ws_close::SHUTDOWN,
+        "token expired" => ws_close::TOKEN_EXPIRED,
+        "client too slow" => ws_close::TOO_SLOW,
+        "idle timeout" => ws_close::IDLE,
+        "closed" => ws_close::SEND_FAILED,
+        _ => ws_close::CLIENT,
     }
 }
 

@@ -7,6 +7,7 @@ mod audit;
 mod control;
 mod docs;
 mod log_pipe;
+mod metrics;
 mod mcp_live;
 mod rmcp_server;
 mod shared_cache;

@@ -81,7 +81,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = omni2.clone();
     let mut server = HttpServer::new(move || {
         let app = app.clone();
-        App::new().configure(move |cfg| app.configure(cfg))
+        App::new()
+            .wrap(actix_web::middleware::from_fn(
+                omni2_core::metrics::count_http_requests,
+            ))
+            .configure(move |cfg| app.configure(cfg))
     })
     // We handle signals ourselves to close WebSockets (1001) before the graceful stop.
     .disable_signals()

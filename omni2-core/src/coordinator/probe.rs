@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
 use crate::mcp::{self, McpClient, ToolInfo};
+use crate::metrics::probe_result;
 
 /// What a probe asks, decided when it starts.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +26,8 @@ pub(crate) struct ProbeOutcome {
     pub result: Result<(), mcp::Error>,
     pub tools: Option<Result<Vec<ToolInfo>, mcp::Error>>,
     pub plan: ProbePlan,
+    /// The `result` label of `omni2_mcp_probes_total`.
+    pub result_label: &'static str,
 }
 
 /// Probes server `index` (then lists its tools if planned), each step bounded by `limit`.
@@ -36,11 +39,19 @@ pub(crate) async fn run(
     plan: ProbePlan,
 ) -> ProbeOutcome {
     let started = Instant::now();
-    let result = match timeout(limit, client.probe()).await {
-        Ok(r) => r,
+    let (result, result_label) = match timeout(limit, client.probe()).await {
+        Ok(Ok(())) => (Ok(()), probe_result::OK),
+        Ok(Err(e)) => {
+            let label = match e.fault {
+                mcp::Fault::Transport => probe_result::TRANSPORT_ERROR,
+                mcp::Fault::Upstream => probe_result::UPSTREAM_ERROR,
+                mcp::Fault::Internal => probe_result::INTERNAL_ERROR,
+            };
+            (Err(e), label)
+        }
         Err(_) => {
             client.reset().await;
-            Err(mcp::Error::timeout(limit))
+            (Err(mcp::Error::timeout(limit)), probe_result::TIMEOUT)
         }
     };
     let elapsed = started.elapsed();
@@ -58,5 +69,6 @@ pub(crate) async fn run(
         result,
         tools,
         plan,
+        result_label,
     }
 }

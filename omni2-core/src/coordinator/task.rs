@@ -41,7 +41,7 @@ pub fn build(
             let state = ServerState::new(&e.config, &now);
             metrics.set_health(&e.config.name, state.status.state);
             metrics.set_circuit(&e.config.name, CircuitState::Closed);
-            metrics.precreate_tool_calls(&e.config.name, std::iter::empty());
+            metrics.precreate_server(&e.config.name);
             state
         })
         .collect();
@@ -196,6 +196,8 @@ impl Coordinator {
     /// A probe finished: breaker, health, status, events, snapshot.
     fn apply_probe(&mut self, outcome: ProbeOutcome) {
         let index = outcome.index;
+        let name = self.registry.get(index).config.name.clone();
+        self.metrics.count_probe(&name, outcome.result_label);
         if !self.states[index].enabled {
             // Disabled while it ran: its outcome is about a server nobody watches now.
             self.states[index].is_probing = false;
