@@ -38,6 +38,8 @@
 //!   disable/enable), one entry point for REST and the WebSocket, behind the role guard.
 //! - [`routes`]: REST routes and the status page ([`status_page`]); [`ws`]: `/ws/mcp-status`.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`reload`]: configuration hot reload (file changes, SIGHUP): servers in and out
+//!   through the coordinator, without a restart.
 //!
 //! Imports point down this list's dependency order, never back to the crate root: the root
 //! (`Omni2`) wires the modules together and no module uses it.
@@ -54,6 +56,7 @@ pub mod health;
 pub mod identity;
 pub mod mcp;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 pub mod shared;
 pub mod status_page;

@@ -3,8 +3,8 @@
 //! (unknown tools are counted as `other`), never from users or tokens.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::breaker::CircuitState;
@@ -220,7 +220,10 @@ impl Metrics {
             &["server", "tool"],
         ));
         let probes = must(IntCounterVec::new(
-            Opts::new("omni2_mcp_probes_total", "Finished MCP health probes by result."),
+            Opts::new(
+                "omni2_mcp_probes_total",
+                "Finished MCP health probes by result.",
+            ),
             &["server", "result"],
         ));
         let cache_entries = must(IntGauge::new(
@@ -278,7 +281,10 @@ impl Metrics {
         ));
         config_reload_last_success.set(unix_seconds());
         let build_info = must(IntGaugeVec::new(
-            Opts::new("omni2_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "omni2_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version"],
         ));
         build_info
@@ -286,7 +292,9 @@ impl Metrics {
             .set(1);
         reg(Box::new(build_info));
         #[cfg(target_os = "linux")]
-        reg(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        reg(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let cache = CacheCounters {
             hits: must(IntCounter::new(
                 "omni2_tool_cache_hits_total",
@@ -434,7 +442,8 @@ impl Metrics {
     pub fn set_cache_size(&self, entries: u64, bytes: u64) {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
-        self.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one HTTP request.
@@ -463,7 +472,9 @@ impl Metrics {
             let _ = self.server_state.remove_label_values(&[server, s.as_str()]);
         }
         for s in CircuitState::ALL {
-            let _ = self.circuit_state.remove_label_values(&[server, s.as_str()]);
+            let _ = self
+                .circuit_state
+                .remove_label_values(&[server, s.as_str()]);
             let _ = self
                 .circuit_transitions
                 .remove_label_values(&[server, s.as_str()]);
@@ -589,6 +600,9 @@ mod tests {
             .collect();
         assert_eq!(labelled.len(), MAX_TOOL_LABELS + 1, "64 tools and `other`");
         m.forget_server("a", tools.iter().map(|t| t.name.as_str()));
-        assert!(!m.render().contains("server=\"a\""), "every series of `a` dropped");
+        assert!(
+            !m.render().contains("server=\"a\""),
+            "every series of `a` dropped"
+        );
     }
 }

@@ -184,7 +184,6 @@ async fn get_server(
 /// A resolved tool call: which server, which tool, what arguments, and whether it may be
 /// served from the cache.
 struct Target {
-    index: usize,
     entry: Arc<ServerEntry>,
     server: String,
     tool: String,
@@ -261,13 +260,19 @@ async fn call_tool(
 
 /// Finds the server and tool and checks the arguments, without calling anything.
 fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result<Target, ApiError> {
-    let index = shared
+    let entry = shared
         .registry
-        .index(&server)
+        .entry(&server)
         .ok_or(ApiError::UnknownServer)?;
-    let entry = shared.registry.get(index).clone();
     let arguments = parse_arguments(body).map_err(ApiError::BadArguments)?;
-    let status = shared.published.snapshot.borrow().servers[index].clone();
+    // By name: a reload may have published a new list since the entry was read.
+    let status = shared
+        .published
+        .snapshot
+        .borrow()
+        .get(&server)
+        .cloned()
+        .ok_or(ApiError::UnknownServer)?;
     if status.state == HealthState::Disabled {
         return Err(ApiError::ServerDisabled);
     }
@@ -292,7 +297,6 @@ fn resolve(shared: &Shared, server: String, tool: String, body: &[u8]) -> Result
     });
     let tool_label = crate::metrics::tool_label(&status.tools, &tool).to_owned();
     Ok(Target {
-        index,
         entry,
         server,
         tool,
@@ -331,18 +335,19 @@ fn upstream_call(
     shared: web::Data<Arc<Shared>>,
     target: &Target,
 ) -> impl Future<Output = Result<ToolResult, ApiError>> + use<> {
-    let (index, entry) = (target.index, target.entry.clone());
+    let entry = target.entry.clone();
     let (server, tool) = (target.server.clone(), target.tool.clone());
     let tool_label = target.tool_label.clone();
     let arguments = target.arguments.clone();
     async move {
-        let permit = shared
-            .registry
-            .admit(index)
-            .map_err(|retry_after| ApiError::CircuitOpen {
-                server: server.clone(),
-                retry_after,
-            })?;
+        let permit =
+            shared
+                .registry
+                .admit_entry(&entry)
+                .map_err(|retry_after| ApiError::CircuitOpen {
+                    server: server.clone(),
+                    retry_after,
+                })?;
         let limit = entry.config.call_timeout;
         let started = Instant::now();
         let result = timeout(limit, entry.client.call_tool(&tool, arguments)).await;

@@ -72,7 +72,11 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin_allowed(&req, &shared.config.websocket.allowed_origins) {
         shared.metrics.ws_origin_refused.inc();
-        shared.metrics.ws_rejected.with_label_values(&[ws_reject::ORIGIN]).inc();
+        shared
+            .metrics
+            .ws_rejected
+            .with_label_values(&[ws_reject::ORIGIN])
+            .inc();
         return Ok(HttpResponse::Forbidden()
             .insert_header((CACHE_CONTROL, "no-store"))
             .json(json!({
@@ -80,7 +84,13 @@ pub async fn upgrade(
                 "message": "this Origin may not open /ws/mcp-status (websocket.allowed_origins)",
             })));
     }
-    let reject = |reason: &str| shared.metrics.ws_rejected.with_label_values(&[reason]).inc();
+    let reject = |reason: &str| {
+        shared
+            .metrics
+            .ws_rejected
+            .with_label_values(&[reason])
+            .inc()
+    };
     let identity = identity.inspect_err(|_| reject(ws_reject::IDENTITY))?;
     identity
         .require_any(&shared.config.roles.ws_status)
@@ -550,14 +560,7 @@ fn tagged(mut body: serde_json::Value, id: &Option<CorrelationId>) -> serde_json
 }
 
 fn all_kinds() -> HashSet<EventKind> {
-    [
-        EventKind::ServerStatus,
-        EventKind::CircuitState,
-        EventKind::ToolsChanged,
-        EventKind::CacheStats,
-    ]
-    .into_iter()
-    .collect()
+    EventKind::ALL.into_iter().collect()
 }
 
 fn parse_kinds(names: Option<Vec<String>>) -> Result<Option<HashSet<EventKind>>, String> {

@@ -13,8 +13,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The value of the series written exactly `series` (name and labels), if present.
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn value_or_zero(text: &str, series: &str) -> f64 {
@@ -56,7 +61,10 @@ async fn series_follow_real_traffic_and_pass_promtool() {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
     assert_eq!(
-        value(&text, r#"omni2_mcp_probes_total{result="timeout",server="s1"}"#),
+        value(
+            &text,
+            r#"omni2_mcp_probes_total{result="timeout",server="s1"}"#
+        ),
         Some(0.0),
         "every result series is created at 0"
     );

@@ -21,7 +21,8 @@ pub(crate) struct ProbePlan {
 
 /// A finished probe.
 pub(crate) struct ProbeOutcome {
-    pub index: usize,
+    /// The probed server's [`ServerEntry`](crate::coordinator::ServerEntry) id.
+    pub id: u64,
     pub elapsed: Duration,
     pub result: Result<(), mcp::Error>,
     pub tools: Option<Result<Vec<ToolInfo>, mcp::Error>>,
@@ -30,10 +31,10 @@ pub(crate) struct ProbeOutcome {
     pub result_label: &'static str,
 }
 
-/// Probes server `index` (then lists its tools if planned), each step bounded by `limit`.
+/// Probes server `id` (then lists its tools if planned), each step bounded by `limit`.
 /// A probe that times out also resets the client's session.
 pub(crate) async fn run(
-    index: usize,
+    id: u64,
     client: Arc<dyn McpClient>,
     limit: Duration,
     plan: ProbePlan,
@@ -64,7 +65,7 @@ pub(crate) async fn run(
         None
     };
     ProbeOutcome {
-        index,
+        id,
         elapsed,
         result,
         tools,
