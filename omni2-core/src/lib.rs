@@ -75,7 +75,7 @@ use crate::cache::ToolCache;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::identity::IdentityVerifier;
-use crate::mcp::{HttpMcpClient, McpClient};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
 use crate::shared::TaskHealth;
@@ -91,14 +91,8 @@ pub struct Omni2 {
 impl Omni2 {
     /// Builds an instance talking to the configured servers over streamable HTTP.
     pub fn from_config(config: Config) -> Self {
-        let http = HttpMcpClient::default_http_client();
-        let clients = config
-            .servers
-            .iter()
-            .map(|s| {
-                Arc::new(HttpMcpClient::new(&s.url, s.protocol, http.clone())) as Arc<dyn McpClient>
-            })
-            .collect();
+        let make = reload::http_clients();
+        let clients = config.servers.iter().map(|s| make(s)).collect();
         Self::with_clients(config, clients)
     }
 

@@ -582,6 +582,7 @@ mod tests {
                 name: format!("t{i}"),
                 description: None,
                 read_only_hint: None,
+                input_schema: None,
             })
             .collect();
         assert_eq!(tool_label(&tools, "t0"), "t0");

@@ -85,6 +85,7 @@ pub fn tool(name: &str, read_only: Option<bool>) -> ToolInfo {
         name: name.to_owned(),
         description: None,
         read_only_hint: read_only,
+        input_schema: None,
     }
 }
 

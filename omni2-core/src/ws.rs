@@ -22,6 +22,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Session};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
 use futures_util::StreamExt;
@@ -169,6 +170,9 @@ enum ClientMessage {
     },
     Resync,
     Ping,
+    /// Admins only (`roles.control`): every audit event from now on, as `audit` messages.
+    SubscribeAudit,
+    UnsubscribeAudit,
 }
 
 /// The client's tag for a control request, echoed in its `result` or `error`: a string
@@ -199,6 +203,18 @@ struct Connection {
     lag_strikes: u32,
     /// Control actions running; each yields its `result` or `error` message.
     pending: FuturesUnordered<PendingReply>,
+    /// The `audit` topic, when this (admin) connection subscribed to it.
+    audit: Option<broadcast::Receiver<Arc<str>>>,
+}
+
+/// The next live audit line; never resolves without a subscription.
+async fn next_audit(
+    audit: &mut Option<broadcast::Receiver<Arc<str>>>,
+) -> Result<Arc<str>, RecvError> {
+    match audit {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -218,6 +234,7 @@ impl Connection {
             identity,
             lag_strikes: 0,
             pending: FuturesUnordered::new(),
+            audit: None,
         }
     }
 
@@ -253,6 +270,18 @@ impl Connection {
                 Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
                     self.reply(answer).await
                 }
+                line = next_audit(&mut self.audit) => match line {
+                    // One event, as the sink writes it (a JSON object).
+                    Ok(line) => self.send(&format!("\"type\":\"audit\",\"event\":{line}}}")).await,
+                    // This client reads slower than tool calls happen: say how many it lost.
+                    Err(RecvError::Lagged(missed)) => {
+                        self.reply(json!({"type": "audit_lagged", "missed": missed})).await
+                    }
+                    Err(RecvError::Closed) => {
+                        self.audit = None;
+                        Flow::Continue
+                    }
+                },
                 message = stream.recv() => {
                     last_heard = Instant::now();
                     match message {
@@ -488,6 +517,27 @@ impl Connection {
                 };
                 self.narrow_filter(servers, events);
                 self.ack("unsubscribed").await
+            }
+            ClientMessage::SubscribeAudit => {
+                if self
+                    .identity
+                    .require_any(&self.shared.config.roles.control)
+                    .is_err()
+                {
+                    let body = json!({"type": "error", "action": "subscribe_audit",
+                        "error": "role_denied",
+                        "message": "the audit topic needs an admin role (roles.control)"});
+                    return self.reply(body).await;
+                }
+                if self.audit.is_none() {
+                    self.audit = Some(self.shared.audit.subscribe());
+                    tracing::info!(user = %self.identity.id, "Audit topic subscribed.");
+                }
+                self.reply(json!({"type": "audit_subscribed"})).await
+            }
+            ClientMessage::UnsubscribeAudit => {
+                self.audit = None;
+                self.reply(json!({"type": "audit_unsubscribed"})).await
             }
             // Control actions are routed by `on_text`.
             _ => Flow::Continue,

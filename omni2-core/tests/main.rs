@@ -4,6 +4,7 @@
 mod common;
 
 mod audit;
+mod audit_topic;
 mod control;
 mod docs;
 mod log_pipe;

@@ -333,6 +333,7 @@ async fn list_all(peer: &Peer<RoleClient>) -> Result<Vec<ToolInfo>, ServiceError
             name: t.name.into_owned(),
             description: t.description.map(|d| d.into_owned()),
             read_only_hint: t.annotations.and_then(|a| a.read_only_hint),
+            input_schema: super::bounded_schema(t.input_schema),
         })
         .collect())
 }
