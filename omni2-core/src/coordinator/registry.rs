@@ -261,7 +261,7 @@ impl Registry {
 pub(crate) type OpReply = oneshot::Sender<Result<OpOutcome, OpError>>;
 
 /// Makes the MCP client of a server a reload adds or changes.
-pub(crate) type ClientFactory = Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>;
+pub(crate) type MakeClient = Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>;
 
 /// What calls and operators tell the coordinator task; servers by [`ServerEntry::id`].
 pub(crate) enum Command {
@@ -272,7 +272,7 @@ pub(crate) enum Command {
     /// A configuration reload: the new server list, how to make clients, where to answer.
     Reload(
         Vec<ServerConfig>,
-        ClientFactory,
+        MakeClient,
         oneshot::Sender<ReloadSummary>,
     ),
 }
