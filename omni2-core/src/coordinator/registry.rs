@@ -235,7 +235,7 @@ impl Registry {
     pub async fn reload(
         &self,
         servers: Vec<ServerConfig>,
-        client: Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>,
+        client: MakeClient,
     ) -> Result<ReloadSummary, OpError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -261,7 +261,7 @@ impl Registry {
 pub(crate) type OpReply = oneshot::Sender<Result<OpOutcome, OpError>>;
 
 /// Makes the MCP client of a server a reload adds or changes.
-pub(crate) type MakeClient = Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>;
+pub type MakeClient = Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>;
 
 /// What calls and operators tell the coordinator task; servers by [`ServerEntry::id`].
 pub(crate) enum Command {

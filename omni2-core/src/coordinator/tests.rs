@@ -409,8 +409,16 @@ async fn a_reload_keeps_unchanged_servers_replaces_changed_ones_and_drops_late_n
     assert!(removed.iter().any(|j| j.contains("\"c\"")));
     let added = kinds(EventKind::ServerAdded);
     assert_eq!(added.len(), 2, "{added:?}");
-    assert!(added.iter().any(|j| j.contains("\"b\"") && j.contains("\"replaced\":true")));
-    assert!(added.iter().any(|j| j.contains("\"d\"") && j.contains("\"replaced\":false")));
+    assert!(
+        added
+            .iter()
+            .any(|j| j.contains("\"b\"") && j.contains("\"replaced\":true"))
+    );
+    assert!(
+        added
+            .iter()
+            .any(|j| j.contains("\"d\"") && j.contains("\"replaced\":false"))
+    );
 
     // The old `c` call finishing, and the old `b` probe, change nothing now.
     late.finish(false);
@@ -426,6 +434,14 @@ async fn a_reload_keeps_unchanged_servers_replaces_changed_ones_and_drops_late_n
         .control_named("d", ServerOp::Probe)
         .await
         .expect("configured");
-    assert!(matches!(outcome, Ok(OpOutcome::Probed { .. })), "{outcome:?}");
-    assert!(h.registry.control_named("c", ServerOp::Probe).await.is_none());
+    assert!(
+        matches!(outcome, Ok(OpOutcome::Probed { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        h.registry
+            .control_named("c", ServerOp::Probe)
+            .await
+            .is_none()
+    );
 }
