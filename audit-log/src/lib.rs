@@ -1,8 +1,9 @@
 //! The audit trail writer auth-sidecar and omni2 share: one home for the `audit:` config
 //! block, the queue, the writer and the sinks. Each binary builds its own events.
 //!
-//! A request hands a finished JSON line to [`AuditLog::submit`], which never blocks: the
-//! line goes into a bounded queue, or, when the queue is full, is dropped and counted
+//! A request hands an event to [`AuditLog::submit_deferred`] (a [`DeferredEvent`], which
+//! the writer thread serialises: the cheapest for a hot path) or a finished JSON line to
+//! [`AuditLog::submit`]; neither blocks: it goes into a bounded queue, or, when the queue is full, is dropped and counted
 //! (`*_audit_dropped_total`). One writer thread drains the queue into the sink (stdout, or
 //! a file rotated by size) and counts every line written or failed
 //! (`*_audit_events_total{result}`). A sink that fails or panics is counted, logged once
@@ -17,7 +18,7 @@ pub mod sink;
 pub mod writer;
 
 pub use config::{Allows, Arguments, AuditSettings, Binary, RawAudit, SinkSettings, compile};
-pub use writer::{AuditCounters, AuditLog};
+pub use writer::{AuditCounters, AuditLog, DeferredEvent};
 
 use std::time::SystemTime;
 

@@ -1,7 +1,7 @@
 //! One audit event per decision (JSON lines through `audit-log`): denials always, allows
-//! as `audit.allows` samples them. The sampling is decided before anything is built, and
-//! an event borrows everything it shows from the request, so building one is a single
-//! allocation: the line itself.
+//! as `audit.allows` samples them. The sampling is decided before anything is built. The
+//! request only copies what the event shows into one [`Recorded`] (its strings in one
+//! buffer): the JSON, timestamp included, is written on the audit writer thread.
 //!
 //! Fields, and nothing else: never a token, a query string, or any header value but the
 //! forwarded method and host and the request id.
@@ -70,6 +70,71 @@ struct DecisionEvent<'a> {
     request_id: Option<&'a str>,
 }
 
+/// The strings an event shows, in [`Recorded::text`], by position.
+#[derive(Clone, Copy)]
+enum Text {
+    Sub,
+    Method,
+    Host,
+    Path,
+    RequestId,
+}
+
+/// A decision's event as the request recorded it, serialised later by the writer thread:
+/// one allocation for the box and one for all its strings.
+struct Recorded {
+    time: std::time::SystemTime,
+    decision: &'static str,
+    reason: &'static str,
+    rule: Option<std::sync::Arc<str>>,
+    client: Option<IpAddr>,
+    latency_us: u64,
+    cache: &'static str,
+    /// The strings, back to back; `spans[i]`: where [`Text`] `i` is, if present.
+    text: String,
+    spans: [Option<(u32, u32)>; 5],
+}
+
+impl Recorded {
+    fn push(&mut self, which: Text, value: Option<&str>) {
+        if let Some(v) = value {
+            let start = self.text.len();
+            self.text.push_str(v);
+            // Header values and paths are far below 4 GiB; a longer one is not shown.
+            if let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(self.text.len())) {
+                self.spans[which as usize] = Some((a, b));
+            }
+        }
+    }
+
+    fn get(&self, which: Text) -> Option<&str> {
+        let (a, b) = self.spans[which as usize]?;
+        self.text.get(a as usize..b as usize)
+    }
+}
+
+impl audit_log::DeferredEvent for Recorded {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(
+            out,
+            &DecisionEvent {
+                time: Timestamp(self.time),
+                decision: self.decision,
+                reason: self.reason,
+                rule: self.rule.as_deref(),
+                sub: self.get(Text::Sub),
+                client: self.client,
+                method: self.get(Text::Method),
+                host: self.get(Text::Host),
+                path: self.get(Text::Path),
+                latency_us: self.latency_us,
+                cache: self.cache,
+                request_id: self.get(Text::RequestId),
+            },
+        )
+    }
+}
+
 /// Queues the event for this decision if audit is on and the sampling wants it.
 pub fn record(
     log: &AuditLog,
@@ -95,27 +160,38 @@ pub fn record(
         ClientIp::Known(ip) => Some(ip),
         ClientIp::Invalid | ClientIp::Unknown => None,
     };
-    log.submit(&DecisionEvent {
-        time: Timestamp::now(),
+    let sub = outcome
+        .authenticated
+        .as_ref()
+        .and_then(|a| a.subject.as_deref());
+    let (method, host) = (facts.method.get(), facts.host.get());
+    let path = facts.uri.get().map(|uri| split_uri(uri).0);
+    let request_id = request_id(headers);
+    let size = [sub, method, host, path, request_id]
+        .iter()
+        .map(|t| t.map_or(0, str::len))
+        .sum();
+    let mut event = Recorded {
+        time: std::time::SystemTime::now(),
         decision: if decision.is_allow() { "allow" } else { "deny" },
         reason: decision.reason_str(),
-        rule: decision.rule().map(|i| &*rt.policy.rules[i].name),
-        sub: outcome
-            .authenticated
-            .as_ref()
-            .and_then(|a| a.subject.as_deref()),
+        rule: decision.rule().map(|i| rt.policy.rules[i].name.clone()),
         client,
-        method: facts.method.get(),
-        host: facts.host.get(),
-        path: facts.uri.get().map(|uri| split_uri(uri).0),
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         cache: match outcome.cache {
             CacheUse::Hit => "hit",
             CacheUse::Miss => "miss",
             CacheUse::NotNeeded => "none",
         },
-        request_id: request_id(headers),
-    });
+        text: String::with_capacity(size),
+        spans: [None; 5],
+    };
+    event.push(Text::Sub, sub);
+    event.push(Text::Method, method);
+    event.push(Text::Host, host);
+    event.push(Text::Path, path);
+    event.push(Text::RequestId, request_id);
+    log.submit_deferred(Box::new(event));
 }
 
 /// `X-Request-Id` when the gateway sends one, else the trace id of a W3C `traceparent`;

@@ -3,6 +3,7 @@
 #
 #   benches/load/audit.sh                  # 10 s per run after a 2 s warm-up, 2 rounds
 #   DURATION=5s ROUNDS=3 benches/load/audit.sh
+#   SIDECAR_BIN=/tmp/auth-sidecar-before benches/load/audit.sh   # a saved binary, not built
 #
 # Two sidecars with the same config but `audit.allows`: `none` (denials only: this load has
 # none, so nothing is written) and `all` (one JSON line per request, file sink in the same
@@ -25,7 +26,12 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 source benches/load/lib.sh
 need_tools wrk taskset curl
 
-build_release
+if [ -n "${SIDECAR_BIN:-}" ]; then
+  # Before/after comparisons: a binary saved from another commit, as given.
+  BIN=$SIDECAR_BIN
+else
+  build_release
+fi
 config() { # allows -> a config file path
   local dir="$WORK/$1"
   # The audit file in a directory of its own, as deployed: the config's directory is watched.

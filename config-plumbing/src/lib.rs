@@ -6,13 +6,16 @@
 //!
 //! Layout: [`problems`](mod@problems) (what is reported), [`env`](mod@env) (where variables come from and
 //! `${VAR}` expansion), [`duration`](mod@duration) (the one duration syntax), [`size`](mod@size) (the one byte-size syntax), [`parse`](mod@parse) (YAML to raw
-//! structs, collecting every type error).
+//! structs, collecting every type error), and with feature `watch`, `watch` (reload
+//! triggers: file changes and SIGHUP).
 
 pub mod duration;
 pub mod env;
 pub mod parse;
 pub mod problems;
 pub mod size;
+#[cfg(feature = "watch")]
+pub mod watch;
 
 pub use duration::{RawDuration, duration, parse_duration};
 pub use env::{Env, ProcessEnv, expand, interpolate};

@@ -162,7 +162,7 @@ pub struct WebsocketConfig {
 }
 
 /// Per-tool policy: cache, who may call it, how often.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ToolPolicy {
     /// `Some(true)`: cache; `Some(false)`: never cache; `None`: decided by annotations.
     pub cache: Option<bool>,
@@ -220,7 +220,7 @@ pub enum Protocol {
 }
 
 /// One MCP server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
     /// Unique name, used in routes, events and metric labels.
     pub name: String,

@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use crate::api_error::ApiError;
 use crate::breaker::CircuitState;
 pub use crate::control_record::{Action, Request, ResetTo};
-use crate::coordinator::{OpError, OpOutcome, ServerOp};
+use crate::coordinator::{OpError, OpOutcome, ServerEntry, ServerOp};
 use crate::identity::{Identity, IdentityError};
 use crate::shared::Shared;
 
@@ -95,8 +95,7 @@ pub fn allowed_actions(shared: &Shared, who: &Identity) -> Vec<&'static str> {
 
 /// Longest wait for a probe: the probe and its `tools/list`, each bounded by
 /// `probe_timeout`, plus time for a probe slot.
-fn probe_wait(shared: &Shared, index: usize) -> Duration {
-    let entry = shared.registry.get(index);
+fn probe_wait(entry: &ServerEntry) -> Duration {
     entry.config.probe_timeout * 2 + Duration::from_secs(5)
 }
 
@@ -139,9 +138,9 @@ async fn run(
 ) -> Result<Value, ControlError> {
     who.require_any(required_roles(shared, &request.action))
         .map_err(ControlError::Identity)?;
-    let index = shared
+    let entry = shared
         .registry
-        .index(&request.server)
+        .entry(&request.server)
         .ok_or(ControlError::Api(ApiError::UnknownServer))?;
     let server = request.server.as_str();
     let action = request.action.as_str();
@@ -158,11 +157,14 @@ async fn run(
         Action::Enable => ServerOp::SetEnabled(true),
     };
     let answer = timeout(
-        probe_wait(shared, index),
-        shared.registry.control(index, op),
+        probe_wait(&entry),
+        shared.registry.control_named(server, op),
     )
     .await
-    .unwrap_or(Err(OpError::Unavailable));
+    .map_or(Err(OpError::Unavailable), |a| {
+        // Removed by a reload meanwhile: it is not configured any more.
+        a.unwrap_or(Err(OpError::Unavailable))
+    });
     let outcome = answer.map_err(|e| {
         ControlError::Api(match e {
             OpError::Disabled => ApiError::ServerDisabled,

@@ -34,7 +34,7 @@ mod status;
 mod task;
 
 pub use ops::{OpError, OpOutcome, ServerOp};
-pub use registry::{CallPermit, Registry, ServerEntry};
+pub use registry::{CallPermit, MakeClient, Registry, ReloadSummary, ServerEntry};
 pub use server_state::TOOLS_CHANGED_MIN_GAP;
 pub use status::{Event, EventKind, Published, ServerStatus, Snapshot, now_rfc3339};
 pub use task::{Coordinator, build};

@@ -40,6 +40,8 @@
 //! - [`gateway`]: `/mcp`, omni2 as an MCP server aggregating every server's tools (calls go
 //!   through the REST call path in [`routes`]).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`reload`]: configuration hot reload (file changes, SIGHUP): servers in and out
+//!   through the coordinator, without a restart.
 //!
 //! Imports point down this list's dependency order, never back to the crate root: the root
 //! (`Omni2`) wires the modules together and no module uses it.
@@ -57,6 +59,7 @@ pub mod health;
 pub mod identity;
 pub mod mcp;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 pub mod shared;
 pub mod status_page;
@@ -76,7 +79,7 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::gateway::Gateway;
 use crate::identity::IdentityVerifier;
-use crate::mcp::{HttpMcpClient, McpClient};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
 use crate::shared::TaskHealth;
@@ -94,14 +97,8 @@ pub struct Omni2 {
 impl Omni2 {
     /// Builds an instance talking to the configured servers over streamable HTTP.
     pub fn from_config(config: Config) -> Self {
-        let http = HttpMcpClient::default_http_client();
-        let clients = config
-            .servers
-            .iter()
-            .map(|s| {
-                Arc::new(HttpMcpClient::new(&s.url, s.protocol, http.clone())) as Arc<dyn McpClient>
-            })
-            .collect();
+        let make = reload::http_clients();
+        let clients = config.servers.iter().map(|s| make(s)).collect();
         Self::with_clients(config, clients)
     }
 
@@ -178,6 +175,7 @@ impl Omni2 {
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.shared.clone()))
             .app_data(web::Data::new(self.shared.verifier.clone()))
+            .app_data(web::Data::new(self.shared.metrics.clone()))
             .app_data(ws::WorkerFanout::default());
         routes::configure(cfg);
         if let Some(gateway) = &self.gateway {

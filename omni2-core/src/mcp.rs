@@ -8,10 +8,12 @@
 mod http;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
@@ -98,6 +100,20 @@ pub struct ToolInfo {
     /// lists, renamed. Not in the REST status.
     #[serde(skip)]
     pub definition: std::sync::Arc<rmcp::model::Tool>,
+    /// The tool's `inputSchema` (a JSON Schema object), when at most
+    /// [`MAX_INPUT_SCHEMA_BYTES`] as JSON: it goes to every status client.
+    #[serde(rename = "inputSchema", skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Arc<Map<String, Value>>>,
+}
+
+/// Largest `inputSchema` kept (as JSON text); a larger one is dropped (the status page then
+/// offers raw JSON arguments).
+pub const MAX_INPUT_SCHEMA_BYTES: usize = 16 * 1024;
+
+/// `schema` if it is small enough to keep (see [`ToolInfo::input_schema`]).
+pub fn bounded_schema(schema: Arc<Map<String, Value>>) -> Option<Arc<Map<String, Value>>> {
+    let size = serde_json::to_string(&*schema).map_or(usize::MAX, |t| t.len());
+    (size <= MAX_INPUT_SCHEMA_BYTES).then_some(schema)
 }
 
 /// A `tools/call` result as JSON (the MCP `CallToolResult` object).

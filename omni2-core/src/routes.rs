@@ -155,6 +155,10 @@ async fn health(shared: web::Data<Arc<Shared>>) -> HttpResponse {
 }
 
 async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    // moka counts lazily: settle pending work so the size gauges are current.
+    shared.cache.run_pending_tasks().await;
+    let stats = shared.cache.stats();
+    shared.metrics.set_cache_size(stats.entries, stats.bytes);
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(shared.metrics.render())
@@ -180,7 +184,6 @@ async fn get_server(
 /// A resolved tool call: which server, which tool, what arguments, and whether it may be
 /// served from the cache.
 struct Target {
-    index: usize,
     entry: Arc<ServerEntry>,
     server: String,
     tool: String,
@@ -203,14 +206,19 @@ pub(crate) enum Refusal {
     Api(ApiError),
 }
 
-/// The roles that may call `tool` of `server`: its own `roles`, else `roles.tool_call`.
-pub(crate) fn tool_roles<'a>(shared: &'a Shared, server: &str, tool: &str) -> &'a [String] {
-    shared
-        .registry
-        .index(server)
-        .and_then(|i| shared.registry.get(i).config.tools.get(tool))
-        .and_then(|p| p.roles.as_deref())
-        .unwrap_or(&shared.config.roles.tool_call)
+/// Whether `id` may call `tool` of `server`: its own `roles`, else `roles.tool_call`.
+pub(crate) fn require_tool_roles(
+    shared: &Shared,
+    id: &Identity,
+    server: &str,
+    tool: &str,
+) -> Result<(), IdentityError> {
+    let entry = shared.registry.entry(server);
+    let own = entry
+        .as_deref()
+        .and_then(|e| e.config.tools.get(tool))
+        .and_then(|p| p.roles.as_deref());
+    id.require_any(own.unwrap_or(&shared.config.roles.tool_call))
 }
 
 async fn call_tool(
@@ -251,7 +259,7 @@ pub(crate) async fn run_tool_call(
             latency: started.elapsed(),
         });
     };
-    if let Err(e) = id.require_any(tool_roles(shared, &server, &tool)) {
+    if let Err(e) = require_tool_roles(shared, id, &server, &tool) {
         refused(e.as_str());
         return Err(Refusal::Identity(e));
     }
@@ -291,13 +299,19 @@ fn resolve(
     tool: String,
     arguments: impl FnOnce() -> Result<Map<String, Value>, String>,
 ) -> Result<Target, ApiError> {
-    let index = shared
+    let entry = shared
         .registry
-        .index(&server)
+        .entry(&server)
         .ok_or(ApiError::UnknownServer)?;
-    let entry = shared.registry.get(index).clone();
     let arguments = arguments().map_err(ApiError::BadArguments)?;
-    let status = shared.published.snapshot.borrow().servers[index].clone();
+    // By name: a reload may have published a new list since the entry was read.
+    let status = shared
+        .published
+        .snapshot
+        .borrow()
+        .get(&server)
+        .cloned()
+        .ok_or(ApiError::UnknownServer)?;
     if status.state == HealthState::Disabled {
         return Err(ApiError::ServerDisabled);
     }
@@ -320,13 +334,8 @@ fn resolve(
             .and_then(|p| p.ttl)
             .unwrap_or(shared.config.cache.default_ttl)
     });
-    let tool_label = if advertised.is_some() {
-        tool.clone()
-    } else {
-        call_result::OTHER_TOOL.to_owned()
-    };
+    let tool_label = crate::metrics::tool_label(&status.tools, &tool).to_owned();
     Ok(Target {
-        index,
         entry,
         server,
         tool,
@@ -365,25 +374,25 @@ fn upstream_call(
     shared: web::Data<Arc<Shared>>,
     target: &Target,
 ) -> impl Future<Output = Result<ToolResult, ApiError>> + use<> {
-    let (index, entry) = (target.index, target.entry.clone());
+    let entry = target.entry.clone();
     let (server, tool) = (target.server.clone(), target.tool.clone());
     let tool_label = target.tool_label.clone();
     let arguments = target.arguments.clone();
     async move {
-        let permit = shared
-            .registry
-            .admit(index)
-            .map_err(|retry_after| ApiError::CircuitOpen {
-                server: server.clone(),
-                retry_after,
-            })?;
+        let permit =
+            shared
+                .registry
+                .admit_entry(&entry)
+                .map_err(|retry_after| ApiError::CircuitOpen {
+                    server: server.clone(),
+                    retry_after,
+                })?;
         let limit = entry.config.call_timeout;
         let started = Instant::now();
         let result = timeout(limit, entry.client.call_tool(&tool, arguments)).await;
         shared
             .metrics
-            .tool_call_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe_tool_call(&server, &tool_label, started.elapsed().as_secs_f64());
         let failure = match result {
             Ok(Ok(r)) => {
                 permit.finish(true);

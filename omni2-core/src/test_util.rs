@@ -97,6 +97,7 @@ pub fn tool(name: &str, read_only: Option<bool>) -> ToolInfo {
         description: None,
         read_only_hint: read_only,
         definition: std::sync::Arc::new(definition),
+        input_schema: None,
     }
 }
 

@@ -22,6 +22,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Session};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, interval_at, sleep_until, timeout};
 
 use futures_util::StreamExt;
@@ -32,6 +33,7 @@ use self::fanout::{Filter, Outbox};
 use crate::control;
 use crate::coordinator::{EventKind, Snapshot, now_rfc3339};
 use crate::identity::{Identity, IdentityError, unix_now};
+use crate::metrics::{ws_close, ws_reject};
 pub use crate::shared::Hub;
 use crate::shared::Shared;
 
@@ -71,6 +73,11 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin_allowed(&req, &shared.config.websocket.allowed_origins) {
         shared.metrics.ws_origin_refused.inc();
+        shared
+            .metrics
+            .ws_rejected
+            .with_label_values(&[ws_reject::ORIGIN])
+            .inc();
         return Ok(HttpResponse::Forbidden()
             .insert_header((CACHE_CONTROL, "no-store"))
             .json(json!({
@@ -78,15 +85,25 @@ pub async fn upgrade(
                 "message": "this Origin may not open /ws/mcp-status (websocket.allowed_origins)",
             })));
     }
-    let identity = identity?;
-    identity.require_any(&shared.config.roles.ws_status)?;
+    let reject = |reason: &str| {
+        shared
+            .metrics
+            .ws_rejected
+            .with_label_values(&[reason])
+            .inc()
+    };
+    let identity = identity.inspect_err(|_| reject(ws_reject::IDENTITY))?;
+    identity
+        .require_any(&shared.config.roles.ws_status)
+        .inspect_err(|_| reject(ws_reject::ROLE))?;
     let Some(fanout) = req.app_data::<WorkerFanout>().cloned() else {
         // Mounted without `Omni2::configure`: a wiring error, not the client's.
         return Err(actix_web::error::ErrorInternalServerError(
             "WebSocket fan-out not mounted",
         ));
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).inspect_err(|_| reject(ws_reject::BAD_HANDSHAKE))?;
     let shared = shared.get_ref().clone();
     let max = shared.config.websocket.max_connections;
     let previous = shared.hub.connections.fetch_add(1, Ordering::Relaxed);
@@ -95,6 +112,7 @@ pub async fn upgrade(
         shared: shared.clone(),
     };
     if previous >= max {
+        reject(ws_reject::TOO_MANY);
         actix_web::rt::spawn(async move {
             let _slot = slot;
             let reason = CloseReason {
@@ -152,6 +170,9 @@ enum ClientMessage {
     },
     Resync,
     Ping,
+    /// Admins only (`roles.control`): every audit event from now on, as `audit` messages.
+    SubscribeAudit,
+    UnsubscribeAudit,
 }
 
 /// The client's tag for a control request, echoed in its `result` or `error`: a string
@@ -182,6 +203,18 @@ struct Connection {
     lag_strikes: u32,
     /// Control actions running; each yields its `result` or `error` message.
     pending: FuturesUnordered<PendingReply>,
+    /// The `audit` topic, when this (admin) connection subscribed to it.
+    audit: Option<broadcast::Receiver<Arc<str>>>,
+}
+
+/// The next live audit line; never resolves without a subscription.
+async fn next_audit(
+    audit: &mut Option<broadcast::Receiver<Arc<str>>>,
+) -> Result<Arc<str>, RecvError> {
+    match audit {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -201,6 +234,7 @@ impl Connection {
             identity,
             lag_strikes: 0,
             pending: FuturesUnordered::new(),
+            audit: None,
         }
     }
 
@@ -224,6 +258,7 @@ impl Connection {
         let expiry = sleep_until(expires_at);
         tokio::pin!(stop, expiry);
 
+        let mut ended = ws_close::CLIENT;
         let mut flow = self.send_snapshot().await;
         while let Flow::Continue = flow {
             let out = self.out.clone();
@@ -235,12 +270,27 @@ impl Connection {
                 Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
                     self.reply(answer).await
                 }
+                line = next_audit(&mut self.audit) => match line {
+                    // One event, as the sink writes it (a JSON object).
+                    Ok(line) => self.send(&format!("\"type\":\"audit\",\"event\":{line}}}")).await,
+                    // This client reads slower than tool calls happen: say how many it lost.
+                    Err(RecvError::Lagged(missed)) => {
+                        self.reply(json!({"type": "audit_lagged", "missed": missed})).await
+                    }
+                    Err(RecvError::Closed) => {
+                        self.audit = None;
+                        Flow::Continue
+                    }
+                },
                 message = stream.recv() => {
                     last_heard = Instant::now();
                     match message {
                         Some(Ok(m)) => self.on_message(m).await,
                         // Closed by the client, or a protocol error: nothing more to say.
-                        Some(Err(_)) | None => break,
+                        Some(Err(_)) | None => {
+                            ended = ws_close::CLIENT;
+                            break;
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -250,7 +300,10 @@ impl Connection {
                         // A client that does not read cannot take pings either: bounded.
                         match timeout(ws.send_timeout, self.session.ping(b"")).await {
                             Ok(Ok(())) => Flow::Continue,
-                            Ok(Err(_)) => break,
+                            Ok(Err(_)) => {
+                                ended = ws_close::SEND_FAILED;
+                                break;
+                            }
                             Err(_) => self.missed_own_frame(),
                         }
                     }
@@ -258,6 +311,14 @@ impl Connection {
             };
         }
         self.out.is_closing.set(true);
+        if let Flow::Close(_, why) = flow {
+            ended = close_label(why);
+        }
+        self.shared
+            .metrics
+            .ws_closes
+            .with_label_values(&[ended])
+            .inc();
         if let Flow::Close(code, why) = flow {
             let reason = CloseReason {
                 code,
@@ -457,6 +518,27 @@ impl Connection {
                 self.narrow_filter(servers, events);
                 self.ack("unsubscribed").await
             }
+            ClientMessage::SubscribeAudit => {
+                if self
+                    .identity
+                    .require_any(&self.shared.config.roles.control)
+                    .is_err()
+                {
+                    let body = json!({"type": "error", "action": "subscribe_audit",
+                        "error": "role_denied",
+                        "message": "the audit topic needs an admin role (roles.control)"});
+                    return self.reply(body).await;
+                }
+                if self.audit.is_none() {
+                    self.audit = Some(self.shared.audit.subscribe());
+                    tracing::info!(user = %self.identity.id, "Audit topic subscribed.");
+                }
+                self.reply(json!({"type": "audit_subscribed"})).await
+            }
+            ClientMessage::UnsubscribeAudit => {
+                self.audit = None;
+                self.reply(json!({"type": "audit_unsubscribed"})).await
+            }
             // Control actions are routed by `on_text`.
             _ => Flow::Continue,
         }
@@ -507,6 +589,18 @@ impl Connection {
     }
 }
 
+/// The `omni2_ws_closes_total` reason of a close we send (by its description).
+fn close_label(why: &str) -> &'static str {
+    match why {
+        "server shutting down" => ws_close::SHUTDOWN,
+        "token expired" => ws_close::TOKEN_EXPIRED,
+        "client too slow" => ws_close::TOO_SLOW,
+        "idle timeout" => ws_close::IDLE,
+        "closed" => ws_close::SEND_FAILED,
+        _ => ws_close::CLIENT,
+    }
+}
+
 /// `body` with the client's `id`, if it sent one.
 fn tagged(mut body: serde_json::Value, id: &Option<CorrelationId>) -> serde_json::Value {
     if let (Some(map), Some(id)) = (body.as_object_mut(), id) {
@@ -516,14 +610,7 @@ fn tagged(mut body: serde_json::Value, id: &Option<CorrelationId>) -> serde_json
 }
 
 fn all_kinds() -> HashSet<EventKind> {
-    [
-        EventKind::ServerStatus,
-        EventKind::CircuitState,
-        EventKind::ToolsChanged,
-        EventKind::CacheStats,
-    ]
-    .into_iter()
-    .collect()
+    EventKind::ALL.into_iter().collect()
 }
 
 fn parse_kinds(names: Option<Vec<String>>) -> Result<Option<HashSet<EventKind>>, String> {

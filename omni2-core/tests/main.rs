@@ -4,11 +4,14 @@
 mod common;
 
 mod audit;
+mod audit_topic;
 mod control;
 mod docs;
 mod gateway;
 mod log_pipe;
 mod mcp_live;
+mod metrics;
+mod reload;
 mod rmcp_server;
 mod shared_cache;
 mod ws_status;

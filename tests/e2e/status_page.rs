@@ -375,3 +375,126 @@ async fn without_a_pasted_token_the_page_uses_the_session_cookie() {
     );
     b.close().await;
 }
+
+/// The call form and the audit stream, read from the DOM.
+const READ_ADMIN_PANELS: &str = r#"
+const q = (s) => document.querySelector(s);
+return {
+  call_hidden: q('#call-panel').hidden,
+  audit_hidden: q('#audit-panel').hidden,
+  audit_status: q('#audit-status').textContent,
+  tools: [...document.querySelectorAll('#call-tool option')].map((o) => o.value).filter((v) => v),
+  fields: [...document.querySelectorAll('#call-fields [data-key]')].map((i) => [i.dataset.key, i.type, i.required]),
+  call_status: q('#call-status').textContent,
+  call_result: q('#call-result').textContent,
+  audit: [...document.querySelectorAll('#audit-log li')].map((li) => ({event: li.dataset.event, text: li.textContent})),
+};
+"#;
+
+async fn panels_until(b: &Browser, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let pred = &pred;
+    eventually(what, WAIT, || async move {
+        let p = b.js(READ_ADMIN_PANELS, vec![]).await;
+        if pred(&p) {
+            Ok(p)
+        } else {
+            Err(format!("panels: {p}"))
+        }
+    })
+    .await
+}
+
+/// Picks `value` in the `<select>` matching `css`, as a person would (a `change` event).
+async fn pick(b: &Browser, css: &str, value: &str) {
+    b.js(
+        "const s = document.querySelector(arguments[0]);
+         s.value = arguments[1]; s.dispatchEvent(new Event('change'));",
+        vec![json!(css), json!(value)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_admin_calls_a_tool_from_its_schema_and_watches_the_audit_stream() {
+    let stack = StatusStack::start().await;
+    let admin = stack.sidecar.token("root", "admin");
+    let user = stack.sidecar.token("alice", "user");
+    let b = open(&stack, &admin).await;
+    until(&b, "both healthy", |p| {
+        live_row(p, "fast", "healthy") && live_row(p, "slow", "healthy")
+    })
+    .await;
+    panels_until(&b, "the admin panels, audit live", |p| {
+        p["call_hidden"] == false
+            && p["audit_hidden"] == false
+            && p["audit_status"]
+                .as_str()
+                .is_some_and(|s| s.contains("live"))
+    })
+    .await;
+
+    // The form is generated from `add`'s inputSchema (two required integers).
+    pick(&b, "#call-server", "fast").await;
+    panels_until(&b, "fast's tools listed", |p| {
+        p["tools"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("add")))
+    })
+    .await;
+    pick(&b, "#call-tool", "add").await;
+    let p = panels_until(&b, "fields for a and b", |p| {
+        p["fields"].as_array().is_some_and(|f| f.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        p["fields"],
+        json!([["a", "number", true], ["b", "number", true]]),
+        "{p}"
+    );
+    b.type_into("#arg-a", "2").await;
+    b.type_into("#arg-b", "3").await;
+    b.click("#call-submit").await;
+    let p = panels_until(&b, "the call answered, and audited live", |p| {
+        p["call_status"]
+            .as_str()
+            .is_some_and(|s| s.contains("HTTP 200"))
+            && p["audit"].as_array().is_some_and(|a| {
+                a.iter().any(|e| {
+                    e["event"] == "tool_call"
+                        && e["text"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("root called fast/add: ok"))
+                })
+            })
+    })
+    .await;
+    let result: Value =
+        serde_json::from_str(p["call_result"].as_str().unwrap_or_default()).expect("JSON result");
+    assert_eq!(result["structuredContent"]["result"], 5, "{result}");
+    assert_eq!(result["isError"], false, "{result}");
+    println!(
+        "screenshot: {}",
+        b.screenshot("status-tool-call").await.display()
+    );
+
+    // A user has neither panel, and omni2 refuses the audit topic to them.
+    let refused = control_as(&b, &user, json!({"action": "subscribe_audit"})).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["error"].as_str()),
+        (Some("error"), Some("role_denied")),
+        "{refused}"
+    );
+    b.type_into("#token", &user).await;
+    b.click("#token-form button[type=submit]").await;
+    until(&b, "connected as alice", |p| {
+        p["conn"] == "connected" && p["you"].as_str().is_some_and(|y| y.contains("alice"))
+    })
+    .await;
+    let p = b.js(READ_ADMIN_PANELS, vec![]).await;
+    assert_eq!(
+        (&p["call_hidden"], &p["audit_hidden"]),
+        (&json!(true), &json!(true)),
+        "{p}"
+    );
+    b.close().await;
+}

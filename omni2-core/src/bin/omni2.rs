@@ -4,7 +4,8 @@
 //! `--config`: the embedded default (127.0.0.1:8000, no servers unless `OMNI2_MCP_URL`,
 //! unsigned identity accepted with a warning). Prints `omni2 listening on ADDR` on stdout once
 //! bound (port 0 shows the real port). SIGTERM/SIGINT: WebSockets close with 1001, in-flight
-//! requests finish, then it exits.
+//! requests finish, then it exits. SIGHUP, or a change of the `--config` file, reloads its
+//! `servers` (see `omni2_core::reload`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,7 +82,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = omni2.clone();
     let mut server = HttpServer::new(move || {
         let app = app.clone();
-        App::new().configure(move |cfg| app.configure(cfg))
+        App::new()
+            .wrap(actix_web::middleware::from_fn(
+                omni2_core::metrics::count_http_requests,
+            ))
+            .configure(move |cfg| app.configure(cfg))
     })
     // We handle signals ourselves to close WebSockets (1001) before the graceful stop.
     .disable_signals()
@@ -113,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     safe_log::stdout_line(&format!("omni2 listening on {shown}"));
 
     let shared = omni2.shared().clone();
+    actix_web::rt::spawn(supervise_reload(shared.clone(), args.config.clone()));
     let stopper = actix_web::rt::spawn(stop_on_signal_or_failure(
         shared.clone(),
         server_handle.clone(),
@@ -157,6 +163,39 @@ async fn stop_on_signal_or_failure(
     // Let close frames go out before connections are torn down.
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.stop(true).await;
+}
+
+/// Restarts of the config watcher before the process gives up on it.
+const RELOAD_RESTARTS: u32 = 3;
+
+/// Runs the config watcher (also SIGHUP's handler: without it SIGHUP would end the
+/// process); restarts it if it ends or panics, then marks it dead (the process exits 1).
+async fn supervise_reload(shared: std::sync::Arc<omni2_core::Shared>, path: Option<PathBuf>) {
+    let clients = omni2_core::reload::http_clients();
+    for attempt in 0..=RELOAD_RESTARTS {
+        let run = tokio::spawn(omni2_core::reload::watch(
+            shared.clone(),
+            path.clone(),
+            Box::new(ProcessEnv),
+            clients.clone(),
+        ));
+        let ended = run.await;
+        if *shared.shutdown.borrow() {
+            return;
+        }
+        let error = match &ended {
+            Ok(Ok(())) => "ended".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(
+            task = "config-reload",
+            attempt,
+            error,
+            "The config watcher stopped."
+        );
+    }
+    shared.tasks.fail("config-reload");
 }
 
 /// A socket file left by a previous run would make bind fail; remove only sockets.

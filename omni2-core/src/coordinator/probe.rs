@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
 use crate::mcp::{self, McpClient, ToolInfo};
+use crate::metrics::probe_result;
 
 /// What a probe asks, decided when it starts.
 #[derive(Clone, Copy, Debug)]
@@ -20,27 +21,38 @@ pub(crate) struct ProbePlan {
 
 /// A finished probe.
 pub(crate) struct ProbeOutcome {
-    pub index: usize,
+    /// The probed server's [`ServerEntry`](crate::coordinator::ServerEntry) id.
+    pub id: u64,
     pub elapsed: Duration,
     pub result: Result<(), mcp::Error>,
     pub tools: Option<Result<Vec<ToolInfo>, mcp::Error>>,
     pub plan: ProbePlan,
+    /// The `result` label of `omni2_mcp_probes_total`.
+    pub result_label: &'static str,
 }
 
-/// Probes server `index` (then lists its tools if planned), each step bounded by `limit`.
+/// Probes server `id` (then lists its tools if planned), each step bounded by `limit`.
 /// A probe that times out also resets the client's session.
 pub(crate) async fn run(
-    index: usize,
+    id: u64,
     client: Arc<dyn McpClient>,
     limit: Duration,
     plan: ProbePlan,
 ) -> ProbeOutcome {
     let started = Instant::now();
-    let result = match timeout(limit, client.probe()).await {
-        Ok(r) => r,
+    let (result, result_label) = match timeout(limit, client.probe()).await {
+        Ok(Ok(())) => (Ok(()), probe_result::OK),
+        Ok(Err(e)) => {
+            let label = match e.fault {
+                mcp::Fault::Transport => probe_result::TRANSPORT_ERROR,
+                mcp::Fault::Upstream => probe_result::UPSTREAM_ERROR,
+                mcp::Fault::Internal => probe_result::INTERNAL_ERROR,
+            };
+            (Err(e), label)
+        }
         Err(_) => {
             client.reset().await;
-            Err(mcp::Error::timeout(limit))
+            (Err(mcp::Error::timeout(limit)), probe_result::TIMEOUT)
         }
     };
     let elapsed = started.elapsed();
@@ -53,10 +65,11 @@ pub(crate) async fn run(
         None
     };
     ProbeOutcome {
-        index,
+        id,
         elapsed,
         result,
         tools,
         plan,
+        result_label,
     }
 }

@@ -1,7 +1,10 @@
 //! The configured servers and the breakers tool calls share with the coordinator task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +23,9 @@ pub struct ServerEntry {
     pub client: Arc<dyn McpClient>,
     /// The breaker, shared by probes and tool calls (short critical sections, no await).
     breaker: Mutex<Breaker>,
+    /// Unique in this process: a server replaced by a reload gets a new entry and id, so
+    /// late news about the old one (a probe, a call's breaker move) is recognised and dropped.
+    pub(crate) id: u64,
 }
 
 impl std::fmt::Debug for ServerEntry {
@@ -30,11 +36,46 @@ impl std::fmt::Debug for ServerEntry {
     }
 }
 
-/// The configured servers, by index and by name.
+impl ServerEntry {
+    pub(crate) fn new(config: ServerConfig, client: Arc<dyn McpClient>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            breaker: Mutex::new(Breaker::new(config.breaker.clone())),
+            config,
+            client,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The servers configured now, in order, and their index by name.
+#[derive(Debug, Default)]
+struct Servers {
+    list: Arc<Vec<Arc<ServerEntry>>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Servers {
+    fn new(list: Vec<Arc<ServerEntry>>) -> Self {
+        let by_name = list
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.config.name.clone(), i))
+            .collect();
+        Self {
+            list: Arc::new(list),
+            by_name,
+        }
+    }
+}
+
+/// The configured servers, by index and by name. A configuration reload swaps the whole
+/// list at once (only the coordinator task does, see [`Registry::reload`]); readers see the
+/// old list or the new one. Indexes are positions in the list current when read: code that
+/// keeps a server across an await keeps its [`ServerEntry`] ([`Registry::entry`]).
 #[derive(Debug)]
 pub struct Registry {
-    servers: Vec<Arc<ServerEntry>>,
-    by_name: HashMap<String, usize>,
+    current: ArcSwap<Servers>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -42,7 +83,7 @@ pub struct Registry {
 /// dropping it unreported (e.g. the client went away) gives a half-open trial back.
 #[derive(Debug)]
 pub struct CallPermit {
-    index: usize,
+    entry: Arc<ServerEntry>,
     registry: Arc<Registry>,
     is_done: bool,
 }
@@ -51,17 +92,15 @@ impl CallPermit {
     /// Records the call's outcome (`ok` = no outage).
     pub fn finish(mut self, ok: bool) {
         self.is_done = true;
-        let entry = &self.registry.servers[self.index];
-        let transition = lock(&entry.breaker).on_result(ok, Instant::now());
-        self.registry.notify(self.index, transition);
+        let transition = lock(&self.entry.breaker).on_result(ok, Instant::now());
+        self.registry.notify(&self.entry, transition);
     }
 }
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
         if !self.is_done {
-            let entry = &self.registry.servers[self.index];
-            lock(&entry.breaker).abandon();
+            lock(&self.entry.breaker).abandon();
         }
     }
 }
@@ -79,6 +118,26 @@ impl ServerEntry {
     }
 }
 
+/// What a configuration reload changed, by server name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New servers.
+    pub added: Vec<String>,
+    /// Servers no longer configured.
+    pub removed: Vec<String>,
+    /// Servers whose configuration changed: replaced, with fresh health and breaker.
+    pub changed: Vec<String>,
+    /// Servers left as they were.
+    pub unchanged: Vec<String>,
+}
+
+impl ReloadSummary {
+    /// Whether any server was added, removed or changed.
+    pub fn is_change(&self) -> bool {
+        !(self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty())
+    }
+}
+
 impl Registry {
     /// The servers, each with a closed breaker; breaker transitions of calls go to
     /// `commands`.
@@ -86,51 +145,56 @@ impl Registry {
         servers: Vec<(ServerConfig, Arc<dyn McpClient>)>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
-        let servers: Vec<Arc<ServerEntry>> = servers
+        let list = servers
             .into_iter()
-            .map(|(config, client)| {
-                Arc::new(ServerEntry {
-                    breaker: Mutex::new(Breaker::new(config.breaker.clone())),
-                    config,
-                    client,
-                })
-            })
-            .collect();
-        let by_name = servers
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.config.name.clone(), i))
+            .map(|(config, client)| Arc::new(ServerEntry::new(config, client)))
             .collect();
         Self {
-            servers,
-            by_name,
+            current: ArcSwap::from_pointee(Servers::new(list)),
             commands,
         }
     }
 
     /// Index of the server named `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.current.load().by_name.get(name).copied()
+    }
+
+    /// The server named `name`.
+    pub fn entry(&self, name: &str) -> Option<Arc<ServerEntry>> {
+        let current = self.current.load();
+        current.by_name.get(name).map(|&i| current.list[i].clone())
     }
 
     /// The server at `index`.
-    pub fn get(&self, index: usize) -> &Arc<ServerEntry> {
-        &self.servers[index]
+    ///
+    /// # Panics
+    /// When `index` is out of range (a stale index kept across a reload: use
+    /// [`Registry::entry`] instead).
+    pub fn get(&self, index: usize) -> Arc<ServerEntry> {
+        self.current.load().list[index].clone()
     }
 
     /// Every server, in configured order.
-    pub fn servers(&self) -> &[Arc<ServerEntry>] {
-        &self.servers
+    pub fn servers(&self) -> Arc<Vec<Arc<ServerEntry>>> {
+        self.current.load().list.clone()
     }
 
     /// Asks the server's breaker for a call; `Err(retry_after)` when open.
     pub fn admit(self: &Arc<Self>, index: usize) -> Result<CallPermit, Duration> {
-        let admission = lock(&self.servers[index].breaker).admit(Instant::now());
+        let entry = self.get(index);
+        self.admit_entry(&entry)
+    }
+
+    /// [`Registry::admit`] for an entry already looked up (calls keep their entry: a reload
+    /// while they run changes nothing for them).
+    pub fn admit_entry(self: &Arc<Self>, entry: &Arc<ServerEntry>) -> Result<CallPermit, Duration> {
+        let admission = lock(&entry.breaker).admit(Instant::now());
         match admission {
             Admission::Allowed(transition) => {
-                self.notify(index, transition);
+                self.notify(entry, transition);
                 Ok(CallPermit {
-                    index,
+                    entry: entry.clone(),
                     registry: self.clone(),
                     is_done: false,
                 })
@@ -142,17 +206,53 @@ impl Registry {
     /// Has the coordinator task carry out `op` on server `index`; waits for its answer
     /// (a probe: until it has finished).
     pub async fn control(&self, index: usize, op: ServerOp) -> Result<OpOutcome, OpError> {
+        let id = self.get(index).id;
+        self.control_id(id, op).await
+    }
+
+    /// [`Registry::control`] by name; `None` for a server not configured.
+    pub async fn control_named(
+        &self,
+        name: &str,
+        op: ServerOp,
+    ) -> Option<Result<OpOutcome, OpError>> {
+        let id = self.entry(name)?.id;
+        Some(self.control_id(id, op).await)
+    }
+
+    async fn control_id(&self, id: u64, op: ServerOp) -> Result<OpOutcome, OpError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Control(index, op, reply))
+            .send(Command::Control(id, op, reply))
             .map_err(|_| OpError::Unavailable)?;
         answer.await.unwrap_or(Err(OpError::Unavailable))
     }
 
-    fn notify(&self, index: usize, transition: Option<Transition>) {
+    /// Has the coordinator task replace the servers with `servers` (in this order): same
+    /// name and configuration: kept as is; otherwise added, replaced or removed, announced
+    /// to status clients as `server_added` / `server_removed` events. `client` makes the
+    /// MCP client of a new or changed server.
+    pub async fn reload(
+        &self,
+        servers: Vec<ServerConfig>,
+        client: MakeClient,
+    ) -> Result<ReloadSummary, OpError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Reload(servers, client, reply))
+            .map_err(|_| OpError::Unavailable)?;
+        answer.await.map_err(|_| OpError::Unavailable)
+    }
+
+    /// Installs a new list (the coordinator task only).
+    pub(crate) fn install(&self, list: Vec<Arc<ServerEntry>>) {
+        self.current.store(Arc::new(Servers::new(list)));
+    }
+
+    fn notify(&self, entry: &ServerEntry, transition: Option<Transition>) {
         if let Some(t) = transition {
             // The coordinator is gone only at shutdown: nothing left to publish to.
-            let _ = self.commands.send(Command::Circuit(index, t));
+            let _ = self.commands.send(Command::Circuit(entry.id, t));
         }
     }
 }
@@ -160,10 +260,19 @@ impl Registry {
 /// Where the coordinator task answers an operator action.
 pub(crate) type OpReply = oneshot::Sender<Result<OpOutcome, OpError>>;
 
-/// What calls and operators tell the coordinator task.
+/// Makes the MCP client of a server a reload adds or changes.
+pub type MakeClient = Box<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send>;
+
+/// What calls and operators tell the coordinator task; servers by [`ServerEntry::id`].
 pub(crate) enum Command {
     /// A tool call moved a breaker.
-    Circuit(usize, Transition),
+    Circuit(u64, Transition),
     /// An operator action on a server, with where to answer.
-    Control(usize, ServerOp, OpReply),
+    Control(u64, ServerOp, OpReply),
+    /// A configuration reload: the new server list, how to make clients, where to answer.
+    Reload(
+        Vec<ServerConfig>,
+        MakeClient,
+        oneshot::Sender<ReloadSummary>,
+    ),
 }

@@ -106,6 +106,10 @@ pub enum EventKind {
     ToolsChanged,
     /// Periodic cache statistics.
     CacheStats,
+    /// A configuration reload added a server, or replaced it (`replaced: true`).
+    ServerAdded,
+    /// A configuration reload removed a server (or replaced it: `server_added` follows).
+    ServerRemoved,
 }
 
 impl EventKind {
@@ -116,20 +120,25 @@ impl EventKind {
             Self::CircuitState => "circuit_state",
             Self::ToolsChanged => "tools_changed",
             Self::CacheStats => "cache_stats",
+            Self::ServerAdded => "server_added",
+            Self::ServerRemoved => "server_removed",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::ServerStatus,
-            Self::CircuitState,
-            Self::ToolsChanged,
-            Self::CacheStats,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::ServerStatus,
+        Self::CircuitState,
+        Self::ToolsChanged,
+        Self::CacheStats,
+        Self::ServerAdded,
+        Self::ServerRemoved,
+    ];
 }
 
 /// A published change, serialised once for every subscriber.

@@ -15,7 +15,7 @@ use crate::cache::ToolCache;
 use crate::config::ServerConfig;
 use crate::coordinator::ops::{OpError, OpOutcome, ServerOp};
 use crate::coordinator::probe::{self, ProbeOutcome};
-use crate::coordinator::registry::{Command, OpReply, Registry, ServerEntry};
+use crate::coordinator::registry::{Command, OpReply, Registry, ReloadSummary, ServerEntry};
 use crate::coordinator::server_state::{Changes, ServerState};
 use crate::coordinator::status::{
     Event, EventKind, Published, ServerStatus, Snapshot, now_rfc3339,
@@ -41,7 +41,7 @@ pub fn build(
             let state = ServerState::new(&e.config, &now);
             metrics.set_health(&e.config.name, state.status.state);
             metrics.set_circuit(&e.config.name, CircuitState::Closed);
-            metrics.precreate_tool_calls(&e.config.name, std::iter::empty());
+            metrics.precreate_server(&e.config.name);
             state
         })
         .collect();
@@ -70,15 +70,15 @@ pub fn build(
     )
 }
 
-/// Every enabled server's tool-list change signal, as a stream of server indexes. A watch
+/// Every enabled server's tool-list change signal, as a stream of server ids. A watch
 /// keeps only its latest change, so a burst while the coordinator is busy yields one item.
-fn tool_list_signals(registry: &Registry) -> SelectAll<BoxStream<'static, usize>> {
+fn tool_list_signals(registry: &Registry) -> SelectAll<BoxStream<'static, u64>> {
     stream::select_all(
         registry
             .servers()
             .iter()
-            .enumerate()
-            .filter_map(|(index, entry)| {
+            .map(|entry| (entry.id, entry))
+            .filter_map(|(id, entry)| {
                 let changes = entry
                     .client
                     .tool_list_changes()
@@ -86,7 +86,7 @@ fn tool_list_signals(registry: &Registry) -> SelectAll<BoxStream<'static, usize>
                 Some(
                     stream::unfold(changes, move |mut changes| async move {
                         changes.changed().await.ok()?;
-                        Some((index, changes))
+                        Some((id, changes))
                     })
                     .boxed(),
                 )
@@ -154,15 +154,33 @@ impl Coordinator {
                     Err(e) => tracing::error!(error = %e, "A probe task failed."),
                 },
                 Some(command) = self.commands.recv() => match command {
-                    Command::Circuit(index, t) => self.apply_transition(index, t),
-                    Command::Control(index, op, reply) => self.apply_op(index, op, reply),
+                    Command::Circuit(id, t) => {
+                        // A server a reload replaced or removed: nobody watches it now.
+                        if let Some(index) = self.position(id) {
+                            self.apply_transition(index, t);
+                        }
+                    }
+                    Command::Control(id, op, reply) => match self.position(id) {
+                        Some(index) => self.apply_op(index, op, reply),
+                        None => {
+                            let _ = reply.send(Err(OpError::Unavailable));
+                        }
+                    },
+                    Command::Reload(servers, client, reply) => {
+                        let summary = self.apply_reload(servers, client.as_ref());
+                        // The new servers' signals; the old streams end with their clients.
+                        tool_signals = tool_list_signals(&self.registry);
+                        let _ = reply.send(summary);
+                    }
                 },
-                Some(index) = tool_signals.next(), if !tool_signals.is_empty() => {
-                    tracing::debug!(
-                        server = %self.registry.get(index).config.name,
-                        "Tool list changed; refreshing it."
-                    );
-                    self.states[index].on_tool_list_changed();
+                Some(id) = tool_signals.next(), if !tool_signals.is_empty() => {
+                    if let Some(index) = self.position(id) {
+                        tracing::debug!(
+                            server = %self.registry.get(index).config.name,
+                            "Tool list changed; refreshing it."
+                        );
+                        self.states[index].on_tool_list_changed();
+                    }
                 }
                 _ = sleep_until(wake) => {}
                 _ = sleep_until(stats_at), if next_stats.is_some() => {
@@ -189,13 +207,23 @@ impl Coordinator {
             }
             let plan = state.start_probe(now);
             let client = entry.client.clone();
-            probes.spawn(probe::run(index, client, entry.config.probe_timeout, plan));
+            probes.spawn(probe::run(
+                entry.id,
+                client,
+                entry.config.probe_timeout,
+                plan,
+            ));
         }
     }
 
     /// A probe finished: breaker, health, status, events, snapshot.
     fn apply_probe(&mut self, outcome: ProbeOutcome) {
-        let index = outcome.index;
+        // A server a reload replaced or removed while it was probed: drop the outcome.
+        let Some(index) = self.position(outcome.id) else {
+            return;
+        };
+        let name = self.registry.get(index).config.name.clone();
+        self.metrics.count_probe(&name, outcome.result_label);
         if !self.states[index].enabled {
             // Disabled while it ran: its outcome is about a server nobody watches now.
             self.states[index].is_probing = false;
@@ -401,6 +429,124 @@ impl Coordinator {
             },
         ));
         self.publish();
+    }
+
+    /// The index of server `id` in the current list.
+    fn position(&self, id: u64) -> Option<usize> {
+        self.registry.servers().iter().position(|e| e.id == id)
+    }
+
+    /// Replaces the server list: unchanged servers keep their entry (breaker, client) and
+    /// state; new and changed ones start as at startup; removed ones are forgotten (their
+    /// metrics series too). Every status client hears `server_removed` / `server_added`.
+    fn apply_reload(
+        &mut self,
+        servers: Vec<ServerConfig>,
+        client: &dyn Fn(&ServerConfig) -> Arc<dyn McpClient>,
+    ) -> ReloadSummary {
+        let mut old: Vec<Option<(Arc<ServerEntry>, ServerState)>> = self
+            .registry
+            .servers()
+            .iter()
+            .cloned()
+            .zip(std::mem::take(&mut self.states))
+            .map(Some)
+            .collect();
+        let mut take_old = |name: &str| {
+            old.iter_mut()
+                .find(|slot| slot.as_ref().is_some_and(|(e, _)| e.config.name == name))
+                .and_then(Option::take)
+        };
+        let mut summary = ReloadSummary::default();
+        let mut entries = Vec::with_capacity(servers.len());
+        let mut fresh = Vec::new();
+        let now = now_rfc3339();
+        for config in servers {
+            let previous = take_old(&config.name);
+            match previous {
+                Some((entry, state)) if entry.config == config => {
+                    summary.unchanged.push(config.name.clone());
+                    entries.push(entry);
+                    self.states.push(state);
+                }
+                previous => {
+                    let name = config.name.clone();
+                    if let Some((entry, state)) = previous {
+                        self.forget(&entry, &state);
+                        summary.changed.push(name);
+                    } else {
+                        summary.added.push(name);
+                    }
+                    let state = ServerState::new(&config, &now);
+                    self.metrics.set_health(&config.name, state.status.state);
+                    self.metrics.set_circuit(&config.name, CircuitState::Closed);
+                    self.metrics.precreate_server(&config.name);
+                    fresh.push(state.status.clone());
+                    let made = client(&config);
+                    entries.push(Arc::new(ServerEntry::new(config, made)));
+                    self.states.push(state);
+                }
+            }
+        }
+        let removed: Vec<(Arc<ServerEntry>, ServerState)> = old.into_iter().flatten().collect();
+        for (entry, state) in &removed {
+            self.forget(entry, state);
+            summary.removed.push(entry.config.name.clone());
+        }
+        self.registry.install(entries);
+        #[derive(Serialize)]
+        struct Removed<'a> {
+            server: &'a str,
+        }
+        let replaced = |name: &str| summary.changed.iter().any(|c| c == name);
+        for name in summary.removed.iter().chain(&summary.changed) {
+            self.emit(Event::new(
+                EventKind::ServerRemoved,
+                Some(name.as_str().into()),
+                Removed { server: name },
+            ));
+        }
+        for status in &fresh {
+            self.emit_added(status, replaced(&status.name));
+        }
+        self.publish();
+        summary
+    }
+
+    /// A server leaving the list: its metric series go, its waiting operators are told.
+    fn forget(&self, entry: &ServerEntry, state: &ServerState) {
+        let tools = state.status.tools.iter().map(|t| t.name.as_str());
+        self.metrics.forget_server(&entry.config.name, tools);
+        // `state` is dropped by the caller: waiting operators' replies close (unavailable).
+    }
+
+    fn emit_added(&self, status: &Arc<ServerStatus>, replaced: bool) {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            server: &'a str,
+            state: HealthState,
+            circuit: CircuitState,
+            latency_ms: Option<f64>,
+            last_error: Option<&'a str>,
+            last_change: &'a str,
+            tool_count: usize,
+            /// The server was configured before, with another configuration.
+            replaced: bool,
+        }
+        self.emit(Event::new(
+            EventKind::ServerAdded,
+            Some(status.name.clone()),
+            Body {
+                server: &status.name,
+                state: status.state,
+                circuit: status.circuit,
+                latency_ms: status.latency_ms,
+                last_error: status.last_error.as_deref(),
+                last_change: &status.last_change,
+                tool_count: status.tool_count,
+                replaced,
+            },
+        ));
     }
 
     fn emit(&self, event: Event) {

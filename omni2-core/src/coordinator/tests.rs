@@ -353,3 +353,95 @@ async fn announcement_waits_while_the_breaker_is_open() {
             .any(|(k, j)| *k == EventKind::ToolsChanged && j.contains("\"later\""))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_unchanged_servers_replaces_changed_ones_and_drops_late_news() {
+    let mut h = start(&["a", "b", "c"], 4);
+    h.advance(Duration::from_millis(100)).await;
+    // `a`'s breaker opens through calls: an unchanged server must keep it.
+    for _ in 0..2 {
+        h.registry.admit(0).expect("closed").finish(false);
+    }
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.state(0).1, CircuitState::Open);
+    // A call to `c` is in flight across the reload (c is removed).
+    let late = h.registry.admit(2).expect("closed");
+    // `b` hangs: its probe is in flight when it is replaced.
+    h.fakes[1].set(Behaviour::Hang);
+    h.advance(Duration::from_secs(1)).await;
+    h.drain();
+
+    let new_fake = Arc::new(FakeMcp::new());
+    let made = new_fake.clone();
+    let mut b = server_config("b");
+    b.probe_interval = Duration::from_secs(2);
+    let servers = vec![server_config("a"), b, server_config("d")];
+    let summary = h
+        .registry
+        .reload(
+            servers,
+            Box::new(move |_| made.clone() as Arc<dyn McpClient>),
+        )
+        .await
+        .expect("coordinator running");
+    assert_eq!(summary.unchanged, ["a"]);
+    assert_eq!(summary.changed, ["b"]);
+    assert_eq!(summary.added, ["d"]);
+    assert_eq!(summary.removed, ["c"]);
+    let names: Vec<String> = h
+        .registry
+        .servers()
+        .iter()
+        .map(|e| e.config.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "d"]);
+    assert_eq!(h.state(0).1, CircuitState::Open, "a kept its breaker");
+    let events = h.drain();
+    let kinds = |k: EventKind| {
+        events
+            .iter()
+            .filter(|(kind, _)| *kind == k)
+            .map(|(_, j)| j.clone())
+            .collect::<Vec<_>>()
+    };
+    let removed = kinds(EventKind::ServerRemoved);
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.iter().any(|j| j.contains("\"c\"")));
+    let added = kinds(EventKind::ServerAdded);
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert!(
+        added
+            .iter()
+            .any(|j| j.contains("\"b\"") && j.contains("\"replaced\":true"))
+    );
+    assert!(
+        added
+            .iter()
+            .any(|j| j.contains("\"d\"") && j.contains("\"replaced\":false"))
+    );
+
+    // The old `c` call finishing, and the old `b` probe, change nothing now.
+    late.finish(false);
+    h.advance(Duration::from_secs(1)).await;
+    assert_eq!(h.registry.index("c"), None);
+    // The new `b` and `d` (new clients) are probed and healthy.
+    assert_eq!(h.state(1).0, HealthState::Healthy);
+    assert_eq!(h.state(2).0, HealthState::Healthy);
+    assert!(new_fake.probes.load(Ordering::SeqCst) >= 2);
+    // A control action by name reaches the new `d`.
+    let outcome = h
+        .registry
+        .control_named("d", ServerOp::Probe)
+        .await
+        .expect("configured");
+    assert!(
+        matches!(outcome, Ok(OpOutcome::Probed { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        h.registry
+            .control_named("c", ServerOp::Probe)
+            .await
+            .is_none()
+    );
+}

@@ -172,7 +172,7 @@ impl ServerHandler for GatewayHandler {
             ));
         };
         // Roles before the rate limit: a refused caller spends no tokens.
-        if let Err(e) = id.require_any(routes::tool_roles(shared, server, tool)) {
+        if let Err(e) = routes::require_tool_roles(shared, id, server, tool) {
             shared.audit.tool_call(crate::audit::ToolCall {
                 actor: id,
                 server,

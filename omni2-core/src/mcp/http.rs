@@ -333,6 +333,7 @@ async fn list_all(peer: &Peer<RoleClient>) -> Result<Vec<ToolInfo>, ServiceError
             name: t.name.to_string(),
             description: t.description.as_ref().map(|d| d.to_string()),
             read_only_hint: t.annotations.as_ref().and_then(|a| a.read_only_hint),
+            input_schema: super::bounded_schema(t.input_schema.clone()),
             definition: Arc::new(t),
         })
         .collect())

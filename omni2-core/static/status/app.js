@@ -4,6 +4,7 @@
 
 (function () {
   const LOG_LIMIT = 500;        // entries kept in the event log
+  const AUDIT_LIMIT = 200;      // entries kept in the audit stream
   const HELD_LIMIT = 500;       // entries held back while paused
   const SPARK_POINTS = 40;      // latency samples per server
   const BACKOFF_MIN_MS = 500;
@@ -49,6 +50,9 @@
   let paused = false;
   let held = [];
   let nextId = 1;
+  let shownCount = 0;           // visible entries in #log, kept current (no O(n) recount)
+  let auditOn = false;          // this socket is subscribed to the audit topic
+  let callTools = [];           // tools of the server picked in the call form
 
   // ---- connection -------------------------------------------------------------------
 
@@ -160,6 +164,18 @@
       case "tools_changed": return onTools(m);
       case "cache_stats":
         return logEntry("cache_stats", "", statsText(m.stats || {}));
+      case "server_added": return onAdded(m);
+      case "server_removed": return onRemoved(m);
+      case "audit": return onAudit(m.event || {});
+      case "audit_subscribed":
+        auditOn = true;
+        $("audit-status").textContent = "live: tool calls, cache invalidations and control actions";
+        return;
+      case "audit_unsubscribed":
+        auditOn = false;
+        return;
+      case "audit_lagged":
+        return auditEntry({ event: "lagged" }, m.missed + " events missed (this page fell behind)");
       case "result": return onResult(m);
       case "error": return onError(m);
       case "pong":
@@ -191,6 +207,11 @@
     if (empty && servers.size > 0) empty.remove();
     refreshServerFilter();
     showYou();
+    refreshCallServers();
+    // Admins watch the audit topic; each new socket subscribes again.
+    auditOn = false;
+    if (isAdmin()) send({ action: "subscribe_audit" });
+    else $("audit-status").textContent = "";
     markStale(false);
     attempt = 0;
     setConn("connected", "");
@@ -229,6 +250,209 @@
     logEntry("tools_changed", m.server, m.tool_count + " tools");
   }
 
+  function onAdded(m) {
+    const entry = ensureServer(m.server);
+    entry.status = { name: m.server, state: m.state, circuit: m.circuit, latency_ms: m.latency_ms,
+      last_error: m.last_error, last_change: m.last_change, tool_count: m.tool_count };
+    entry.latencies = [];
+    entry.actionsKey = null;
+    entry.cells.actions.hidden = !isAdmin();
+    render(entry);
+    const empty = document.querySelector("#server-rows tr.empty");
+    if (empty) empty.remove();
+    refreshServerFilter();
+    refreshCallServers();
+    logEntry("server_added", m.server, m.replaced ? "configuration changed: replaced" : "added by a reload");
+  }
+
+  function onRemoved(m) {
+    const entry = servers.get(m.server);
+    if (entry) {
+      entry.row.remove();
+      servers.delete(m.server);
+    }
+    refreshServerFilter();
+    refreshCallServers();
+    logEntry("server_removed", m.server, "removed by a reload");
+  }
+
+  // ---- audit stream (admins) --------------------------------------------------------
+
+  function onAudit(e) {
+    let text;
+    if (e.event === "tool_call") {
+      text = e.user + " called " + e.server + "/" + e.tool + ": " + e.result +
+        (e.cached ? " (cached)" : "") + " in " + (e.latency_us / 1000).toFixed(1) + " ms";
+    } else if (e.event === "control_action") {
+      text = e.user + " " + e.action + " " + e.target + ": " + e.result;
+    } else if (e.event === "cache_invalidation") {
+      text = e.user + " cleared the cache of " + (e.server || "every server") +
+        (e.tool ? "/" + e.tool : "") + ": " + e.result;
+    } else {
+      text = JSON.stringify(e);
+    }
+    auditEntry(e, text);
+  }
+
+  function auditEntry(e, text) {
+    const log = $("audit-log");
+    const li = el("li", { "data-event": e.event || "", "data-server": e.server || "" });
+    li.appendChild(el("span", { class: "t" }, e.time ? new Date(e.time).toLocaleTimeString() : new Date().toLocaleTimeString()));
+    li.appendChild(el("span", { class: "k" }, e.event || "audit"));
+    li.appendChild(document.createTextNode(text));
+    log.appendChild(li);
+    while (log.children.length > AUDIT_LIMIT) log.firstElementChild.remove();
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // ---- tool-call form (admins; the call goes through the REST route) ---------------
+
+  function authHeaders() {
+    const t = token();
+    // Without a pasted token the gateway's session cookie (same origin) authenticates.
+    return t ? { Authorization: "Bearer " + t } : {};
+  }
+
+  function refreshCallServers() {
+    const select = $("call-server");
+    const current = select.value;
+    const names = [...servers.keys()].sort();
+    select.replaceChildren(el("option", { value: "" }, "Pick a server"),
+      ...names.map((n) => el("option", { value: n }, n)));
+    select.value = names.includes(current) ? current : "";
+  }
+
+  async function loadTools() {
+    const name = $("call-server").value;
+    callTools = [];
+    $("call-tool").replaceChildren();
+    $("call-fields").replaceChildren(el("legend", {}, "Arguments"));
+    $("call-description").textContent = "";
+    if (!name) return;
+    try {
+      const r = await fetch("/api/v1/mcp/servers/" + encodeURIComponent(name),
+        { headers: authHeaders(), credentials: "same-origin", cache: "no-store" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const body = await r.json();
+      callTools = Array.isArray(body.tools) ? body.tools : [];
+    } catch (e) {
+      callStatus("cannot list tools of " + name + ": " + e.message, true);
+      return;
+    }
+    $("call-tool").replaceChildren(el("option", { value: "" }, "Pick a tool"),
+      ...callTools.map((t) => el("option", { value: t.name }, t.name)));
+    callStatus(callTools.length + " tools", false);
+  }
+
+  const SIMPLE = ["string", "integer", "number", "boolean"];
+
+  // Fields for a schema of simple properties; null when it needs the raw JSON editor.
+  function simpleProperties(schema) {
+    if (!schema || schema.type !== "object") return null;
+    const props = schema.properties || {};
+    const list = Object.entries(props).map(([key, p]) => ({ key, p: p || {} }));
+    if (!list.every(({ p }) => SIMPLE.includes(p.type) || Array.isArray(p.enum))) return null;
+    const required = new Set(schema.required || []);
+    return list.map(({ key, p }) => ({ key, p, required: required.has(key) }));
+  }
+
+  function buildForm() {
+    const fields = $("call-fields");
+    fields.replaceChildren(el("legend", {}, "Arguments"));
+    const tool = callTools.find((t) => t.name === $("call-tool").value);
+    $("call-description").textContent = tool ? (tool.description || "") : "";
+    if (!tool) return;
+    const simple = simpleProperties(tool.inputSchema);
+    fields.dataset.mode = simple ? "fields" : "raw";
+    if (!simple) {
+      const id = "arg-raw";
+      const wrap = el("div", { class: "field" });
+      wrap.appendChild(el("label", { for: id }, "Arguments (JSON object)"));
+      const area = el("textarea", { id, "data-raw": "1", spellcheck: "false" });
+      area.value = "{}";
+      wrap.appendChild(area);
+      fields.appendChild(wrap);
+      return;
+    }
+    for (const { key, p, required } of simple) {
+      const id = "arg-" + key;
+      const wrap = el("div", { class: "field" });
+      wrap.appendChild(el("label", { for: id }, key + (required ? " *" : "")));
+      let input;
+      if (Array.isArray(p.enum)) {
+        input = el("select", { id });
+        if (!required) input.appendChild(el("option", { value: "" }, ""));
+        for (const v of p.enum) input.appendChild(el("option", { value: JSON.stringify(v) }, String(v)));
+      } else if (p.type === "boolean") {
+        input = el("input", { id, type: "checkbox" });
+        if (p.default === true) input.checked = true;
+      } else {
+        input = el("input", { id, type: p.type === "string" ? "text" : "number" });
+        if (p.type === "integer") input.setAttribute("step", "1");
+        if (p.type === "number") input.setAttribute("step", "any");
+        if (p.default !== undefined) input.value = String(p.default);
+        if (required) input.required = true;
+      }
+      input.dataset.key = key;
+      input.dataset.type = Array.isArray(p.enum) ? "enum" : p.type;
+      if (p.description) input.setAttribute("aria-description", p.description);
+      wrap.appendChild(input);
+      fields.appendChild(wrap);
+    }
+  }
+
+  function collectArguments() {
+    const fields = $("call-fields");
+    const raw = fields.querySelector("textarea[data-raw]");
+    if (raw) {
+      const v = JSON.parse(raw.value || "{}");
+      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("arguments must be a JSON object");
+      return v;
+    }
+    const args = {};
+    for (const input of fields.querySelectorAll("[data-key]")) {
+      const key = input.dataset.key, type = input.dataset.type;
+      if (type === "boolean") { args[key] = input.checked; continue; }
+      if (input.value === "") continue;  // optional and left empty: not sent
+      if (type === "enum") args[key] = JSON.parse(input.value);
+      else if (type === "integer") args[key] = parseInt(input.value, 10);
+      else if (type === "number") args[key] = parseFloat(input.value);
+      else args[key] = input.value;
+    }
+    return args;
+  }
+
+  async function callTool(ev) {
+    ev.preventDefault();
+    const server = $("call-server").value, tool = $("call-tool").value;
+    if (!server || !tool) { callStatus("pick a server and a tool", true); return; }
+    let args;
+    try { args = collectArguments(); } catch (e) { callStatus("arguments: " + e.message, true); return; }
+    callStatus("calling " + server + "/" + tool + "…", false);
+    $("call-result").textContent = "";
+    try {
+      const r = await fetch("/api/v1/mcp/servers/" + encodeURIComponent(server) + "/tools/" +
+        encodeURIComponent(tool) + "/call", {
+        method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: Object.assign({ "Content-Type": "application/json" }, authHeaders()),
+        body: JSON.stringify(args),
+      });
+      const text = await r.text();
+      let shown = text;
+      try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { /* not JSON */ }
+      $("call-result").textContent = shown;
+      callStatus(server + "/" + tool + ": HTTP " + r.status, !r.ok);
+    } catch (e) {
+      callStatus(server + "/" + tool + ": " + e.message, true);
+    }
+  }
+
+  function callStatus(text, isError) {
+    const p = $("call-status");
+    p.textContent = text;
+    p.classList.toggle("error", isError);
+  }
+
   function onResult(m) {
     let text = m.action + " " + m.server + ": ok";
     if (m.action === "probe") text += " — " + m.state + latencyText(m.latency_ms);
@@ -245,7 +469,8 @@
   function onError(m) {
     const text = (m.action ? m.action + " " + (m.server || "") + ": " : "") +
       (m.error ? m.error + " — " : "") + (m.message || "error");
-    if (m.action) actionStatus(text, true);
+    if (m.action === "subscribe_audit") $("audit-status").textContent = text;
+    else if (m.action) actionStatus(text, true);
     logEntry("error", m.server || "", text);
   }
 
@@ -375,9 +600,15 @@
     }
   }
 
+  function isAdmin() {
+    return (you.actions || []).length > 0;
+  }
+
   function showYou() {
-    const admin = (you.actions || []).length > 0;
+    const admin = isAdmin();
     for (const th of document.querySelectorAll("th.admin-only")) th.hidden = !admin;
+    $("call-panel").hidden = !admin;
+    $("audit-panel").hidden = !admin;
     for (const entry of servers.values()) entry.cells.actions.hidden = !admin;
     $("you").textContent = you.user ? "signed in as " + you.user +
       (you.roles && you.roles.length ? " (" + you.roles.join(", ") + ")" : "") : "";
@@ -412,7 +643,11 @@
     const log = $("log");
     li.hidden = !matches(li);
     log.appendChild(li);
-    while (log.children.length > LOG_LIMIT) log.firstElementChild.remove();
+    if (!li.hidden) shownCount += 1;
+    while (log.children.length > LOG_LIMIT) {
+      if (!log.firstElementChild.hidden) shownCount -= 1;
+      log.firstElementChild.remove();
+    }
     if (!li.hidden) log.scrollTop = log.scrollHeight;
     countText();
   }
@@ -425,14 +660,19 @@
   }
 
   function applyFilter() {
-    for (const li of $("log").children) li.hidden = !matches(li);
+    // The one full pass: a filter change, not every event.
+    shownCount = 0;
+    for (const li of $("log").children) {
+      li.hidden = !matches(li);
+      if (!li.hidden) shownCount += 1;
+    }
     countText();
   }
 
+  // O(1) per event: `shownCount` is kept by append/applyFilter/clear, and
+  // `children.length` is a live count. (It was a filter over every entry per event.)
   function countText() {
-    const log = $("log");
-    const shown = [...log.children].filter((li) => !li.hidden).length;
-    $("log-count").textContent = shown + " of " + log.children.length + " shown" +
+    $("log-count").textContent = shownCount + " of " + $("log").children.length + " shown" +
       (paused ? ", " + held.length + " held while paused" : "");
   }
 
@@ -503,8 +743,12 @@
     $("clear").addEventListener("click", () => {
       $("log").replaceChildren();
       held = [];
+      shownCount = 0;
       countText();
     });
+    $("call-server").addEventListener("change", loadTools);
+    $("call-tool").addEventListener("change", buildForm);
+    $("call-form").addEventListener("submit", callTool);
     window.addEventListener("online", () => { if (!live) { attempt = 0; connect(); } });
     window.addEventListener("offline", () => setConn("offline", "browser is offline"));
     setConn("reconnecting", "connecting");

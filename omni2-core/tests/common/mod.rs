@@ -136,7 +136,7 @@ impl Drop for McpServer {
 pub struct Omni2 {
     child: Option<Proc>,
     pub addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Omni2 {
@@ -161,7 +161,7 @@ impl Omni2 {
         Self {
             child: Some(Proc::adopt("omni2", child)),
             addr,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -193,7 +193,7 @@ impl Omni2 {
         Self {
             child: Some(Proc::adopt("omni2", child)),
             addr,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -213,6 +213,15 @@ impl Omni2 {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws/mcp-status", self.addr)
+    }
+
+    /// The config file it was started with (`--config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("omni2.yaml")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        self.child.as_ref().expect("running").signal(signal);
     }
 
     pub fn sigterm(&self) {
