@@ -37,21 +37,33 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The catalog of `snapshot` under `config` (separator, per-tool roles).
+    /// The catalog of `snapshot` under `config` (separator, per-tool roles of
+    /// `config.servers`, found by name).
     pub fn build(config: &Config, snapshot: &Snapshot) -> Self {
+        Self::build_with(config, snapshot, |server, tool| {
+            let server = config.servers.iter().find(|s| s.name == server)?;
+            server.tools.get(tool)?.roles.as_deref().map(Into::into)
+        })
+    }
+
+    /// The catalog of `snapshot`, with each tool's own `roles` from `own_roles(server, tool)`
+    /// (`None`: `roles.tool_call`). Servers are looked up by name, never by position: a
+    /// reload changes the server list after startup.
+    pub fn build_with(
+        config: &Config,
+        snapshot: &Snapshot,
+        own_roles: impl Fn(&str, &str) -> Option<Arc<[String]>>,
+    ) -> Self {
         let sep = &config.gateway.separator;
         let default_roles: Arc<[String]> = config.roles.tool_call.clone().into();
         let mut catalog = Self::default();
-        for (status, server) in snapshot.servers.iter().zip(&config.servers) {
+        for status in snapshot.servers.iter() {
             if !is_listed(status) {
                 continue;
             }
             for info in status.tools.iter() {
-                let roles = server
-                    .tools
-                    .get(&info.name)
-                    .and_then(|p| p.roles.as_ref())
-                    .map_or_else(|| default_roles.clone(), |r| r.clone().into());
+                let roles =
+                    own_roles(&status.name, &info.name).unwrap_or_else(|| default_roles.clone());
                 let mut tool = Tool::clone(&info.definition);
                 let name = format!("{}{sep}{}", status.name, info.name);
                 tool.name = name.clone().into();
@@ -117,15 +129,19 @@ impl Fingerprint {
 pub struct CatalogCache(Mutex<Option<(Arc<Snapshot>, Arc<Catalog>)>>);
 
 impl CatalogCache {
-    /// The catalog of `snapshot`.
-    pub fn get(&self, config: &Config, snapshot: Arc<Snapshot>) -> Arc<Catalog> {
+    /// The catalog of `snapshot`, built by `build` when it is not the cached one.
+    pub fn get(
+        &self,
+        snapshot: Arc<Snapshot>,
+        build: impl FnOnce(&Snapshot) -> Catalog,
+    ) -> Arc<Catalog> {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, c)) = slot.as_ref()
             && Arc::ptr_eq(s, &snapshot)
         {
             return c.clone();
         }
-        let catalog = Arc::new(Catalog::build(config, &snapshot));
+        let catalog = Arc::new(build(&snapshot));
         *slot = Some((snapshot, catalog.clone()));
         catalog
     }

@@ -40,17 +40,29 @@ pub struct GatewayHandler(Arc<State>);
 
 impl GatewayHandler {
     pub fn new(shared: Arc<Shared>) -> Self {
-        let limits = Limits::new(&shared.config);
         Self(Arc::new(State {
             shared: web::Data::new(shared),
             catalog: CatalogCache::default(),
-            limits,
+            limits: Limits::default(),
         }))
     }
 
     fn catalog(&self) -> Arc<Catalog> {
         let snapshot = self.0.shared.published.snapshot.borrow().clone();
-        self.0.catalog.get(&self.0.shared.config, snapshot)
+        let shared = &self.0.shared;
+        // Per-tool roles from the registry: after a reload, `shared.config.servers` is stale.
+        self.0.catalog.get(snapshot, |snapshot| {
+            Catalog::build_with(&shared.config, snapshot, |server, tool| {
+                let entry = shared.registry.entry(server)?;
+                entry
+                    .config
+                    .tools
+                    .get(tool)?
+                    .roles
+                    .as_deref()
+                    .map(Into::into)
+            })
+        })
     }
 
     /// Waits for the next change of what clients list; `false` once omni2 shuts down.
@@ -184,7 +196,11 @@ impl ServerHandler for GatewayHandler {
             });
             return Err(errors::identity(e));
         }
-        if let Err(wait) = self.0.limits.take(server, tool, &id.id) {
+        let limit = shared
+            .registry
+            .entry(server)
+            .and_then(|e| e.config.tools.get(tool).and_then(|p| p.rate_limit));
+        if let Err(wait) = self.0.limits.take(server, tool, limit, &id.id) {
             shared.metrics.gateway_rate_limited.inc();
             shared.audit.tool_call(crate::audit::ToolCall {
                 actor: id,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, RateLimit};
+use crate::config::RateLimit;
 
 /// Buckets kept per tool at most.
 const MAX_USERS_PER_TOOL: u64 = 100_000;
@@ -26,47 +26,53 @@ struct ToolLimit {
     buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
 }
 
-/// Every rate-limited tool's buckets, by (server, tool).
+/// Every rate-limited tool's buckets, by (server, tool), made on first use.
+///
+/// The limit is passed on each call, read from the server's current config: a reload that
+/// changes a tool's `rate_limit` takes effect at once (its buckets start again full).
 #[derive(Default)]
-pub struct Limits(HashMap<(String, String), ToolLimit>);
+pub struct Limits(Mutex<HashMap<(String, String), Arc<ToolLimit>>>);
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limits")
-            .field("tools", &self.0.len())
-            .finish()
+        let tools = self.0.lock().map_or(0, |m| m.len());
+        f.debug_struct("Limits").field("tools", &tools).finish()
     }
 }
 
 impl Limits {
-    /// The limits `config` sets.
-    pub fn new(config: &Config) -> Self {
-        let mut limits = HashMap::new();
-        for server in &config.servers {
-            for (tool, policy) in &server.tools {
-                let Some(limit) = policy.rate_limit else {
-                    continue;
-                };
-                let idle = limit.every.saturating_mul(limit.burst).max(limit.every);
-                let buckets = moka::sync::Cache::builder()
-                    .max_capacity(MAX_USERS_PER_TOOL)
-                    .time_to_idle(idle)
-                    .build();
-                limits.insert(
-                    (server.name.clone(), tool.clone()),
-                    ToolLimit { limit, buckets },
-                );
-            }
+    /// The buckets of `server`/`tool` under `limit`, new when the limit changed.
+    fn tool(&self, server: &str, tool: &str, limit: RateLimit) -> Arc<ToolLimit> {
+        let mut tools = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (server.to_owned(), tool.to_owned());
+        if let Some(t) = tools.get(&key)
+            && t.limit == limit
+        {
+            return t.clone();
         }
-        Self(limits)
+        let idle = limit.every.saturating_mul(limit.burst).max(limit.every);
+        let buckets = moka::sync::Cache::builder()
+            .max_capacity(MAX_USERS_PER_TOOL)
+            .time_to_idle(idle)
+            .build();
+        let t = Arc::new(ToolLimit { limit, buckets });
+        tools.insert(key, t.clone());
+        t
     }
 
-    /// Takes one call from `user`'s bucket for `server`/`tool`; `Err(wait)` when empty
-    /// (the next call is allowed after `wait`).
-    pub fn take(&self, server: &str, tool: &str, user: &str) -> Result<(), Duration> {
-        let Some(t) = self.0.get(&(server.to_owned(), tool.to_owned())) else {
+    /// Takes one call from `user`'s bucket for `server`/`tool` under `limit` (`None`: not
+    /// limited); `Err(wait)` when empty (the next call is allowed after `wait`).
+    pub fn take(
+        &self,
+        server: &str,
+        tool: &str,
+        limit: Option<RateLimit>,
+        user: &str,
+    ) -> Result<(), Duration> {
+        let Some(limit) = limit else {
             return Ok(());
         };
+        let t = self.tool(server, tool, limit);
         let burst = f64::from(t.limit.burst);
         let now = Instant::now();
         let bucket = t.buckets.get_with_by_ref(user, || {
@@ -93,13 +99,18 @@ impl Limits {
 mod tests {
     use super::*;
 
-    fn limits(burst: u32, every: Duration) -> Limits {
-        let yaml = format!(
-            "servers:\n  - name: s\n    url: http://127.0.0.1:1/mcp\n    tools:\n      t: {{rate_limit: {{burst: {burst}, every: {}ms}}}}\n",
-            every.as_millis()
-        );
-        let config = Config::from_yaml(&yaml, &crate::config::ProcessEnv).expect("config");
-        Limits::new(&config)
+    /// `s`/`t` limited to `burst` per `every`, other tools unlimited.
+    struct Fixture(Limits, RateLimit);
+
+    impl Fixture {
+        fn take(&self, server: &str, tool: &str, user: &str) -> Result<(), Duration> {
+            let limit = (tool == "t").then_some(self.1);
+            self.0.take(server, tool, limit, user)
+        }
+    }
+
+    fn limits(burst: u32, every: Duration) -> Fixture {
+        Fixture(Limits::default(), RateLimit { burst, every })
     }
 
     #[tokio::test(start_paused = true)]
@@ -117,5 +128,24 @@ mod tests {
         assert!(wait <= Duration::from_secs(5), "{wait:?}");
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.take("s", "t", "alice"), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_limit_applies_at_once() {
+        let l = Limits::default();
+        let one = RateLimit {
+            burst: 1,
+            every: Duration::from_secs(60),
+        };
+        assert_eq!(l.take("s", "t", Some(one), "alice"), Ok(()));
+        assert!(l.take("s", "t", Some(one), "alice").is_err());
+        // A reload raised the burst: the new limit counts, from full.
+        let three = RateLimit { burst: 3, ..one };
+        for _ in 0..3 {
+            assert_eq!(l.take("s", "t", Some(three), "alice"), Ok(()));
+        }
+        assert!(l.take("s", "t", Some(three), "alice").is_err());
+        // Reloaded away: unlimited.
+        assert_eq!(l.take("s", "t", None, "alice"), Ok(()));
     }
 }
