@@ -161,6 +161,16 @@ pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// Who may be served a tool's cached result (`tools.<name>.cache_scope`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Only the user whose call filled the entry (the default).
+    #[default]
+    PerUser,
+    /// Every caller: the config says the result does not depend on who asks.
+    Shared,
+}
+
 /// Per-tool policy: cache, who may call it, how often.
 #[derive(Clone, Debug, Default)]
 pub struct ToolPolicy {
@@ -168,6 +178,8 @@ pub struct ToolPolicy {
     pub cache: Option<bool>,
     /// TTL override; the cache's `default_ttl` otherwise.
     pub ttl: Option<Duration>,
+    /// Who shares a cached result: `per_user` (default) or `shared` (`cache_scope`).
+    pub cache_scope: CacheScope,
     /// Roles that may call (and, on `/mcp`, see) the tool; `None`: `roles.tool_call`.
     pub roles: Option<Vec<String>>,
     /// Calls per user on `/mcp` (token bucket); `None`: unlimited.

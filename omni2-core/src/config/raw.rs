@@ -125,6 +125,7 @@ pub(super) struct RawBreaker {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawToolPolicy {
     pub(super) cache: Option<bool>,
+    pub(super) cache_scope: Option<String>,
     pub(super) ttl: Option<RawDuration>,
     pub(super) roles: Option<Vec<String>>,
     pub(super) rate_limit: Option<RawRateLimit>,
