@@ -10,5 +10,6 @@ mod gateway;
 mod log_pipe;
 mod mcp_live;
 mod rmcp_server;
+mod semantics;
 mod shared_cache;
 mod ws_status;
