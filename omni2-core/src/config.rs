@@ -17,7 +17,10 @@ use identity_wire::{SIGNATURE_HEADER, Slot};
 use config_plumbing::parse;
 
 mod checks;
+mod credentials;
 mod raw;
+
+pub use credentials::Credentials;
 
 pub use checks::check_listen;
 use checks::{check, check_url};
@@ -260,6 +263,8 @@ pub struct ServerConfig {
     pub breaker: BreakerConfig,
     /// Cache policy per tool name.
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// What omni2 sends this server to authenticate (never the caller's token).
+    pub credentials: Credentials,
 }
 
 /// A checked configuration.
@@ -335,6 +340,7 @@ impl ServerConfig {
             protocol: Protocol::Auto,
             breaker: BreakerConfig::default(),
             tools: BTreeMap::new(),
+            credentials: Credentials::default(),
         }
     }
 }

@@ -99,7 +99,16 @@ impl Omni2 {
             .servers
             .iter()
             .map(|s| {
-                Arc::new(HttpMcpClient::new(&s.url, s.protocol, http.clone())) as Arc<dyn McpClient>
+                let http = if s.credentials.is_empty() {
+                    http.clone()
+                } else {
+                    HttpMcpClient::http_client_with(&s.credentials).unwrap_or_else(|e| {
+                        // Fails closed: without its credentials the server refuses us.
+                        tracing::error!(server = %s.name, error = %e, "Credentials unusable.");
+                        http.clone()
+                    })
+                };
+                Arc::new(HttpMcpClient::new(&s.url, s.protocol, http)) as Arc<dyn McpClient>
             })
             .collect();
         Self::with_clients(config, clients)

@@ -5,6 +5,7 @@ mod common;
 
 mod audit;
 mod control;
+mod credentials;
 mod docs;
 mod gateway;
 mod log_pipe;

@@ -344,6 +344,9 @@ fn check_server(
         }
     };
     s.breaker = check_breaker(raw.breaker, &format!("{p}.breaker"), errors);
+    s.credentials = raw.credentials.map_or_else(Default::default, |c| {
+        super::credentials::check_credentials(c, &format!("{p}.credentials"), errors)
+    });
     s.tools = raw
         .tools
         .into_iter()

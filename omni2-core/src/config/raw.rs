@@ -109,6 +109,7 @@ pub(super) struct RawServer {
     pub(super) breaker: RawBreaker,
     #[serde(default)]
     pub(super) tools: BTreeMap<String, RawToolPolicy>,
+    pub(super) credentials: Option<super::credentials::RawCredentials>,
 }
 
 #[derive(Debug, Default, Deserialize)]
