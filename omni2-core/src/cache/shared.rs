@@ -211,6 +211,28 @@ mod tests {
     }
 
     #[test]
+    fn per_user_keys_differ_per_user_and_from_the_shared_key() {
+        use crate::cache::CacheScope;
+        let s = shared("redis://127.0.0.1:1");
+        let args = Map::new();
+        let k = |scope, user| s.key(&CacheKey::scoped(scope, user, "s", "t", &args));
+        assert_ne!(
+            k(CacheScope::PerUser, "alice"),
+            k(CacheScope::PerUser, "bob")
+        );
+        assert_ne!(
+            k(CacheScope::PerUser, "alice"),
+            k(CacheScope::Shared, "alice")
+        );
+        assert_eq!(k(CacheScope::Shared, "alice"), k(CacheScope::Shared, "bob"));
+        // Shared keys are what earlier versions wrote: a rolling upgrade keeps sharing them.
+        assert_eq!(
+            k(CacheScope::Shared, "x"),
+            s.key(&CacheKey::new("s", "t", &args))
+        );
+    }
+
+    #[test]
     fn keys_are_the_prefix_and_a_hash_of_the_canonical_key() {
         let s = shared("redis://127.0.0.1:1");
         let a = s.key(&key("s", "t", json!({"a": 1, "b": 2})));

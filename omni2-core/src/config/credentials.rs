@@ -11,7 +11,6 @@ use super::Error;
 
 /// `credentials:` as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCredentials {
     bearer_token: Option<String>,
     bearer_token_file: Option<String>,
@@ -23,7 +22,6 @@ pub(super) struct RawCredentials {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTls {
     ca_file: Option<String>,
     client_cert_file: Option<String>,
