@@ -124,17 +124,14 @@ pub(super) fn check_credentials(raw: RawCredentials, p: &str, errors: &mut Error
         }
         (None, None) => None,
     };
-    if let Some((token, field)) = bearer {
-        if token.is_empty() {
-            errors.push(field, "empty bearer token");
-        } else {
-            add(
-                AUTHORIZATION.as_str(),
-                Some(format!("Bearer {token}")),
-                field,
-                errors,
-            );
-        }
+    // An empty token (e.g. `${TOKEN:-}`) means none, as for `identity_secret`.
+    if let Some((token, field)) = bearer.filter(|(t, _)| !t.is_empty()) {
+        add(
+            AUTHORIZATION.as_str(),
+            Some(format!("Bearer {token}")),
+            field,
+            errors,
+        );
     }
     for (name, value) in raw.headers {
         add(&name, Some(value), format!("{p}.headers.{name}"), errors);
