@@ -2,7 +2,12 @@
 //!
 //! It takes `now` as an argument and never sleeps, so tests drive it with any clock. Probes
 //! and tool calls both feed it: a call asks [`Breaker::admit`] first and reports with
-//! [`Breaker::on_result`].
+//! [`Breaker::on_result`]; a probe reports with [`Breaker::on_probe`].
+//!
+//! Tool calls and probes are kept apart where they disagree. Tool-call outcomes fill the
+//! failure window and streak; probe failures have their own streak. A breaker opened by tool
+//! calls ([`Breaker::is_tripped_by_calls`]) is closed only by a tool-call trial: a server that
+//! answers `ping` but fails its calls must not be closed by every successful probe.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -104,6 +109,10 @@ pub struct Breaker {
     config: BreakerConfig,
     state: State,
     consecutive_failures: u32,
+    /// Consecutive probe failures (tool calls keep their own streak above).
+    probe_failures: u32,
+    /// Opened by tool-call failures: only a tool-call trial may close it, not a probe.
+    tripped_by_calls: bool,
     /// Recent outcomes, `true` = failure.
     window: VecDeque<bool>,
     /// Consecutive opens without a close; drives the exponential backoff.
@@ -118,8 +127,51 @@ impl Breaker {
             config,
             state: State::Closed,
             consecutive_failures: 0,
+            probe_failures: 0,
+            tripped_by_calls: false,
             opens: 0,
         }
+    }
+
+    /// Opened (or half-open) because tool calls failed while probes may still succeed: the
+    /// next tool call after the open period is its trial.
+    pub fn is_tripped_by_calls(&self) -> bool {
+        self.tripped_by_calls && !matches!(self.state, State::Closed)
+    }
+
+    /// Records a probe (`ok` = no outage), which runs whatever the breaker says. Returns the
+    /// transitions it caused, in order (open → half-open → closed at most).
+    ///
+    /// A probe is the half-open trial of a breaker that probes opened. A breaker opened by
+    /// tool calls ignores successful probes; a failed probe means the whole server is down,
+    /// so from then on probes decide again.
+    pub fn on_probe(&mut self, ok: bool, now: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if self.tripped_by_calls && !matches!(self.state, State::Closed) {
+            if ok {
+                return out;
+            }
+            self.tripped_by_calls = false;
+        }
+        match self.state {
+            State::Closed => {
+                if ok {
+                    self.probe_failures = 0;
+                } else {
+                    self.probe_failures += 1;
+                    if self.probe_failures >= self.config.failure_threshold {
+                        out.push(self.open(CircuitState::Closed, now));
+                    }
+                }
+            }
+            _ => {
+                if let Admission::Allowed(t) = self.admit(now) {
+                    out.extend(t);
+                    out.extend(self.record(ok, now, false));
+                }
+            }
+        }
+        out
     }
 
     /// Current state (an open breaker whose period ended still reads `open` until admitted).
@@ -163,8 +215,12 @@ impl Breaker {
         }
     }
 
-    /// Records the outcome of an admitted call.
+    /// Records the outcome of an admitted tool call.
     pub fn on_result(&mut self, ok: bool, now: Instant) -> Option<Transition> {
+        self.record(ok, now, true)
+    }
+
+    fn record(&mut self, ok: bool, now: Instant, is_call: bool) -> Option<Transition> {
         match self.state {
             State::Closed => {
                 if self.window.len() == self.config.window {
@@ -179,6 +235,7 @@ impl Breaker {
                 if self.consecutive_failures >= self.config.failure_threshold
                     || self.rate_exceeded()
                 {
+                    self.tripped_by_calls = is_call;
                     return Some(self.open(CircuitState::Closed, now));
                 }
                 None
@@ -189,6 +246,7 @@ impl Breaker {
                 ref mut succeeded, ..
             } => {
                 if !ok {
+                    self.tripped_by_calls = is_call;
                     return Some(self.open(CircuitState::HalfOpen, now));
                 }
                 *succeeded += 1;
@@ -196,6 +254,8 @@ impl Breaker {
                     self.state = State::Closed;
                     self.opens = 0;
                     self.consecutive_failures = 0;
+                    self.probe_failures = 0;
+                    self.tripped_by_calls = false;
                     self.window.clear();
                     return Some(Transition {
                         from: CircuitState::HalfOpen,
@@ -220,11 +280,16 @@ impl Breaker {
     /// `None` when the breaker is already there (a half-open reset still restarts its trials).
     pub fn force(&mut self, to: CircuitState) -> Option<Transition> {
         let from = self.state();
+        if to != CircuitState::Open {
+            // The operator's reset lets probes decide again.
+            self.tripped_by_calls = false;
+        }
         match to {
             CircuitState::Closed => {
                 self.state = State::Closed;
                 self.opens = 0;
                 self.consecutive_failures = 0;
+                self.probe_failures = 0;
                 self.window.clear();
             }
             CircuitState::HalfOpen => {
@@ -416,6 +481,74 @@ mod tests {
         assert_eq!(fail(&mut b, now), None);
         assert_eq!(b.on_result(true, now), None);
         assert_eq!(fail(&mut b, now).map(|t| t.to), Some(CircuitState::Open));
+    }
+
+    #[test]
+    fn successful_probes_never_close_a_breaker_tool_calls_opened() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(config());
+        for _ in 0..3 {
+            fail(&mut b, t0);
+        }
+        assert!(b.is_tripped_by_calls());
+        let t1 = t0 + Duration::from_secs(6);
+        // Probes keep succeeding, after the open period too: no trial, no move.
+        assert!(b.on_probe(true, t0).is_empty());
+        assert!(b.on_probe(true, t1).is_empty());
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.is_tripped_by_calls());
+        // The next tool call is the trial; failing, it reopens with backoff.
+        assert!(matches!(b.admit(t1), Admission::Allowed(Some(_))));
+        assert_eq!(
+            b.on_result(false, t1).map(|t| t.to),
+            Some(CircuitState::Open)
+        );
+        assert_eq!(
+            b.admit(t1),
+            Admission::Rejected {
+                retry_after: Duration::from_secs(10)
+            }
+        );
+        // A succeeding call trial (two of them: half_open_trials = 2) closes it.
+        let t2 = t1 + Duration::from_secs(10);
+        assert!(matches!(b.admit(t2), Admission::Allowed(Some(_))));
+        assert!(matches!(b.admit(t2), Admission::Allowed(None)));
+        assert_eq!(b.on_result(true, t2), None);
+        assert_eq!(
+            b.on_result(true, t2).map(|t| t.to),
+            Some(CircuitState::Closed)
+        );
+        assert!(!b.is_tripped_by_calls());
+    }
+
+    #[test]
+    fn probes_decide_a_breaker_they_opened_or_once_they_fail() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig {
+            half_open_trials: 1,
+            ..config()
+        });
+        // Probe successes do not reset the tool-call streak, nor the other way round.
+        fail(&mut b, t0);
+        assert!(b.on_probe(true, t0).is_empty());
+        fail(&mut b, t0);
+        assert!(b.on_probe(false, t0).is_empty());
+        assert_eq!(fail(&mut b, t0).map(|t| t.to), Some(CircuitState::Open));
+        // Tripped by calls, then the server stops answering probes: probes decide again.
+        assert!(b.on_probe(false, t0).is_empty(), "still in its open period");
+        assert!(!b.is_tripped_by_calls());
+        let t1 = t0 + Duration::from_secs(5);
+        let moves: Vec<_> = b.on_probe(true, t1).iter().map(|t| t.to).collect();
+        assert_eq!(moves, [CircuitState::HalfOpen, CircuitState::Closed]);
+        // Three failed probes in a row open it; a success in between resets their streak.
+        b.on_probe(false, t1);
+        b.on_probe(false, t1);
+        assert!(b.on_probe(true, t1).is_empty());
+        b.on_probe(false, t1);
+        b.on_probe(false, t1);
+        let moves: Vec<_> = b.on_probe(false, t1).iter().map(|t| t.to).collect();
+        assert_eq!(moves, [CircuitState::Open]);
+        assert!(!b.is_tripped_by_calls());
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! share one upstream call (moka's `or_try_insert_with`). Failures and `isError: true`
 //! results reach every waiter but are never stored.
 //!
+//! A tool's [`CacheScope`] decides who shares an entry: `per_user` (the default) puts the
+//! verified user in the key, `shared` leaves it out. A server may narrow both per result,
+//! in the result's `_meta` (an omni2 convention, see [`ResultHints`]): `cacheScope:
+//! "private"` keeps a result out of a shared entry, `ttlMs` shortens its TTL (0: not
+//! stored).
+//!
 //! With `cache.redis` ([`shared`]) a local miss first reads the result other replicas stored
 //! in Redis, and an upstream answer is stored there too (same TTL, errors never); Redis
 //! failing only means falling back to this replica's cache and upstream.
@@ -20,26 +26,78 @@ use prometheus::IntCounter;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::config::CacheScope;
 use crate::mcp::ToolResult;
 
 pub mod shared;
 pub use shared::SharedCache;
 
-/// Cache key: server, tool, canonical arguments.
+/// Cache key: server, tool, canonical arguments, and the user for `per_user` entries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     server: Arc<str>,
     tool: Arc<str>,
     args: String,
+    user: Option<Arc<str>>,
 }
 
 impl CacheKey {
-    /// Builds the key; argument order never matters.
+    /// A key shared by every caller; argument order never matters.
     pub fn new(server: &str, tool: &str, arguments: &Map<String, Value>) -> Self {
         Self {
             server: server.into(),
             tool: tool.into(),
             args: canonical_object(arguments),
+            user: None,
+        }
+    }
+
+    /// The key for `scope`: `per_user` adds the verified `user`.
+    pub fn scoped(
+        scope: CacheScope,
+        user: &str,
+        server: &str,
+        tool: &str,
+        arguments: &Map<String, Value>,
+    ) -> Self {
+        let mut key = Self::new(server, tool, arguments);
+        if scope == CacheScope::PerUser {
+            key.user = Some(user.into());
+        }
+        key
+    }
+
+    /// Shared by every caller (no user in it).
+    pub fn is_shared(&self) -> bool {
+        self.user.is_none()
+    }
+}
+
+/// A server's caching hints on one `tools/call` result, read from its `_meta`.
+///
+/// MCP has no caching fields for `tools/call`: SEP-2549 (revision 2026-07-28) gives
+/// `ttlMs`/`cacheScope` (`public` | `private`) to list and read results only. omni2 reads the
+/// same names from a tool result's `_meta` as its own convention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResultHints {
+    /// `_meta.cacheScope == "private"`: never in an entry other users share.
+    pub is_private: bool,
+    /// `_meta.ttlMs`: at most this long (a negative or non-integer value counts as 0).
+    pub ttl: Option<Duration>,
+}
+
+impl ResultHints {
+    /// Reads the hints of a `CallToolResult` object.
+    pub fn of(body: &Value) -> Self {
+        let Some(meta) = body.get("_meta").and_then(Value::as_object) else {
+            return Self::default();
+        };
+        let ttl = meta
+            .get("ttlMs")
+            .map(|v| Duration::from_millis(v.as_u64().unwrap_or(0)));
+        Self {
+            is_private: meta.get("cacheScope").and_then(Value::as_str) == Some("private"),
+            ttl,
         }
     }
 }
@@ -108,6 +166,9 @@ pub enum Uncached<E> {
     Failed(E),
     /// The tool answered `isError: true` (passed through, not stored).
     ToolError(Value),
+    /// The server's hints kept it out of the cache (`ttlMs: 0`, or `cacheScope: private`
+    /// on a shared entry). Given only to the caller whose call produced it.
+    NotStored(Value),
 }
 
 /// Counters and sizes, for `GET /api/v1/cache` and `cache_stats` messages.
@@ -207,7 +268,8 @@ impl ToolCache {
     }
 
     /// Returns the cached result for `key`, or runs `call` once for all concurrent callers
-    /// and stores its result for `ttl` unless it failed or is `isError`.
+    /// and stores its result for `ttl` (or the server's shorter `ttlMs`) unless it failed,
+    /// is `isError`, or its hints say not to ([`ResultHints`]).
     /// The flag is `true` when the result came from the cache (or another caller's fill).
     pub async fn get_or_call<F, E>(
         &self,
@@ -219,8 +281,13 @@ impl ToolCache {
         F: Future<Output = Result<ToolResult, E>>,
         E: Clone + Send + Sync + 'static,
     {
+        let is_shared_key = key.is_shared();
         let shared = self.shared.as_ref().map(|s| (s, s.key(&key)));
-        let fill = async move {
+        // The call runs in whichever caller fills the entry; a caller that only waited
+        // still holds its own (for a result it may not be given).
+        let own_call = std::sync::Mutex::new(Some(call));
+        let take_call = || own_call.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let fill = async {
             if let Some((s, k)) = &shared
                 && let Some(hit) = s.get(k).await
             {
@@ -231,9 +298,17 @@ impl ToolCache {
                     from_shared: true,
                 }));
             }
+            let Some(call) = take_call() else {
+                return Err(Uncached::NotStored(Value::Null));
+            };
             match call.await {
                 Ok(r) if r.is_error => Err(Uncached::ToolError(r.body)),
                 Ok(r) => {
+                    let hints = ResultHints::of(&r.body);
+                    let ttl = hints.ttl.map_or(ttl, |t| t.min(ttl));
+                    if ttl.is_zero() || (hints.is_private && is_shared_key) {
+                        return Err(Uncached::NotStored(r.body));
+                    }
                     let json = r.body.to_string();
                     if let Some((s, k)) = &shared {
                         s.set(k, &json, ttl).await;
@@ -262,7 +337,16 @@ impl ToolCache {
             Err(e) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 self.counters.misses.inc();
-                Err((*e).clone())
+                match (&*e, take_call()) {
+                    // Another caller's result its server would not let us store (it may be
+                    // private to that caller): make our own call, uncached.
+                    (Uncached::NotStored(_), Some(call)) => match call.await {
+                        Ok(r) if r.is_error => Err(Uncached::ToolError(r.body)),
+                        Ok(r) => Err(Uncached::NotStored(r.body)),
+                        Err(e) => Err(Uncached::Failed(e)),
+                    },
+                    (other, _) => Err(other.clone()),
+                }
             }
         }
     }
@@ -412,6 +496,135 @@ mod tests {
         assert!(!hit, "invalidated");
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn per_user_keys_never_serve_another_user() {
+        let c = cache();
+        let ttl = Duration::from_secs(60);
+        let key = |scope, user| CacheKey::scoped(scope, user, "s", "t", &Map::new());
+        let per_user = CacheScope::PerUser;
+        c.get_or_call(key(per_user, "alice"), ttl, async {
+            ok(json!({"u": "alice"}))
+        })
+        .await
+        .expect("ok");
+        let (r, hit) = c
+            .get_or_call(key(per_user, "bob"), ttl, async { ok(json!({"u": "bob"})) })
+            .await
+            .expect("ok");
+        assert!(!hit, "bob never gets alice's entry");
+        assert_eq!(r.json, r#"{"u":"bob"}"#);
+        let (r, hit) = c
+            .get_or_call(key(per_user, "alice"), ttl, async { ok(json!({})) })
+            .await
+            .expect("ok");
+        assert!(hit);
+        assert_eq!(r.json, r#"{"u":"alice"}"#);
+        // A shared tool: one entry for everybody.
+        let shared = CacheScope::Shared;
+        c.get_or_call(key(shared, "alice"), ttl, async { ok(json!({"n": 1})) })
+            .await
+            .expect("ok");
+        let (_, hit) = c
+            .get_or_call(key(shared, "bob"), ttl, async { ok(json!({"n": 2})) })
+            .await
+            .expect("ok");
+        assert!(hit);
+        assert_ne!(key(per_user, "alice"), key(shared, "alice"));
+    }
+
+    #[tokio::test]
+    async fn server_hints_private_and_ttl_ms() {
+        let c = cache();
+        let ttl = Duration::from_secs(60);
+        let shared = || CacheKey::new("s", "t", &Map::new());
+        let private = json!({"n": 1, "_meta": {"cacheScope": "private"}});
+        let r = c
+            .get_or_call(shared(), ttl, async { ok(private.clone()) })
+            .await;
+        assert!(matches!(r, Err(Uncached::NotStored(ref v)) if *v == private));
+        let (_, hit) = c
+            .get_or_call(shared(), ttl, async { ok(json!({})) })
+            .await
+            .expect("ok");
+        assert!(!hit, "a private result never fills a shared entry");
+        // ...but may fill a per-user one.
+        let mine = || CacheKey::scoped(CacheScope::PerUser, "alice", "s", "p", &Map::new());
+        c.get_or_call(mine(), ttl, async { ok(private.clone()) })
+            .await
+            .expect("stored for alice");
+        assert!(
+            c.get_or_call(mine(), ttl, async { ok(json!({})) })
+                .await
+                .expect("ok")
+                .1
+        );
+        // ttlMs: 0 is not stored; a shorter ttlMs wins over the configured TTL.
+        let zero = || CacheKey::new("s", "z", &Map::new());
+        let r = c
+            .get_or_call(zero(), ttl, async { ok(json!({"_meta": {"ttlMs": 0}})) })
+            .await;
+        assert!(matches!(r, Err(Uncached::NotStored(_))));
+        let short = || CacheKey::new("s", "short", &Map::new());
+        let (r, _) = c
+            .get_or_call(short(), ttl, async {
+                ok(json!({"_meta": {"ttlMs": 1500}}))
+            })
+            .await
+            .expect("ok");
+        assert_eq!(r.ttl, Duration::from_millis(1500));
+        let (r, _) = c
+            .get_or_call(CacheKey::new("s", "long", &Map::new()), ttl, async {
+                ok(json!({"_meta": {"ttlMs": 3_600_000}}))
+            })
+            .await
+            .expect("ok");
+        assert_eq!(r.ttl, ttl, "a hint never extends the configured TTL");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_never_gets_another_callers_private_result() {
+        let c = Arc::new(cache());
+        let ttl = Duration::from_secs(60);
+        let key = || CacheKey::new("s", "t", &Map::new());
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let leader = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.get_or_call(key(), ttl, async move {
+                    let _ = wait.await;
+                    ok(json!({"who": "leader", "_meta": {"cacheScope": "private"}}))
+                })
+                .await
+                .map(|_| ())
+            })
+        };
+        // Let the leader start its fill, then join as a waiter.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.get_or_call(key(), ttl, async { ok(json!({"who": "waiter"})) })
+                    .await
+            })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let _ = release.send(());
+        assert!(matches!(
+            leader.await.expect("join"),
+            Err(Uncached::NotStored(_))
+        ));
+        match waiter.await.expect("join") {
+            // It made its own call (or filled the entry after the leader's refusal).
+            Err(Uncached::NotStored(v)) => assert_eq!(v["who"], "waiter"),
+            Ok((r, _)) => assert!(r.json.contains("waiter"), "{}", r.json),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,10 @@ use identity_wire::{SIGNATURE_HEADER, Slot};
 use config_plumbing::parse;
 
 mod checks;
+mod credentials;
 mod raw;
+
+pub use credentials::Credentials;
 
 pub use checks::check_listen;
 use checks::{check, check_url};
@@ -161,6 +164,16 @@ pub struct WebsocketConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// Who may be served a tool's cached result (`tools.<name>.cache_scope`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Only the user whose call filled the entry (the default).
+    #[default]
+    PerUser,
+    /// Every caller: the config says the result does not depend on who asks.
+    Shared,
+}
+
 /// Per-tool policy: cache, who may call it, how often.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ToolPolicy {
@@ -168,6 +181,8 @@ pub struct ToolPolicy {
     pub cache: Option<bool>,
     /// TTL override; the cache's `default_ttl` otherwise.
     pub ttl: Option<Duration>,
+    /// Who shares a cached result: `per_user` (default) or `shared` (`cache_scope`).
+    pub cache_scope: CacheScope,
     /// Roles that may call (and, on `/mcp`, see) the tool; `None`: `roles.tool_call`.
     pub roles: Option<Vec<String>>,
     /// Calls per user on `/mcp` (token bucket); `None`: unlimited.
@@ -248,6 +263,8 @@ pub struct ServerConfig {
     pub breaker: BreakerConfig,
     /// Cache policy per tool name.
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// What omni2 sends this server to authenticate (never the caller's token).
+    pub credentials: Credentials,
 }
 
 /// A checked configuration.
@@ -323,6 +340,7 @@ impl ServerConfig {
             protocol: Protocol::Auto,
             breaker: BreakerConfig::default(),
             tools: BTreeMap::new(),
+            credentials: Credentials::default(),
         }
     }
 }

@@ -1,8 +1,15 @@
 //! Health of one server from its probe results: consecutive thresholds, degraded when slow.
 //!
 //! Pure: takes `now` and a latency, never sleeps. The coordinator owns one per server.
+//!
+//! Recovery from `unhealthy` needs `healthy_after` successes spaced by at least
+//! `min_spacing` (the probe interval): a probe brought forward (a tool-list change signal
+//! after a reconnect, an operator's probe) may report a failure, but its success does not
+//! count towards recovery.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -18,15 +25,19 @@ pub enum HealthState {
     Unhealthy,
     /// Disabled in config: never probed or called.
     Disabled,
+    /// Answers probes, but its breaker was opened by failing tool calls: calls fast-fail
+    /// until a tool-call trial succeeds (probes do not close it).
+    ToolsFailing,
 }
 
 impl HealthState {
     /// Every state, for metrics.
-    pub const ALL: [HealthState; 4] = [
+    pub const ALL: [HealthState; 5] = [
         Self::Healthy,
         Self::Degraded,
         Self::Unhealthy,
         Self::Disabled,
+        Self::ToolsFailing,
     ];
 
     /// Label used in JSON, events and metrics.
@@ -36,6 +47,7 @@ impl HealthState {
             Self::Degraded => "degraded",
             Self::Unhealthy => "unhealthy",
             Self::Disabled => "disabled",
+            Self::ToolsFailing => "tools_failing",
         }
     }
 
@@ -54,6 +66,8 @@ pub struct HealthPolicy {
     pub healthy_after: u32,
     /// A success slower than this is `degraded`.
     pub degraded_latency: Duration,
+    /// Least time between two successes that both count towards `healthy_after`.
+    pub min_spacing: Duration,
 }
 
 /// Consecutive-result tracking for one server.
@@ -62,6 +76,8 @@ pub struct HealthTracker {
     policy: HealthPolicy,
     state: HealthState,
     successes: u32,
+    /// When the last success that counted towards `successes` was recorded.
+    last_counted: Option<Instant>,
     failures: u32,
     /// The first result decides at once: no reason to call a fresh server unhealthy for
     /// `healthy_after` probes.
@@ -75,6 +91,7 @@ impl HealthTracker {
             policy,
             state: HealthState::Unhealthy,
             successes: 0,
+            last_counted: None,
             failures: 0,
             is_first: true,
         }
@@ -85,14 +102,21 @@ impl HealthTracker {
         self.state
     }
 
-    /// Feeds a probe result (`Some(latency)` on success); returns the new state if it changed.
-    pub fn record(&mut self, latency: Option<Duration>) -> Option<HealthState> {
+    /// Feeds a probe result (`Some(latency)` on success) that ended at `now`; returns the new
+    /// state if it changed.
+    pub fn record(&mut self, latency: Option<Duration>, now: Instant) -> Option<HealthState> {
         let before = self.state;
         let is_first = std::mem::replace(&mut self.is_first, false);
         match latency {
             Some(latency) => {
                 self.failures = 0;
-                self.successes = self.successes.saturating_add(1);
+                let is_spaced = self.last_counted.is_none_or(|last| {
+                    now.saturating_duration_since(last) >= self.policy.min_spacing
+                });
+                if is_spaced {
+                    self.successes = self.successes.saturating_add(1);
+                    self.last_counted = Some(now);
+                }
                 let up = if latency > self.policy.degraded_latency {
                     HealthState::Degraded
                 } else {
@@ -104,6 +128,7 @@ impl HealthTracker {
             }
             None => {
                 self.successes = 0;
+                self.last_counted = None;
                 self.failures = self.failures.saturating_add(1);
                 if is_first || self.failures >= self.policy.unhealthy_after {
                     self.state = HealthState::Unhealthy;
@@ -118,12 +143,25 @@ impl HealthTracker {
 mod tests {
     use super::*;
 
+    const SPACING: Duration = Duration::from_secs(1);
+
     fn tracker() -> HealthTracker {
         HealthTracker::new(HealthPolicy {
             unhealthy_after: 3,
             healthy_after: 2,
             degraded_latency: Duration::from_millis(100),
+            min_spacing: SPACING,
         })
+    }
+
+    /// Records results one probe interval apart.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn tick(&mut self) -> Instant {
+            self.0 += SPACING;
+            self.0
+        }
     }
 
     const FAST: Option<Duration> = Some(Duration::from_millis(5));
@@ -132,29 +170,57 @@ mod tests {
     #[test]
     fn first_result_decides_then_thresholds_apply() {
         let mut t = tracker();
-        assert_eq!(t.record(FAST), Some(HealthState::Healthy));
-        assert_eq!(t.record(None), None);
-        assert_eq!(t.record(None), None);
-        assert_eq!(t.record(None), Some(HealthState::Unhealthy));
-        assert_eq!(t.record(FAST), None, "one success is not enough");
-        assert_eq!(t.record(None), None, "a failure resets the success streak");
-        assert_eq!(t.record(FAST), None);
-        assert_eq!(t.record(FAST), Some(HealthState::Healthy));
+        let mut c = Clock(Instant::now());
+        assert_eq!(t.record(FAST, c.tick()), Some(HealthState::Healthy));
+        assert_eq!(t.record(None, c.tick()), None);
+        assert_eq!(t.record(None, c.tick()), None);
+        assert_eq!(t.record(None, c.tick()), Some(HealthState::Unhealthy));
+        assert_eq!(t.record(FAST, c.tick()), None, "one success is not enough");
+        assert_eq!(
+            t.record(None, c.tick()),
+            None,
+            "a failure resets the success streak"
+        );
+        assert_eq!(t.record(FAST, c.tick()), None);
+        assert_eq!(t.record(FAST, c.tick()), Some(HealthState::Healthy));
+    }
+
+    #[test]
+    fn recovery_needs_successes_a_probe_interval_apart() {
+        let mut t = tracker();
+        let mut c = Clock(Instant::now());
+        t.record(None, c.tick());
+        let first = c.tick();
+        assert_eq!(t.record(FAST, first), None);
+        // An early probe right after: its success does not count.
+        let early = first + Duration::from_millis(5);
+        assert_eq!(t.record(FAST, early), None);
+        assert_eq!(
+            t.record(FAST, first + SPACING - Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(t.state(), HealthState::Unhealthy);
+        assert_eq!(
+            t.record(FAST, first + SPACING),
+            Some(HealthState::Healthy),
+            "the second spaced success recovers"
+        );
     }
 
     #[test]
     fn slow_success_is_degraded_and_recovers() {
         let mut t = tracker();
-        assert_eq!(t.record(SLOW), Some(HealthState::Degraded));
-        assert_eq!(t.record(SLOW), None);
-        assert_eq!(t.record(FAST), Some(HealthState::Healthy));
-        assert_eq!(t.record(SLOW), Some(HealthState::Degraded));
+        let mut c = Clock(Instant::now());
+        assert_eq!(t.record(SLOW, c.tick()), Some(HealthState::Degraded));
+        assert_eq!(t.record(SLOW, c.tick()), None);
+        assert_eq!(t.record(FAST, c.tick()), Some(HealthState::Healthy));
+        assert_eq!(t.record(SLOW, c.tick()), Some(HealthState::Degraded));
     }
 
     #[test]
     fn first_failure_keeps_unhealthy_without_waiting() {
         let mut t = tracker();
-        assert_eq!(t.record(None), None);
+        assert_eq!(t.record(None, Instant::now()), None);
         assert_eq!(t.state(), HealthState::Unhealthy);
     }
 }

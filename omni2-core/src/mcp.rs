@@ -39,7 +39,8 @@ pub struct Error {
     pub fault: Fault,
     /// JSON-RPC error code when the server sent one.
     pub code: Option<i32>,
-    /// Human-readable text (never contains credentials: we send none).
+    /// Human-readable text (never contains credentials: they travel only as sensitive
+    /// default headers and TLS identities, which errors do not print).
     pub message: String,
 }
 

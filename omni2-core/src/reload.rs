@@ -34,7 +34,16 @@ pub type ClientFactory = Arc<dyn Fn(&ServerConfig) -> Arc<dyn McpClient> + Send 
 pub fn http_clients() -> ClientFactory {
     let http = HttpMcpClient::default_http_client();
     Arc::new(move |s: &ServerConfig| {
-        Arc::new(HttpMcpClient::new(&s.url, s.protocol, http.clone())) as Arc<dyn McpClient>
+        let http = if s.credentials.is_empty() {
+            http.clone()
+        } else {
+            HttpMcpClient::http_client_with(&s.credentials).unwrap_or_else(|e| {
+                // Fails closed: without its credentials the server refuses us.
+                tracing::error!(server = %s.name, error = %e, "Credentials unusable.");
+                http.clone()
+            })
+        };
+        Arc::new(HttpMcpClient::new(&s.url, s.protocol, http)) as Arc<dyn McpClient>
     })
 }
 

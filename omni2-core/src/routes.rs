@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::api_error::ApiError;
 use crate::audit::{self, ToolCall};
-use crate::cache::{CacheKey, Uncached};
+use crate::cache::{CacheKey, CacheScope, Uncached};
 use crate::control;
 use crate::coordinator::ServerEntry;
 use crate::health::HealthState;
@@ -192,6 +192,8 @@ struct Target {
     arguments: Map<String, Value>,
     /// `Some(ttl)` when the result may be cached.
     cache_ttl: Option<Duration>,
+    /// Who shares its cached result.
+    cache_scope: CacheScope,
 }
 
 /// What a call produced: a body to send and whether it came from the cache.
@@ -270,7 +272,7 @@ pub(crate) async fn run_tool_call(
             return Err(Refusal::Api(e));
         }
     };
-    let outcome = call(shared, &target).await;
+    let outcome = call(shared, &target, &id.id).await;
     let result = match &outcome {
         Ok(a) if a.is_hit => call_result::CACHED,
         Ok(a) if a.body.is_error() => call_result::TOOL_ERROR,
@@ -334,6 +336,7 @@ fn resolve(
             .and_then(|p| p.ttl)
             .unwrap_or(shared.config.cache.default_ttl)
     });
+    let cache_scope = policy.map(|p| p.cache_scope).unwrap_or_default();
     let tool_label = crate::metrics::tool_label(&status.tools, &tool).to_owned();
     Ok(Target {
         entry,
@@ -342,11 +345,17 @@ fn resolve(
         tool_label,
         arguments,
         cache_ttl,
+        cache_scope,
     })
 }
 
-/// Through the cache when the tool is cacheable, else straight upstream.
-async fn call(shared: &web::Data<Arc<Shared>>, target: &Target) -> Result<Answer, ApiError> {
+/// Through the cache when the tool is cacheable (keyed per `user` unless the tool is
+/// `shared`), else straight upstream.
+async fn call(
+    shared: &web::Data<Arc<Shared>>,
+    target: &Target,
+    user: &str,
+) -> Result<Answer, ApiError> {
     let upstream = upstream_call(shared.clone(), target);
     let Some(ttl) = target.cache_ttl else {
         let r = upstream.await?;
@@ -355,13 +364,19 @@ async fn call(shared: &web::Data<Arc<Shared>>, target: &Target) -> Result<Answer
             is_hit: false,
         });
     };
-    let key = CacheKey::new(&target.server, &target.tool, &target.arguments);
+    let key = CacheKey::scoped(
+        target.cache_scope,
+        user,
+        &target.server,
+        &target.tool,
+        &target.arguments,
+    );
     match shared.cache.get_or_call(key, ttl, upstream).await {
         Ok((cached, is_hit)) => Ok(Answer {
             body: Body::Text(cached.json.clone()),
             is_hit,
         }),
-        Err(Uncached::ToolError(v)) => Ok(Answer {
+        Err(Uncached::ToolError(v) | Uncached::NotStored(v)) => Ok(Answer {
             body: Body::Value(v),
             is_hit: false,
         }),

@@ -8,7 +8,7 @@
 //! and the call goes on as without Redis.
 //!
 //! The key is `key_prefix` + the hex SHA-256 of the canonical [`CacheKey`] (server, tool,
-//! arguments with sorted keys), so argument order never matters and no argument text
+//! arguments with sorted keys, and the user for `per_user` tools), so argument order never matters and no argument text
 //! reaches Redis's key space.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,7 +77,11 @@ impl SharedCache {
     /// `key_prefix` + hex SHA-256 of the canonical key.
     pub fn key(&self, key: &CacheKey) -> String {
         // JSON strings keep the three parts apart whatever they contain.
-        let canonical = serde_json::json!([&*key.server, &*key.tool, key.args]).to_string();
+        let canonical = match &key.user {
+            None => serde_json::json!([&*key.server, &*key.tool, key.args]),
+            Some(user) => serde_json::json!([&*key.server, &*key.tool, key.args, &**user]),
+        }
+        .to_string();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
         let mut out = self.key_prefix.clone();
         for b in digest.as_ref() {
@@ -204,6 +208,28 @@ mod tests {
     fn key(server: &str, tool: &str, args: serde_json::Value) -> CacheKey {
         let args: Map<String, serde_json::Value> = args.as_object().expect("object").clone();
         CacheKey::new(server, tool, &args)
+    }
+
+    #[test]
+    fn per_user_keys_differ_per_user_and_from_the_shared_key() {
+        use crate::cache::CacheScope;
+        let s = shared("redis://127.0.0.1:1");
+        let args = Map::new();
+        let k = |scope, user| s.key(&CacheKey::scoped(scope, user, "s", "t", &args));
+        assert_ne!(
+            k(CacheScope::PerUser, "alice"),
+            k(CacheScope::PerUser, "bob")
+        );
+        assert_ne!(
+            k(CacheScope::PerUser, "alice"),
+            k(CacheScope::Shared, "alice")
+        );
+        assert_eq!(k(CacheScope::Shared, "alice"), k(CacheScope::Shared, "bob"));
+        // Shared keys are what earlier versions wrote: a rolling upgrade keeps sharing them.
+        assert_eq!(
+            k(CacheScope::Shared, "x"),
+            s.key(&CacheKey::new("s", "t", &args))
+        );
     }
 
     #[test]

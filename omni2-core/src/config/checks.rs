@@ -8,8 +8,8 @@ use config_plumbing::RawDuration;
 
 use super::raw::*;
 use super::{
-    CacheConfig, Config, Error, GatewayConfig, IdentityHeaders, Protocol, RateLimit, Roles,
-    ServerConfig, SharedCacheConfig, ToolPolicy, WebsocketConfig,
+    CacheConfig, CacheScope, Config, Error, GatewayConfig, IdentityHeaders, Protocol, RateLimit,
+    Roles, ServerConfig, SharedCacheConfig, ToolPolicy, WebsocketConfig,
 };
 use crate::breaker::BreakerConfig;
 
@@ -344,6 +344,9 @@ fn check_server(
         }
     };
     s.breaker = check_breaker(raw.breaker, &format!("{p}.breaker"), errors);
+    s.credentials = raw.credentials.map_or_else(Default::default, |c| {
+        super::credentials::check_credentials(c, &format!("{p}.credentials"), errors)
+    });
     s.tools = raw
         .tools
         .into_iter()
@@ -356,6 +359,17 @@ fn check_server(
                     errors,
                 )
             });
+            let cache_scope = match t.cache_scope.as_deref() {
+                None | Some("per_user") => CacheScope::PerUser,
+                Some("shared") => CacheScope::Shared,
+                Some(other) => {
+                    errors.push(
+                        format!("{p}.tools.{tool}.cache_scope"),
+                        format!("invalid scope {other:?}: expected \"per_user\" or \"shared\""),
+                    );
+                    CacheScope::PerUser
+                }
+            };
             let rate_limit = t
                 .rate_limit
                 .map(|r| check_rate_limit(r, &format!("{p}.tools.{tool}.rate_limit"), errors));
@@ -364,6 +378,7 @@ fn check_server(
                 ToolPolicy {
                     cache: t.cache,
                     ttl,
+                    cache_scope,
                     roles: t.roles,
                     rate_limit,
                 },

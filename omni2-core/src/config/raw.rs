@@ -109,6 +109,7 @@ pub(super) struct RawServer {
     pub(super) breaker: RawBreaker,
     #[serde(default)]
     pub(super) tools: BTreeMap<String, RawToolPolicy>,
+    pub(super) credentials: Option<super::credentials::RawCredentials>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +126,7 @@ pub(super) struct RawBreaker {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawToolPolicy {
     pub(super) cache: Option<bool>,
+    pub(super) cache_scope: Option<String>,
     pub(super) ttl: Option<RawDuration>,
     pub(super) roles: Option<Vec<String>>,
     pub(super) rate_limit: Option<RawRateLimit>,

@@ -260,3 +260,64 @@ fn tool_roles_and_rate_limits_are_checked() {
     assert!(e.contains("servers[0].tools.t.rate_limit.every"), "{e}");
     assert!(e.contains("per"), "unknown keys are errors: {e}");
 }
+
+#[test]
+fn cache_scope_defaults_to_per_user_and_names_a_bad_value() {
+    let text = "servers:\n  - name: a\n    url: http://127.0.0.1:1/mcp\n    tools:\n      \
+                s: {cache: true, cache_scope: shared}\n      u: {cache: true}\n";
+    let c = Config::from_yaml(text, &env(&[])).expect("valid");
+    let tools = &c.servers[0].tools;
+    assert_eq!(tools["s"].cache_scope, CacheScope::Shared);
+    assert_eq!(tools["u"].cache_scope, CacheScope::PerUser);
+    let bad = text.replace("cache_scope: shared", "cache_scope: everyone");
+    let e = Config::from_yaml(&bad, &env(&[])).expect_err("invalid");
+    assert!(e.has("servers[0].tools.s.cache_scope"), "{e}");
+}
+
+#[test]
+fn credentials_are_checked_at_load_and_errors_name_fields_not_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "file-token-123\n").expect("write");
+    let text = format!(
+        "servers:\n  - name: a\n    url: https://127.0.0.1:1/mcp\n    credentials:\n      \
+         bearer_token_file: {}\n      headers: {{X-Key: \"${{KEY}}\"}}\n",
+        token_file.display()
+    );
+    let c = Config::from_yaml(&text, &env(&[("KEY", "env-key-456")])).expect("valid");
+    let h = &c.servers[0].credentials.headers;
+    assert_eq!(h["authorization"], "Bearer file-token-123");
+    assert_eq!(h["x-key"], "env-key-456");
+    assert!(h["x-key"].is_sensitive());
+    let debug = format!("{:?}", c.servers[0]);
+    assert!(
+        !debug.contains("file-token-123") && !debug.contains("env-key-456"),
+        "{debug}"
+    );
+
+    let bad = "servers:\n  - name: a\n    url: https://127.0.0.1:1/mcp\n    credentials:\n      \
+               bearer_token: \"tok-secret\\nX: y\"\n      headers: {\"bad name\": v, X-Ok: \"s3cr3t\\r\\n\"}\n      \
+               header_files: {X-F: /nonexistent/omni2-test}\n      \
+               tls: {ca_file: /nonexistent/ca.pem, client_cert_file: /nonexistent/c.pem}\n";
+    let e = Config::from_yaml(bad, &env(&[])).expect_err("invalid");
+    for path in [
+        "servers[0].credentials.bearer_token",
+        "servers[0].credentials.headers.bad name",
+        "servers[0].credentials.headers.X-Ok",
+        "servers[0].credentials.header_files.X-F",
+        "servers[0].credentials.tls.ca_file",
+        "servers[0].credentials.tls.client_key_file",
+    ] {
+        assert!(e.has(path), "missing {path} in {e}");
+    }
+    let text = e.to_string();
+    assert!(
+        !text.contains("tok-secret") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+
+    let both = "servers:\n  - name: a\n    url: https://127.0.0.1:1/mcp\n    credentials:\n      \
+                bearer_token: t\n      bearer_token_file: /x\n";
+    let e = Config::from_yaml(both, &env(&[])).expect_err("invalid");
+    assert!(e.has("servers[0].credentials.bearer_token"), "{e}");
+}

@@ -41,6 +41,9 @@ pub(crate) struct ServerState {
     tool_signals_seen: u64,
     /// When a probe last started early because of a change signal.
     last_signalled_refresh: Option<Instant>,
+    /// The breaker is open because tool calls failed (see `Breaker::is_tripped_by_calls`):
+    /// an up server is published as `tools_failing`.
+    is_tools_failing: bool,
 }
 
 /// What one probe changed in a server's status.
@@ -68,6 +71,7 @@ impl ServerState {
             unhealthy_after: c.unhealthy_after,
             healthy_after: c.healthy_after,
             degraded_latency: c.degraded_latency,
+            min_spacing: c.probe_interval,
         };
         Self {
             tracker: HealthTracker::new(policy),
@@ -91,7 +95,36 @@ impl ServerState {
             tool_signals: 0,
             tool_signals_seen: 0,
             last_signalled_refresh: None,
+            is_tools_failing: false,
         }
+    }
+
+    /// The state to publish: the probes' verdict, or `tools_failing` when probes say up
+    /// but tool calls tripped the breaker.
+    fn effective_state(&self) -> HealthState {
+        let probed = self.tracker.state();
+        if !self.enabled {
+            HealthState::Disabled
+        } else if probed.is_up() && self.is_tools_failing {
+            HealthState::ToolsFailing
+        } else {
+            probed
+        }
+    }
+
+    /// Records whether tool calls tripped the breaker; returns the new published state if
+    /// that changed it.
+    pub fn set_tools_failing(&mut self, on: bool) -> Option<HealthState> {
+        self.is_tools_failing = on;
+        let state = self.effective_state();
+        if state == self.status.state {
+            return None;
+        }
+        let mut status = (*self.status).clone();
+        status.state = state;
+        status.last_change = now_rfc3339();
+        self.status = Arc::new(status);
+        Some(state)
     }
 
     fn is_tools_stale(&self) -> bool {
@@ -107,7 +140,7 @@ impl ServerState {
             self.last_signalled_refresh = Some(now);
         }
         let want_tools = !self.has_tools
-            || !self.status.state.is_up()
+            || !self.tracker.state().is_up()
             || self.probes_since_tools + 1 >= TOOLS_REFRESH_EVERY
             || is_signalled;
         ProbePlan {
@@ -122,10 +155,10 @@ impl ServerState {
     pub fn record(&mut self, outcome: ProbeOutcome, now: Instant, interval: Duration) -> Changes {
         self.is_probing = false;
         self.next_probe = now + interval;
-        let changed_state = self
-            .tracker
-            .record(outcome.result.is_ok().then_some(outcome.elapsed));
+        self.tracker
+            .record(outcome.result.is_ok().then_some(outcome.elapsed), now);
         let mut status = (*self.status).clone();
+        let changed_state = Some(self.effective_state()).filter(|s| *s != status.state);
         let before_error = status.last_error.clone();
         match &outcome.result {
             Ok(()) => {

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::breaker::{Admission, CircuitState, Transition};
+use crate::breaker::{CircuitState, Transition};
 use crate::cache::ToolCache;
 use crate::config::ServerConfig;
 use crate::coordinator::ops::{OpError, OpOutcome, ServerOp};
@@ -260,14 +260,7 @@ impl Coordinator {
         now: Instant,
     ) {
         let is_outage = outcome.result.as_ref().is_err_and(|e| e.is_outage());
-        let mut transitions = Vec::new();
-        {
-            let mut breaker = entry.breaker();
-            if let Admission::Allowed(t) = breaker.admit(now) {
-                transitions.extend(t);
-                transitions.extend(breaker.on_result(!is_outage, now));
-            }
-        }
+        let transitions = entry.breaker().on_probe(!is_outage, now);
         for t in transitions {
             self.apply_transition(index, t);
         }
@@ -407,12 +400,23 @@ impl Coordinator {
             to = t.to.as_str(),
             "Circuit breaker changed state."
         );
+        let is_tools_failing = self.registry.get(index).breaker().is_tripped_by_calls();
         let state = &mut self.states[index];
         state.set_circuit(t.to);
         if t.to == CircuitState::Closed {
             state.schedule_signalled_refresh();
         }
-        let status = state.status.clone();
+        if let Some(new_state) = state.set_tools_failing(is_tools_failing) {
+            self.metrics.set_health(&name, new_state);
+            tracing::info!(
+                server = %name,
+                state = new_state.as_str(),
+                "MCP server state changed."
+            );
+            let status = self.states[index].status.clone();
+            self.emit_status(&status);
+        }
+        let status = self.states[index].status.clone();
         #[derive(Serialize)]
         struct Body<'a> {
             server: &'a str,

@@ -237,9 +237,22 @@ async fn tool_list_change_is_an_event_and_call_transitions_publish() {
         h.registry.admit(0).expect("closed").finish(false);
     }
     h.advance(Duration::from_millis(50)).await;
-    assert_eq!(h.state(0).1, CircuitState::Open);
+    assert_eq!(
+        h.state(0),
+        (HealthState::ToolsFailing, CircuitState::Open),
+        "probes succeed, tool calls tripped the breaker"
+    );
     let events = h.drain();
-    assert_eq!(events.len(), 1, "{events:?}");
+    let kinds: Vec<_> = events.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::ServerStatus, EventKind::CircuitState],
+        "{events:?}"
+    );
+    assert!(
+        events[0].1.contains("\"state\":\"tools_failing\""),
+        "{events:?}"
+    );
 
     h.fakes[0].set_tools(vec![tool("only", None)]);
     // Tool lists are refreshed every TOOLS_REFRESH_EVERY probes.
@@ -342,10 +355,15 @@ async fn announcement_waits_while_the_breaker_is_open() {
         "no tools/list while the breaker is open"
     );
 
-    // The first probe after the open period (at 4 s) closes the breaker, then the tools
-    // refresh at once.
+    // Probes after the open period (at 4 s) do not close a breaker tool calls opened.
     h.advance(Duration::from_millis(2000)).await;
-    assert_eq!(h.state(0).1, CircuitState::Closed);
+    assert_eq!(h.state(0), (HealthState::ToolsFailing, CircuitState::Open));
+    assert_eq!(h.clients[0].lists(), 1);
+    // A tool call is its trial: its success closes the breaker, then the tools refresh at
+    // once.
+    h.registry.admit(0).expect("half-open trial").finish(true);
+    h.advance(Duration::from_millis(100)).await;
+    assert_eq!(h.state(0), (HealthState::Healthy, CircuitState::Closed));
     assert_eq!(h.clients[0].lists(), 2);
     assert!(
         h.drain()

@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::AbortHandle;
 
 use super::{Error, McpClient, ToolInfo, ToolResult};
-use crate::config::Protocol;
+use crate::config::{Credentials, Protocol};
 
 /// One MCP server over streamable HTTP.
 pub struct HttpMcpClient {
@@ -146,15 +146,36 @@ impl HttpMcpClient {
     /// A reqwest client suited to MCP: pooled keep-alive connections (rmcp's default client
     /// keeps none idle), bounded connect time, no overall timeout (SSE streams are long).
     pub fn default_http_client() -> reqwest::Client {
+        Self::http_builder()
+            .build()
+            // unwrap: a builder without TLS roots or proxies from files cannot fail.
+            .expect("reqwest client builds")
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
             .user_agent(concat!("omni2/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // unwrap: a builder without TLS roots or proxies from files cannot fail.
-            .expect("reqwest client builds")
+    }
+
+    /// An HTTP client for one server's own credentials: its headers on every request, its
+    /// CA beside the built-in roots, its client certificate. The config check parsed every
+    /// PEM already; the error text names no secret.
+    pub fn http_client_with(credentials: &Credentials) -> Result<reqwest::Client, String> {
+        let mut builder = Self::http_builder().default_headers(credentials.headers.clone());
+        if let Some(pem) = &credentials.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &credentials.identity_pem {
+            builder =
+                builder.identity(reqwest::Identity::from_pem(pem).map_err(|e| e.to_string())?);
+        }
+        builder.build().map_err(|e| e.to_string())
     }
 
     async fn session(&self) -> Result<Arc<Session>, Error> {

@@ -13,8 +13,10 @@ use test_support::{Proc, Signal};
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_server.py")
+fn fixture_path(script: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(script)
 }
 
 /// What the reader does with the pipe once the wanted line has come.
@@ -61,22 +63,29 @@ pub struct McpServer {
     child: Option<Proc>,
     pub port: u16,
     args: Vec<String>,
+    script: &'static str,
 }
 
 impl McpServer {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_script("mcp_server.py", args)
+    }
+
+    /// Another Python fixture of `tests/fixtures` with the same `--port`/`PORT` contract.
+    pub fn start_script(script: &'static str, args: &[&str]) -> Self {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, port) = Self::spawn(&args, 0);
+        let (child, port) = Self::spawn(script, &args, 0);
         Self {
-            child: Some(Proc::adopt("mcp_server.py", child)),
+            child: Some(Proc::adopt(script, child)),
             port,
             args,
+            script,
         }
     }
 
-    fn spawn(args: &[String], port: u16) -> (Child, u16) {
+    fn spawn(script: &str, args: &[String], port: u16) -> (Child, u16) {
         let mut child = Command::new("python3")
-            .arg(fixture())
+            .arg(fixture_path(script))
             .arg("--port")
             .arg(port.to_string())
             .args(args)
@@ -108,9 +117,9 @@ impl McpServer {
     /// Starts again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, port) = Self::spawn(&self.args, self.port);
+        let (child, port) = Self::spawn(self.script, &self.args, self.port);
         assert_eq!(port, self.port);
-        self.child = Some(Proc::adopt("mcp_server.py", child));
+        self.child = Some(Proc::adopt(self.script, child));
     }
 
     pub fn pause(&self) {
