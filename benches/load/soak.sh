@@ -121,19 +121,25 @@ check_out() { # name wrk-output -> number of errors (wrong statuses, socket erro
 
 print_context
 echo "== capacity: the mix unthrottled for $PROBE (16 connections per stream)"
-declare -A PROBE_OUT
+for s in "${STREAMS[@]}"; do stream_lua "$s" 0 >"$WORK/$s-probe.lua"; done
+# Capacity: the requests of all four over the wall time from the first start to the last
+# end (each wrk's own req/s would overlap imperfectly: they load their tokens first).
+t0=$(date +%s%N)
+started=()
 for s in "${STREAMS[@]}"; do
-  stream_lua "$s" 0 >"$WORK/$s-probe.lua"
   taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d"$PROBE" -s "$WORK/$s-probe.lua" "$URL" >"$WORK/$s-probe.out" &
-  PIDS+=($!)
+  started+=($!)
 done
-wait "${PIDS[@]: -4}"
-CAPACITY=0
+PIDS+=("${started[@]}")
+wait "${started[@]}"
+t1=$(date +%s%N)
+served=0
 for s in "${STREAMS[@]}"; do
-  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$s-probe.out")
-  echo "  $s: $rps req/s"
-  CAPACITY=$(awk -v a="$CAPACITY" -v b="$rps" 'BEGIN {print a + b}')
+  n=$(awk '/requests in/ {print $1}' "$WORK/$s-probe.out")
+  echo "  $s: $n requests"
+  served=$((served + n))
 done
+CAPACITY=$(awk -v n="$served" -v ns=$((t1 - t0)) 'BEGIN {printf "%d", n / (ns / 1e9)}')
 TARGET=$(awk -v c="$CAPACITY" -v l="$LOAD" 'BEGIN {printf "%d", c * l}')
 echo "capacity ${CAPACITY} req/s; soak target ${TARGET} req/s (x$LOAD) for $MINUTES min"
 
