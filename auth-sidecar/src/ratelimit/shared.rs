@@ -228,10 +228,10 @@ impl SharedLimiter {
             }
         }
         // A call finished while this request waited: its failure is this request's answer.
-        if lease.calls.load(Ordering::Acquire) != calls {
-            if let Some(e) = &held.failed {
-                return Err(e.clone());
-            }
+        if lease.calls.load(Ordering::Acquire) != calls
+            && let Some(e) = &held.failed
+        {
+            return Err(e.clone());
         }
         let taken = self.take(identity, self.lease, at.map(|(us, _)| us)).await;
         lease.calls.fetch_add(1, Ordering::Release);
