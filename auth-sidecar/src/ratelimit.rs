@@ -15,7 +15,7 @@ mod shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use shared::SharedLimiter;
+pub use shared::{LEASE_HOLD, MAX_LEASE, SharedLimiter};
 
 use moka::ops::compute::Op;
 

@@ -187,7 +187,7 @@ impl RedisSettings {
 }
 
 /// Why a Redis command gave no answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("Redis at {at} did not answer within {timeout:?}")]
     Timeout { at: String, timeout: Duration },

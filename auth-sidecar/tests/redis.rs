@@ -302,11 +302,17 @@ fn a_redis_outage_follows_deny_on_error_and_recovers_without_a_restart() {
   - name: lenient
     path_prefix: /lenient
     action: authenticated
-    rate_limit: {requests: 1000, per: 1s, store: redis, deny_on_error: false}";
+    rate_limit: {requests: 1000, per: 1s, store: redis, deny_on_error: false}
+  - name: leased
+    path_prefix: /leased
+    action: authenticated
+    rate_limit: {requests: 1000, per: 1s, store: redis, lease: 4}";
     let mut sidecar = Sidecar::start(dir.path(), "sidecar", &redis.url(), rules);
     let alice = token("alice", "a-1");
     assert_eq!(sidecar.verify("/strict/x", &alice).0, 200);
     assert_eq!(sidecar.verify("/lenient/x", &alice).0, 200);
+    // Four tokens leased: this one and at most three more are spent without Redis.
+    assert_eq!(sidecar.verify("/leased/x", &alice).0, 200);
 
     redis.kill();
     let (status, raw) = sidecar.verify("/strict/x", &alice);
@@ -324,6 +330,22 @@ fn a_redis_outage_follows_deny_on_error_and_recovers_without_a_restart() {
         sidecar.verify("/lenient/x", &alice).0,
         200,
         "allowed, counted"
+    );
+    // A lease spends what Redis granted before the outage (at most three here, fewer once
+    // the hold ran out), then denies like any check that cannot reach Redis: never more.
+    let answers: Vec<(u16, String)> = (0..8)
+        .map(|_| {
+            let (status, raw) = sidecar.verify("/leased/x", &alice);
+            (status, error_code(&raw))
+        })
+        .collect();
+    let allowed = answers.iter().take_while(|(s, _)| *s == 200).count();
+    assert!(allowed <= 3, "only leased tokens are spent: {answers:?}");
+    assert!(
+        answers[allowed..]
+            .iter()
+            .all(|(s, code)| *s == 429 && code == "rate_limit_unavailable"),
+        "then every answer is rate_limit_unavailable: {answers:?}"
     );
     let text = sidecar.metrics();
     assert_promtool_metrics(&text);
@@ -350,6 +372,14 @@ fn a_redis_outage_follows_deny_on_error_and_recovers_without_a_restart() {
         Duration::from_secs(20),
         || {
             let (status, raw) = sidecar.verify("/strict/x", &alice);
+            (status == 200).then_some(()).ok_or(raw)
+        },
+    );
+    eventually_blocking(
+        "the leased rule to allow again",
+        Duration::from_secs(20),
+        || {
+            let (status, raw) = sidecar.verify("/leased/x", &alice);
             (status == 200).then_some(()).ok_or(raw)
         },
     );
@@ -419,6 +449,171 @@ fn the_script_s_gcra_answers_like_the_local_limiter() {
         (30..270).contains(&denied),
         "the sequence exercises both answers: {denied} denied of 300"
     );
+}
+
+fn gcra_settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
+    RedisSettings::new(
+        &redis.url(),
+        prefix.into(),
+        1,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        false,
+    )
+    .expect("valid settings")
+}
+
+/// Taking up to k tokens in one script call answers as k checks of the local limiter at
+/// that instant: as many tokens as those allow, or the same wait when none is left.
+#[test]
+fn taking_k_tokens_at_once_is_k_checks_at_one_instant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(dir.path().to_owned());
+    let limit = RateLimit {
+        requests: 60,
+        per: Duration::from_secs(3600),
+        burst: 6,
+        max_keys: 100,
+    };
+    let pool = Arc::new(RedisPool::new(gcra_settings(&redis, "take-test:")));
+    let shared = SharedLimiter::new(limit, "take", true, pool);
+    let local = RateLimiter::new(limit);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let start = Instant::now();
+    let base_us: u64 = 1_700_000_000_000_000;
+    let (mut offset_us, mut partial, mut empty) = (0u64, 0, 0);
+    runtime().block_on(async {
+        for step in 0..300 {
+            offset_us += match rng.u8(0..3) {
+                0 => 0,
+                1 => rng.u64(0..120_000_000),
+                _ => rng.u64(0..600_000_000),
+            };
+            let wanted = rng.u32(1..9);
+            let at = start + Duration::from_micros(offset_us);
+            let mut want = Err(Duration::ZERO);
+            for i in 0..wanted {
+                match local.check("alice", at) {
+                    Ok(()) => want = Ok(i + 1),
+                    Err(wait) if i == 0 => want = Err(wait),
+                    Err(_) => break,
+                }
+            }
+            let got = shared
+                .take_at("alice", wanted, base_us + offset_us)
+                .await
+                .expect("Redis answers");
+            assert_eq!(got, want, "step {step}: {wanted} wanted at +{offset_us} µs");
+            partial += usize::from(matches!(want, Ok(n) if n < wanted));
+            empty += usize::from(want.is_err());
+        }
+    });
+    assert!(
+        partial >= 10 && empty >= 10,
+        "partial takes ({partial}) and empty buckets ({empty}) were exercised"
+    );
+}
+
+/// Three replicas (three pools, one Redis) leasing 3 tokens at a time, on a random sequence
+/// of requests and gaps in both clocks: in every window between two allowed requests the
+/// count stays within the bound in `ratelimit/shared.rs`. With the clocks stopped the
+/// replicas allow at most the burst in total, and what they hold makes up the rest.
+#[test]
+fn leases_across_replicas_stay_within_limit_plus_the_bounded_overshoot() {
+    const REPLICAS: usize = 3;
+    const LEASE: u32 = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(dir.path().to_owned());
+    // One token every 500 ms, burst 5: rate x hold = 2 < replicas x (lease - 1) = 6.
+    let limit = RateLimit {
+        requests: 2,
+        per: Duration::from_secs(1),
+        burst: 5,
+        max_keys: 100,
+    };
+    let interval_us: u64 = 500_000;
+    let hold_us = auth_sidecar::ratelimit::LEASE_HOLD.as_micros() as u64;
+    let replicas: Vec<SharedLimiter> = (0..REPLICAS)
+        .map(|_| {
+            let pool = Arc::new(RedisPool::new(gcra_settings(&redis, "lease-test:")));
+            SharedLimiter::new(limit, "lease", true, pool).with_lease(LEASE)
+        })
+        .collect();
+    let start = Instant::now();
+    let base_us: u64 = 1_700_000_000_000_000;
+    runtime().block_on(async {
+        // Stopped clocks: a flood at one instant takes the burst and no more. The first
+        // replica leases 3 (spends 1), the second the 2 left (spends 1), the third is told
+        // to wait; then the held tokens are spent and nothing else.
+        let mut allowed = 0;
+        for i in 0..30 {
+            let r = &replicas[i % REPLICAS];
+            match r.check_leased_at("frozen", base_us, start).await {
+                Ok(Ok(())) => allowed += 1,
+                Ok(Err(wait)) => assert!(wait > Duration::ZERO),
+                Err(e) => panic!("Redis answers: {e}"),
+            }
+            if i == REPLICAS - 1 {
+                let mut held = Vec::new();
+                for r in &replicas {
+                    held.push(r.held_at("frozen", start).await);
+                }
+                assert_eq!((allowed, held), (2, vec![2, 1, 0]), "after one round");
+            }
+        }
+        assert_eq!(allowed, 5, "the burst, in total");
+        for r in &replicas {
+            assert_eq!(r.held_at("frozen", start).await, 0);
+        }
+
+        let mut rng = fastrand::Rng::with_seed(15);
+        let mut offset_us: u64 = 10_000_000_000; // far past the frozen flood's bucket
+        let mut times = Vec::new();
+        for _ in 0..600 {
+            offset_us += match rng.u8(0..4) {
+                0 => 0,
+                1 => rng.u64(0..50_000),
+                2 => rng.u64(0..400_000),
+                _ => rng.u64(0..3_000_000),
+            };
+            let r = &replicas[rng.usize(0..REPLICAS)];
+            let at = start + Duration::from_micros(offset_us);
+            match r
+                .check_leased_at("alice", base_us + offset_us, at)
+                .await
+                .expect("Redis answers")
+            {
+                Ok(()) => times.push(offset_us),
+                Err(wait) => assert!(wait > Duration::ZERO),
+            }
+        }
+        let overshoot = (REPLICAS as u64 * u64::from(LEASE - 1)).min(hold_us.div_ceil(interval_us));
+        let mut tightest = 0;
+        for i in 0..times.len() {
+            for j in i..times.len() {
+                let (count, w) = ((j - i + 1) as u64, times[j] - times[i]);
+                let bound = 5 + (w / interval_us) + overshoot;
+                assert!(
+                    count <= bound,
+                    "{count} allowed within {w} µs (from +{} µs): bound {bound}",
+                    times[i]
+                );
+                tightest = tightest.max(count.saturating_sub(5 + w / interval_us));
+            }
+        }
+        assert!(times.len() > 50, "the sequence allows: {}", times.len());
+        assert!(
+            tightest >= 1,
+            "the sequence reaches past the plain GCRA bound, so the check can fail"
+        );
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 const BAD: &[(&str, &str, &str)] = &[
@@ -496,6 +691,19 @@ fn every_bad_redis_field_is_named_by_check_config() {
             "bad-store",
             format!("{head}{with_redis}{}", rule("{requests: 5, store: disk}")),
             "rules[0].rate_limit.store: invalid value \"disk\": expected local or redis",
+        ),
+        (
+            "bad-lease",
+            format!(
+                "{head}{with_redis}{}",
+                rule("{requests: 5, store: redis, lease: 0}")
+            ),
+            "rules[0].rate_limit.lease: 0 is not between 1 and 10000",
+        ),
+        (
+            "local-lease",
+            format!("{head}{with_redis}{}", rule("{requests: 5, lease: 4}")),
+            "rules[0].rate_limit.lease: applies to store: redis only",
         ),
         (
             "bad-deny",

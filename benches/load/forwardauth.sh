@@ -1,138 +1,205 @@
 #!/usr/bin/env bash
 # Side-by-side load test of the forwardAuth path, on loopback only, bounded in time.
 #
-#   benches/load/forwardauth.sh            # 10 s per target (the issue's setting)
-#   DURATION=5s benches/load/forwardauth.sh
+#   benches/load/forwardauth.sh                   # 1 round, 10 s per target
+#   ROUNDS=3 DURATION=5s benches/load/forwardauth.sh
 #
-# Servers run pinned to CPU 0 (one nginx worker, one sidecar worker); wrk runs pinned to
-# CPU 1 with one thread and 64 connections. Three targets in the same run:
-#   nginx     `return 200` with two headers, sent the same request bytes: the floor for
-#             "parse this request, answer 200 with headers"
+# Servers run pinned to CPU $SERVER_CPU (one worker each), wrk pinned to CPU $CLIENT_CPU
+# with one thread and $CONNS connections. The same request bytes go to every target:
+#   nginx     `return 200` with the sidecar's identity headers for the load token: the floor
+#             for "parse this request, answer 200 with these headers"
+#   actix     benches/src/bin/actix-floor.rs: plain actix-web answering the same, with the
+#             sidecar's HttpServer settings: what actix-web itself costs
 #   cached    the sidecar, one repeated token: a verification-cache hit per request
-#   uncached  the sidecar, a fresh token per request (a wrk Lua script rotates through
-#             pre-minted HS256 tokens, each with its own sub and jti): full validation every
-#             time; the cache hit/miss counters are read back to prove it
-# It prints req/s, p99 latency and server CPU per request for each, then the ratios against
-# nginx. Needs: nginx, wrk, taskset (util-linux), curl; installed by .ci/run. Machines are
+#   hs256, rs256, es256
+#             the sidecar, a fresh token per request (minted here by load-tokens, each with
+#             its own sub and jti; the RS256 and ES256 keys are made here by openssl): full
+#             validation every time. A fresh run stops when its tokens are spent (FRESH_HS,
+#             FRESH_RS, FRESH_ES per round), and the cache counters are read back to prove
+#             no token hit the cache
+# Targets alternate for ROUNDS rounds; medians are compared, so a burst of load from
+# elsewhere hits all of them. Prints req/s, p99 and server CPU per request per target, every
+# ratio against nginx and against actix, each fresh algorithm's CPU per request beside
+# criterion's raw verify cost (from target/criterion, written by
+# `cargo bench -p benches --bench jwt`), and a markdown block ready to paste.
+# Needs: nginx, wrk, taskset (util-linux), curl, openssl; installed by .ci/run. Machines are
 # noisy: compare the ratios of one run, not absolute numbers across runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-1}
 CONNS=${CONNS:-64}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+FRESH_HS=${FRESH_HS:-600000}
+FRESH_ES=${FRESH_ES:-200000}
+FRESH_RS=${FRESH_RS:-40000}
 source benches/load/lib.sh
-need_tools nginx wrk taskset curl
+need_tools nginx wrk taskset curl openssl
 
 build_release
-dev_config >"$WORK/sidecar.yaml"
+build_bench_tools
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/rsa.pem" 2>/dev/null
+openssl pkey -in "$WORK/rsa.pem" -pubout -out "$WORK/rsa.pub.pem"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/ec.pem"
+openssl pkey -in "$WORK/ec.pem" -pubout -out "$WORK/ec.pub.pem"
+cat >"$WORK/sidecar.yaml" <<YAML
+realm: omni2
+issuers:
+  - issuer: omni2-dev
+    audiences: [omni2]
+    keys:
+      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+      - {kid: load-rs256, alg: RS256, pem_file: $WORK/rsa.pub.pem}
+      - {kid: load-es256, alg: ES256, pem_file: $WORK/ec.pub.pem}
+rules:
+  - {name: api, path_prefix: /api/v1, action: authenticated}
+YAML
+
+SIDECAR_PORT=$(free_port)
+t0=$(date +%s%N)
+RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$WORK/sidecar.yaml" --workers 1 \
+  --listen "127.0.0.1:$SIDECAR_PORT" >"$WORK/sidecar.log" 2>&1 &
+SIDECAR_PID=$!
+PIDS+=("$SIDECAR_PID")
+wait_up "http://127.0.0.1:$SIDECAR_PORT/readyz"
+READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+IDLE_RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIDECAR_PID/status")
+
+TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
+verify_lua "$TOKEN" >"$WORK/cached.lua"
+# The identity headers the sidecar answers for the load token: both floors send the same.
+mapfile -t IDENTITY < <(curl -fsS -D - -o /dev/null "http://127.0.0.1:$SIDECAR_PORT/verify" \
+  -H "Authorization: Bearer $TOKEN" -H "X-Forwarded-Method: GET" -H "X-Forwarded-Uri: /api/v1/mcp/servers" \
+  | tr -d '\r' | grep -i '^x-user-')
+[ "${#IDENTITY[@]}" -gt 0 ] || { echo "the sidecar answered no identity headers" >&2; exit 1; }
 
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      add_header X-User-Id alice;
-      add_header X-User-Role user;
-      return 200;
-    }
-  }
-}
-NGINX
+{
+  echo "worker_processes 1; pid $WORK/nginx/nginx.pid; error_log $WORK/nginx/logs/error.log warn;"
+  echo "events { worker_connections 1024; }"
+  echo "http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; location / {"
+  for h in "${IDENTITY[@]}"; do echo "  add_header ${h%%:*} \"${h#*: }\";"; done
+  echo "  return 200; } } }"
+} >"$WORK/nginx/nginx.conf"
 taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+NGINX_MASTER=$!
+PIDS+=("$NGINX_MASTER")
 wait_up "http://127.0.0.1:$NGINX_PORT/"
 # The worker does the work; count its CPU (the master only supervises).
-NGINX_WORKER=$(pgrep -P "${PIDS[0]}" | head -1)
+NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
 
-start_sidecar() { # config -> sets SIDECAR_PID, SIDECAR_PORT
-  SIDECAR_PORT=$(free_port)
-  local t0; t0=$(date +%s%N)
-  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$1" --workers 1 \
-    --listen "127.0.0.1:$SIDECAR_PORT" >/dev/null 2>&1 &
-  SIDECAR_PID=$!
-  PIDS+=("$SIDECAR_PID")
-  wait_up "http://127.0.0.1:$SIDECAR_PORT/readyz"
-  READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
-  IDLE_RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIDECAR_PID/status")
+ACTIX_PORT=$(free_port)
+floor_args=()
+for h in "${IDENTITY[@]}"; do floor_args+=(--header "$h"); done
+taskset -c "$SERVER_CPU" "$FLOOR" --listen "127.0.0.1:$ACTIX_PORT" --workers 1 "${floor_args[@]}" &
+ACTIX_PID=$!
+PIDS+=("$ACTIX_PID")
+wait_up "http://127.0.0.1:$ACTIX_PORT/"
+
+mint() { # alg count round -> tokens file
+  local file="$WORK/$1-$3.txt" key=()
+  case $1 in
+    HS256) key=(--secret-env AUTH_SIDECAR_DEV_SECRET --kid dev-hs256) ;;
+    RS256) key=(--key "$WORK/rsa.pem" --kid load-rs256) ;;
+    ES256) key=(--key "$WORK/ec.pem" --kid load-es256) ;;
+  esac
+  "$MINT_TOKENS" --alg "$1" "${key[@]}" --iss omni2-dev --aud omni2 --count "$2" \
+    --prefix "$1-$3" --out "$file"
+  echo "$file"
 }
-
-TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
-HEADERS=$(verify_lua "")
-verify_lua "$TOKEN" >"$WORK/cached.lua"
-
-# Fresh tokens: more than the uncached run can use (checked below from the cache counters).
-FRESH=${FRESH:-800000}
-python3 - "$WORK/tokens.txt" "$FRESH" <<'PY'
-import base64, hashlib, hmac, json, os, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
-secret = os.environ["AUTH_SIDECAR_DEV_SECRET"].encode()
-head = b64(json.dumps({"alg": "HS256", "kid": "dev-hs256", "typ": "JWT"}).encode())
-now = int(time.time())
-with open(sys.argv[1], "wb") as out:
-    for i in range(int(sys.argv[2])):
-        claims = {"iss": "omni2-dev", "aud": "omni2", "sub": f"user-{i}", "role": "user",
-                  "jti": f"load-{i}", "iat": now, "exp": now + 3600}
-        signing = head + b"." + b64(json.dumps(claims, separators=(",", ":")).encode())
-        sig = b64(hmac.new(secret, signing, hashlib.sha256).digest())
-        out.write(signing + b"." + sig + b"\n")
-PY
-cat >"$WORK/fresh.lua" <<LUA
-$HEADERS
-local tokens, i = {}, 0
-for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = "Bearer " .. line end
-request = function()
-  i = i + 1
-  wrk.headers["Authorization"] = tokens[(i - 1) % #tokens + 1]
-  return wrk.format()
-end
-LUA
 
 metric() { # port name -> value
   curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
 }
 
 declare -A RPS P99 CPU
-run() { # name url pid [lua]
-  local name=$1 url=$2 pid=$3 lua=${4:-}
-  local args=(-t1 -c"$CONNS" -d"$DURATION" --latency)
-  [ -n "$lua" ] && args+=(-s "$lua")
-  # Warm up (connections, caches), then measure. The fresh-token run needs no warm-up
-  # (and must not spend its tokens on one).
-  [ "$name" = uncached ] || taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s ${lua:+-s "$lua"} "$url" >/dev/null
+run() { # name url pid lua [fresh]
+  local name=$1 url=$2 pid=$3 lua=$4 fresh=${5:-}
+  # Warm up (connections, caches), then measure. A fresh-token run needs no warm-up (and
+  # must not spend its tokens on one).
+  [ -n "$fresh" ] || taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s -s "$lua" "$url" >/dev/null
+  local hits0 miss0
+  [ -z "$fresh" ] || { hits0=$(metric "$SIDECAR_PORT" auth_sidecar_token_cache_hits_total); miss0=$(metric "$SIDECAR_PORT" auth_sidecar_token_cache_misses_total); }
   local before; before=$(cpu_ticks "$pid")
-  local out; out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "$url")
+  local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$lua" "$url")
   local after; after=$(cpu_ticks "$pid")
   local requests; requests=$(awk '/requests in/ {print $1}' <<<"$out")
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers:"; echo "$out"; exit 1; fi
-  RPS[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  P99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  CPU[$name]=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$clk_tck" 'BEGIN {printf "%.2f", t / hz / n * 1e6}')
-  printf '%-9s %10s req/s   p99 %8s   server CPU %6s us/req\n' "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}"
+  local rps p99 cpu note=""
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  cpu=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$clk_tck" 'BEGIN {printf "%.2f", t / hz / n * 1e6}')
+  if [ -n "$fresh" ]; then
+    local hits misses
+    hits=$(( $(metric "$SIDECAR_PORT" auth_sidecar_token_cache_hits_total) - hits0 ))
+    misses=$(( $(metric "$SIDECAR_PORT" auth_sidecar_token_cache_misses_total) - miss0 ))
+    # wrk stops a connection's last few requests late: a handful of repeats is expected.
+    [ "$hits" -le "$CONNS" ] || { echo "$name: $hits cache hits: the fresh tokens ran out" >&2; exit 1; }
+    note="  ($misses misses, $hits hits, in $(awk '/requests in/ {sub(",", "", $4); print $4}' <<<"$out"))"
+  fi
+  RPS[$name]+="$rps "; P99[$name]+="$p99 "; CPU[$name]+="$cpu "
+  printf 'round %d %-7s %10s req/s   p99 %9s us   server CPU %6s us/req%s\n' "$ROUND" "$name" "$rps" "$p99" "$cpu" "$note"
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+raw_verify_us() { # alg (lowercase) -> criterion's mean raw verify, µs, or "n/a"
+  local f="target/criterion/jwt_verify/${1}_raw_floor/new/estimates.json"
+  [ -f "$f" ] || { echo "n/a"; return; }
+  python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["mean"]["point_estimate"] / 1000))' "$f"
 }
 
-print_context
-echo "== forwardAuth load: wrk -t1 -c$CONNS -d$DURATION; servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU"
-# The same request bytes to every target: nginx gets (and ignores) the sidecar's headers.
-run nginx "http://127.0.0.1:$NGINX_PORT/verify" "$NGINX_WORKER" "$WORK/cached.lua"
-start_sidecar "$WORK/sidecar.yaml"
-echo "sidecar: start to ready ${READY_MS} ms, idle RSS $((IDLE_RSS_KB / 1024)) MiB (${IDLE_RSS_KB} KiB)"
-run cached "http://127.0.0.1:$SIDECAR_PORT/verify" "$SIDECAR_PID" "$WORK/cached.lua"
-hits0=$(metric "$SIDECAR_PORT" auth_sidecar_token_cache_hits_total)
-miss0=$(metric "$SIDECAR_PORT" auth_sidecar_token_cache_misses_total)
-run uncached "http://127.0.0.1:$SIDECAR_PORT/verify" "$SIDECAR_PID" "$WORK/fresh.lua"
-hits=$(( $(metric "$SIDECAR_PORT" auth_sidecar_token_cache_hits_total) - hits0 ))
-misses=$(( $(metric "$SIDECAR_PORT" auth_sidecar_token_cache_misses_total) - miss0 ))
-echo "uncached run: $misses cache misses, $hits hits (hits > 0 means FRESH=$FRESH tokens ran out)"
+CONTEXT=$(print_context)
+echo "$CONTEXT"
+echo "== forwardAuth load: $ROUNDS round(s) of wrk -t1 -c$CONNS -d$DURATION per target; servers on CPU $SERVER_CPU (1 worker each), wrk on CPU $CLIENT_CPU"
+echo "sidecar: start to ready ${READY_MS} ms, idle RSS $((IDLE_RSS_KB / 1024)) MiB (${IDLE_RSS_KB} KiB); identity headers: ${IDENTITY[*]}"
+TARGETS=(nginx actix cached hs256 rs256 es256)
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for alg in HS256 RS256 ES256; do
+    count_var=FRESH_${alg:0:2}
+    fresh_lua "$(mint "$alg" "${!count_var}" "$ROUND")" >"$WORK/${alg,,}-$ROUND.lua"
+  done
+  run nginx "http://127.0.0.1:$NGINX_PORT/verify" "$NGINX_WORKER" "$WORK/cached.lua"
+  run actix "http://127.0.0.1:$ACTIX_PORT/verify" "$ACTIX_PID" "$WORK/cached.lua"
+  run cached "http://127.0.0.1:$SIDECAR_PORT/verify" "$SIDECAR_PID" "$WORK/cached.lua"
+  for alg in hs256 rs256 es256; do
+    run "$alg" "http://127.0.0.1:$SIDECAR_PORT/verify" "$SIDECAR_PID" "$WORK/$alg-$ROUND.lua" fresh
+  done
+done
+
+declare -A M_RPS M_P99 M_CPU
+for t in "${TARGETS[@]}"; do
+  M_RPS[$t]=$(median "${RPS[$t]}"); M_P99[$t]=$(median "${P99[$t]}"); M_CPU[$t]=$(median "${CPU[$t]}")
+done
 echo
-echo "== ratios against nginx (targets: cached >= 0.90 req/s, CPU <= 1.2, p99 <= 1.3; uncached >= 0.50 req/s)"
-echo "cached   req/s ratio $(ratio "${RPS[cached]}" "${RPS[nginx]}")   CPU/req ratio $(ratio "${CPU[cached]}" "${CPU[nginx]}")   p99 ratio $(ratio "$(to_us "${P99[cached]}")" "$(to_us "${P99[nginx]}")")"
-echo "uncached req/s ratio $(ratio "${RPS[uncached]}" "${RPS[nginx]}")   CPU/req ratio $(ratio "${CPU[uncached]}" "${CPU[nginx]}")   p99 ratio $(ratio "$(to_us "${P99[uncached]}")" "$(to_us "${P99[nginx]}")")"
+echo "== medians; ratios against nginx and against actix (goals: cached >= 0.90 nginx and >= 0.97 actix req/s, CPU <= 1.2 nginx, p99 <= 1.3 nginx; hs256 >= 0.50 nginx req/s)"
+TABLE="| Target | req/s | vs nginx | vs actix | server CPU/req | vs nginx | vs actix | p99 | vs nginx | vs actix |
+|---|---|---|---|---|---|---|---|---|---|"
+for t in "${TARGETS[@]}"; do
+  TABLE+=$'\n'"| $t | ${M_RPS[$t]} | $(ratio "${M_RPS[$t]}" "${M_RPS[nginx]}")x | $(ratio "${M_RPS[$t]}" "${M_RPS[actix]}")x | ${M_CPU[$t]} µs | $(ratio "${M_CPU[$t]}" "${M_CPU[nginx]}")x | $(ratio "${M_CPU[$t]}" "${M_CPU[actix]}")x | ${M_P99[$t]} µs | $(ratio "${M_P99[$t]}" "${M_P99[nginx]}")x | $(ratio "${M_P99[$t]}" "${M_P99[actix]}")x |"
+done
+echo "$TABLE"
+echo
+echo "== fresh tokens: server CPU/req against the cached path plus criterion's raw verify (goal rs256, es256: CPU <= cached + 1.2 x raw)"
+VERIFY="| Algorithm | server CPU/req | cached CPU/req | raw verify (criterion) | CPU - cached | (CPU - cached) / raw |
+|---|---|---|---|---|---|"
+for alg in hs256 rs256 es256; do
+  raw=$(raw_verify_us "$alg")
+  extra=$(awk -v a="${M_CPU[$alg]}" -v b="${M_CPU[cached]}" 'BEGIN {printf "%.2f", a - b}')
+  per=$([ "$raw" = n/a ] && echo "n/a (run cargo bench -p benches --bench jwt first)" || echo "$(ratio "$extra" "$raw")x")
+  VERIFY+=$'\n'"| $alg | ${M_CPU[$alg]} µs | ${M_CPU[cached]} µs | $raw$([ "$raw" = n/a ] || echo " µs") | $extra µs | $per |"
+done
+echo "$VERIFY"
+echo
+echo "== ready to paste (markdown)"
+cat <<MD
+\`benches/load/forwardauth.sh\` (ROUNDS=$ROUNDS, DURATION=$DURATION, CONNS=$CONNS; medians), $(sed -n 's/^date: *//p' <<<"$CONTEXT"), commit \`$(sed -n 's/^commit: *//p' <<<"$CONTEXT")\`, $(sed -n 's/^cpu: *//p' <<<"$CONTEXT"), load average $(sed -n 's/^load: *\([^ ]*\).*/\1/p' <<<"$CONTEXT") before the run. Floors in the same run: nginx \`return 200\` and a plain actix-web handler, both answering the sidecar's identity headers.
+
+$TABLE
+
+$VERIFY
+
+Sidecar start to ready: ${READY_MS} ms; idle RSS: $((IDLE_RSS_KB / 1024)) MiB.
+MD

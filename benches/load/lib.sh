@@ -80,3 +80,27 @@ rules:
 YAML
   [ $# -eq 0 ] || printf '%s\n' "$@"
 }
+# The bench helpers of benches/src/bin: the actix-web floor (FLOOR) and the token minter
+# (MINT_TOKENS), release builds.
+build_bench_tools() {
+  cargo build --release -q -p benches --bin actix-floor --bin load-tokens
+  FLOOR=$PWD/target/release/actix-floor
+  MINT_TOKENS=$PWD/target/release/load-tokens
+}
+# A wrk script that sends each token of FILE once (a fresh token per request) and stops
+# when they are spent, so no token is sent twice (a cache hit) however long DURATION is.
+fresh_lua() { # tokens-file -> the script, on stdout
+  verify_lua ""
+  cat <<LUA
+local tokens, i = {}, 0
+for line in io.lines("$1") do tokens[#tokens + 1] = "Bearer " .. line end
+request = function()
+  i = i + 1
+  wrk.headers["Authorization"] = tokens[i] or tokens[#tokens]
+  return wrk.format()
+end
+response = function()
+  if i >= #tokens then wrk.thread:stop() end
+end
+LUA
+}

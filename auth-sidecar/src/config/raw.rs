@@ -93,6 +93,8 @@ pub struct RawRateLimit {
     pub store: Option<String>,
     /// With `store: redis`: deny when Redis does not answer (default true).
     pub deny_on_error: Option<bool>,
+    /// With `store: redis`: tokens taken from Redis per call and spent locally (default 1).
+    pub lease: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

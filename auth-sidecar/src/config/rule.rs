@@ -13,7 +13,7 @@ use crate::policy::mcp::{McpMatcher, NamePattern, TOOLS_CALL};
 use crate::policy::{
     Action, CidrFilter, HostMatcher, MethodSet, PathMatcher, RoleRequirement, Rule, RuleMcp,
 };
-use crate::ratelimit::{Limiter, RateLimit, RateLimiter, SharedLimiter};
+use crate::ratelimit::{Limiter, MAX_LEASE, RateLimit, RateLimiter, SharedLimiter};
 use crate::redis_pool::RedisPool;
 
 /// Compiles `rules[i]`; `None` when it has a problem. `redis` is the compiled `redis:`
@@ -364,6 +364,15 @@ fn compile_rate_limit(
     if max_keys == 0 {
         c.push(format!("{path}.max_keys"), "must be at least 1");
     }
+    let lease = raw.lease.unwrap_or(1);
+    if !(1..=MAX_LEASE).contains(&lease) {
+        c.push(
+            format!("{path}.lease"),
+            format!("{lease} is not between 1 and {MAX_LEASE}"),
+        );
+    } else if lease > 1 && !shared {
+        c.push(format!("{path}.lease"), "applies to store: redis only");
+    }
     if c.problem_count() != before {
         return None;
     }
@@ -379,10 +388,7 @@ fn compile_rate_limit(
     // `None` when the redis: block has problems of its own (already reported).
     let pool = redis?.clone();
     let deny_on_error = raw.deny_on_error.unwrap_or(true);
-    Some(Limiter::Shared(Arc::new(SharedLimiter::new(
-        limit,
-        rule,
-        deny_on_error,
-        pool,
-    ))))
+    Some(Limiter::Shared(Arc::new(
+        SharedLimiter::new(limit, rule, deny_on_error, pool).with_lease(lease),
+    )))
 }
