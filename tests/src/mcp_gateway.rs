@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,7 @@ impl RecordingProxy {
 pub struct Client {
     _proc: Proc,
     lines: Receiver<Value>,
+    logs: Option<PathBuf>,
 }
 
 impl Client {
@@ -156,16 +157,53 @@ impl Client {
         Client {
             _proc: Proc::adopt(program, child),
             lines,
+            logs: None,
         }
+    }
+
+    /// On a missing step, show the `*.log` files of `dir` (the stack's processes).
+    pub fn logs_from(mut self, dir: &Path) -> Client {
+        self.logs = Some(dir.to_owned());
+        self
+    }
+
+    fn logs(&self) -> String {
+        let Some(dir) = &self.logs else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let files = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([dir.join("traefik/traefik.log")]);
+        for path in files {
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: String = text
+                    .chars()
+                    .rev()
+                    .take(6000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                out.push_str(&format!("--- {}:\n{tail}\n", path.display()));
+            }
+        }
+        out
     }
 
     /// The next line, which must be `step` (bounded by `TEST_PATIENCE` × 60 s).
     pub fn step(&self, step: &str) -> Value {
         let limit = test_support::wait::patience(Duration::from_secs(60));
-        let line = self
-            .lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|_| panic!("client printed no {step:?} within {limit:?}"));
+        let line = self.lines.recv_timeout(limit).unwrap_or_else(|_| {
+            panic!(
+                "client printed no {step:?} within {limit:?}\n{}",
+                self.logs()
+            )
+        });
         assert_eq!(line["step"], step, "{line}");
         line
     }
