@@ -4,10 +4,13 @@
 //! the shipped `mcp` rule with the IdP as issuer) → the release omni2's `/mcp` → the Python
 //! reference server (behind a recording proxy) and server-everything.
 //!
-//! - the official Python SDK client (2025-11-25 session and 2026-07-28 `server/discover`) and
-//!   the TypeScript SDK client (2025-11-25): listing filtered by role (the IdP client id is the
-//!   role), calls on both backends, a cached call, `list_changed` when a backend dies and the
-//!   fast-failing call after it; the backend never sees the client's token or identity;
+//! - the official Python SDK client on 2026-07-28 (`server/discover`, stateless): listing
+//!   filtered by role (the IdP client id is the role), calls on both backends, a cached call,
+//!   an unknown tool, a rate limit; the backend never sees the client's token or identity;
+//! - the 2025-11-25 session revision with the Python and TypeScript SDK clients, and
+//!   `list_changed` when a backend dies with the fast-failing call after it:
+//!   `session_clients_through_traefik_and_list_changed`, ignored for an intermittent loss of
+//!   answers through Traefik (see there);
 //! - bad input through the stack gets clear errors and everything stays up;
 //! - the front door: 401 → resource metadata → the IdP's metadata → a token from its token
 //!   endpoint; another audience and ID tokens refused; `insufficient_scope` step-up; a
@@ -319,11 +322,13 @@ async fn python_sdk_client_through_traefik_and_the_sidecar_with_idp_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// The session revision (2025-11-25) through Traefik, with both SDK clients, and
-/// `list_changed` on their GET streams. Ignored: a session POST's SSE answer through Traefik
-/// intermittently ends after rmcp's priming event without the JSON-RPC response (Traefik's
-/// access log: `200 28` bytes), and the client waits for it until its 60 s timeout
-/// (resuming with `Last-Event-ID` gets rmcp's "Channel closed"). Direct to omni2 (omni2-core's
-/// `tests/gateway.rs`) it passes. Run it with `cargo test -p e2e -- --ignored mcp_gateway`.
+/// `list_changed` on their GET streams, then the fast-failing call. Ignored: about one run in
+/// three, a session POST's SSE answer from omni2 through Traefik ends right after rmcp's
+/// priming event, without the JSON-RPC response (Traefik's access log: `200 28` bytes in
+/// 1-3 ms), and the client waits until its 60 s timeout (its `Last-Event-ID` resume gets
+/// rmcp's "Channel closed"). Direct to omni2 (omni2-core's `tests/gateway.rs`), and with a
+/// plain TCP relay between Traefik and omni2, it passed every run. Run it with
+/// `cargo test -p e2e -- --ignored mcp_gateway`.
 #[ignore = "session POST answers through Traefik intermittently lose the response after the SSE priming event"]
 async fn session_clients_through_traefik_and_list_changed() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -379,6 +384,17 @@ async fn session_clients_through_traefik_and_list_changed() {
         assert!(names(&c.step("list")).contains(&"py__counter".to_owned()));
         c.step("ready");
     }
+    // Nothing cached for py__counter: the call below must reach the breaker.
+    let r = s
+        .send(
+            &Request {
+                method: http::Method::DELETE,
+                ..Request::get("/api/v1/cache/py")
+            }
+            .bearer(&admin),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     s.py.stop();
     for c in [&pyc, &ts] {
         let listed = names(&c.step("changed"));

@@ -50,10 +50,11 @@ impl Everything {
     }
 }
 
-/// A TCP proxy to `target` that records every byte sent through it (omni2 → backend).
+/// A TCP proxy to `target` that records every byte sent through it, both ways.
 pub struct RecordingProxy {
     pub addr: SocketAddr,
     sent: Arc<Mutex<Vec<u8>>>,
+    received: Arc<Mutex<Vec<u8>>>,
 }
 
 impl RecordingProxy {
@@ -61,10 +62,11 @@ impl RecordingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let sent = Arc::new(Mutex::new(Vec::new()));
-        let record = sent.clone();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (record, record_back) = (sent.clone(), received.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let record = record.clone();
+                let (record, record_back) = (record.clone(), record_back.clone());
                 tokio::spawn(async move {
                     let Ok(upstream) = TcpStream::connect(target).await else {
                         return;
@@ -85,18 +87,39 @@ impl RecordingProxy {
                         let _ = uw.shutdown().await;
                     };
                     let down = async move {
-                        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                        let mut buf = vec![0u8; 16 << 10];
+                        while let Ok(n) = ur.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            record_back
+                                .lock()
+                                .expect("lock")
+                                .extend_from_slice(&buf[..n]);
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
                         let _ = cw.shutdown().await;
                     };
                     tokio::join!(up, down);
                 });
             }
         });
-        RecordingProxy { addr, sent }
+        RecordingProxy {
+            addr,
+            sent,
+            received,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// Everything the target answered so far.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().expect("lock")).into_owned()
     }
 
     /// Everything sent so far, lower-cased.
