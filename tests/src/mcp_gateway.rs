@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -221,12 +221,21 @@ impl Client {
     /// The next line, which must be `step` (bounded by `TEST_PATIENCE` × 60 s).
     pub fn step(&self, step: &str) -> Value {
         let limit = test_support::wait::patience(Duration::from_secs(60));
-        let line = self.lines.recv_timeout(limit).unwrap_or_else(|_| {
-            panic!(
-                "client printed no {step:?} within {limit:?}\n{}",
-                self.logs()
-            )
-        });
+        let line = match self.lines.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "client printed no {step:?} within {limit:?}\n{}",
+                    self.logs()
+                )
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "client exited before {step:?} (its stderr is above)\n{}",
+                    self.logs()
+                )
+            }
+        };
         assert_eq!(line["step"], step, "{line}");
         line
     }
