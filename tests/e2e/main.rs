@@ -13,6 +13,9 @@
 //! - `mcp_auth`: the sidecar as an MCP resource server's front door behind real Traefik, with
 //!   tokens from that provider: 401 + resource metadata, audience, ID tokens, scopes,
 //!   per-tool rules and the protocol-version gate.
+//! - `mcp_gateway`: the whole path: an MCP client (Python and TypeScript SDKs) with a token from
+//!   that provider → Traefik → sidecar → omni2's `/mcp` → the Python reference server and
+//!   server-everything; discovery, scopes, per-tool rules, bad input, no token leak.
 //! - `kubernetes`: deploy/kubernetes rendered, validated (Kubernetes schemas, vendored CRDs)
 //!   and cross-checked against traefik/dynamic and the binaries; ConfigMap symlink-swap reload.
 //! - `replicas`: three sidecars and two omni2 behind one Traefik: spread, a killed sidecar
@@ -30,6 +33,7 @@ mod idp;
 mod kubernetes;
 mod layout;
 mod mcp_auth;
+mod mcp_gateway;
 mod netns;
 mod replicas;
 mod status_page;

@@ -11,6 +11,7 @@
 //! - [`traefik`]: real Traefik on the shipped config, changed by one asserted transformation.
 //! - [`idp`]: a real OpenID Provider (npm `oidc-provider`) issuing JWT access tokens for a
 //!   resource, and ID tokens.
+//! - [`mcp_gateway`]: server-everything, a recording proxy, the MCP SDK client scripts.
 //! - [`stack`]: the sidecar with the shipped config, token minting.
 //! - [`replicas`]: N sidecar and M omni2 replicas behind one Traefik (load balancing, health checks).
 //! - [`netns`]: compose's networks as network namespaces (outside, Traefik, internal).
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod http;
 pub mod idp;
 pub mod kubernetes;
+pub mod mcp_gateway;
 pub mod netns;
 pub mod process;
 pub mod replicas;
