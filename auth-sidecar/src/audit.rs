@@ -1,6 +1,6 @@
 //! One audit event per decision (JSON lines through `audit-log`): denials always, allows
 //! as `audit.allows` samples them. The sampling is decided before anything is built. The
-//! request only copies what the event shows into one [`Recorded`] (its strings in one
+//! request only copies what the event shows into one `Recorded` (its strings in one
 //! buffer): the JSON, timestamp included, is written on the audit writer thread.
 //!
 //! Fields, and nothing else: never a token, a query string, or any header value but the
