@@ -4,115 +4,15 @@
 //! token, as they would through Traefik, which must never reach a backend (a recording
 //! TCP proxy sits between omni2 and the Python server).
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use test_support::Proc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use test_support::mcp::{Client, Everything, RecordingProxy, names};
 
 use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEARER: &str = "Bearer client-token-must-not-leak-7f3a9";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A TCP proxy to `target` that records every byte omni2 sends upstream.
-struct RecordingProxy {
-    port: u16,
-    sent: Arc<Mutex<Vec<u8>>>,
-}
-
-impl RecordingProxy {
-    async fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let record = sent.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut ur, mut uw) = upstream.into_split();
-                    let up = async move {
-                        let mut buf = vec![0u8; 16 << 10];
-                        while let Ok(n) = cr.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            record.lock().expect("lock").extend_from_slice(&buf[..n]);
-                            if uw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = uw.shutdown().await;
-                    };
-                    let down = async move {
-                        let _ = tokio::io::copy(&mut ur, &mut cw).await;
-                        let _ = cw.shutdown().await;
-                    };
-                    tokio::join!(up, down);
-                });
-            }
-        });
-        Self { port, sent }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-
-    fn sent(&self) -> String {
-        String::from_utf8_lossy(&self.sent.lock().expect("lock")).to_ascii_lowercase()
-    }
-}
-
-/// server-everything (npm), streamable HTTP on a free port.
-struct Everything {
-    _proc: Proc,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Everything {
-    async fn start() -> Self {
-        let bin = repo_root().join("tests/node/node_modules/.bin/mcp-server-everything");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `npm ci` in tests/node (.ci/run does)",
-            bin.display()
-        );
-        let port = test_support::free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(bin);
-        cmd.arg("streamableHttp").env("PORT", port.to_string());
-        let proc = Proc::spawn("server-everything", cmd, dir.path().join("everything.log"));
-        eventually("server-everything listening", WAIT, || async move {
-            TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
-        })
-        .await;
-        Self {
-            _proc: proc,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-}
 
 fn config(py: &str, ev: &str) -> String {
     config_with(py, ev, "30s", "60s")
@@ -178,86 +78,9 @@ async fn wait_healthy(http: &reqwest::Client, o: &Omni2, server: &str, want: &st
     .await;
 }
 
-/// A client script; its JSON lines arrive on the returned channel.
-struct Script {
-    _proc: Proc,
-    lines: std::sync::mpsc::Receiver<Value>,
-}
-
-impl Script {
-    fn start(program: &str, args: &[String], headers: &Value) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(repo_root().join("tests/node"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} must be installed (.ci/run): {e}"));
-        let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "{headers}").expect("write headers");
-        drop(stdin);
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        let _ = tx.send(v);
-                    }
-                    Err(_) => eprintln!("client: {line}"),
-                }
-            }
-        });
-        Self {
-            _proc: Proc::adopt(program, child),
-            lines,
-        }
-    }
-
-    fn python(url: &str, mode: &str, extra: &[&str], headers: &Value) -> Self {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway_client.py");
-        let mut args = vec![
-            script.display().to_string(),
-            url.to_owned(),
-            mode.to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::start("python3", &args, headers)
-    }
-
-    fn node(url: &str, extra: &[&str], headers: &Value) -> Self {
-        let mut args = vec!["gateway-client.mjs".to_owned(), url.to_owned()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::start("node", &args, headers)
-    }
-
-    /// The next line, which must be `step`.
-    fn step(&self, step: &str) -> Value {
-        let limit = test_support::wait::patience(Duration::from_secs(60));
-        let line = self
-            .lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|_| panic!("client printed no {step:?} within {limit:?}"));
-        assert_eq!(line["step"], step, "{line}");
-        line
-    }
-}
-
-fn names(line: &Value) -> Vec<String> {
-    line["tools"]
-        .as_array()
-        .expect("tools")
-        .iter()
-        .map(|t| t.as_str().expect("name").to_owned())
-        .collect()
-}
-
 /// Steps both runs of the Python client print: the user's on the session revision, the
 /// admin's on the stateless one.
-fn assert_python_calls(c: &Script, is_admin: bool) {
+fn assert_python_calls(c: &Client, is_admin: bool) {
     let add = c.step("add");
     if is_admin {
         assert_eq!(add["ok"], true, "{add}");
@@ -303,8 +126,9 @@ fn assert_python_calls(c: &Script, is_admin: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
     let mut py = McpServer::start(&[]);
-    let proxy = RecordingProxy::start(py.port).await;
-    let ev = Everything::start().await;
+    let proxy = RecordingProxy::start(([127, 0, 0, 1], py.port).into()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config(&proxy.url(), &ev.url()), None);
     let http = reqwest::Client::new();
     wait_healthy(&http, &o, "py", "healthy").await;
@@ -313,7 +137,7 @@ async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
 
     // The session revision, as a user: `py__add` (admin only) is not listed.
     let alice = headers("alice", "user");
-    let c = Script::python(&url, "session", &[], &alice);
+    let c = Client::python(&url, "session", &[], &alice);
     let init = c.step("initialize");
     assert_eq!(init["protocol"], "2025-11-25", "{init}");
     assert_eq!(init["server"], "omni2");
@@ -327,7 +151,7 @@ async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
 
     // The stateless revision, as an admin: `py__add` is listed and callable.
     let root = headers("root", "admin");
-    let c = Script::python(&url, "discover", &[], &root);
+    let c = Client::python(&url, "discover", &[], &root);
     let d = c.step("discover");
     assert!(
         d["versions"]
@@ -341,7 +165,7 @@ async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
     assert_python_calls(&c, true);
 
     // The TypeScript SDK (session revision).
-    let c = Script::node(&url, &[], &root);
+    let c = Client::node(&url, &[], &root);
     let init = c.step("initialize");
     assert_eq!(init["server"], "omni2", "{init}");
     assert_eq!(init["session"], true, "{init}");
@@ -386,15 +210,16 @@ async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
     let mut py = McpServer::start(&[]);
-    let ev = Everything::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config(&py.url(), &ev.url()), None);
     let http = reqwest::Client::new();
     wait_healthy(&http, &o, "py", "healthy").await;
     wait_healthy(&http, &o, "ev", "healthy").await;
     let url = o.url("/mcp");
     let root = headers("root", "admin");
-    let pyc = Script::python(&url, "session", &["--wait-change"], &root);
-    let ts = Script::node(&url, &["--wait-change"], &root);
+    let pyc = Client::python(&url, "session", &["--wait-change"], &root);
+    let ts = Client::node(&url, &["--wait-change"], &root);
     pyc.step("initialize");
     ts.step("initialize");
     assert!(names(&pyc.step("list")).contains(&"py__counter".to_owned()));
@@ -562,12 +387,13 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_changed_when_a_backend_recovers_and_when_its_tools_change() {
     let mut py = McpServer::start(&[]);
-    let ev = Everything::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config_with(&py.url(), &ev.url(), "500ms", "1s"), None);
     let http = reqwest::Client::new();
     wait_healthy(&http, &o, "py", "healthy").await;
     let root = headers("root", "admin");
-    let c = Script::python(
+    let c = Client::python(
         &o.url("/mcp"),
         "session",
         &["--wait-change", "--wait-recovery"],

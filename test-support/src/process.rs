@@ -154,6 +154,21 @@ pub fn wait_for_log_line(proc: &mut Proc, needle: &str, deadline: Duration) -> S
     )
 }
 
+/// Waits until `proc` accepts TCP connections on `addr` (bounded), failing at once if it
+/// exits first.
+pub async fn wait_listening(proc: &mut Proc, addr: std::net::SocketAddr, what: &str) {
+    crate::wait::eventually(what, std::time::Duration::from_secs(30), || {
+        proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
+        async move {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,9 @@
 //! Processes the tests start: release binaries, the repository root, `which`; free ports,
 //! kill-by-PID guards and `eventually` from `test-support`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// The repository root (the workspace).
 pub fn repo_root() -> PathBuf {
@@ -16,7 +14,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 // Free ports, `eventually` and the `Proc` guard are the workspace's shared test helpers.
-pub use test_support::{Proc, eventually, free_addr};
+pub use test_support::{Proc, eventually, free_addr, wait_listening};
 
 /// The release binaries the tests run: (package, binary).
 const RELEASE_BINARIES: [(&str, &str); 2] =
@@ -72,19 +70,4 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(program))
             .find(|p| p.is_file())
     })
-}
-
-/// Waits until `proc` accepts TCP connections on `addr` (bounded), failing at once if it
-/// exits first.
-pub async fn wait_listening(proc: &mut Proc, addr: SocketAddr, what: &str) {
-    eventually(what, Duration::from_secs(30), || {
-        proc.check_alive().unwrap_or_else(|e| panic!("{e}"));
-        async move {
-            tokio::net::TcpStream::connect(addr)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
 }
