@@ -420,3 +420,79 @@ async fn list_changed_when_a_backend_recovers_and_when_its_tools_change() {
         "{added}"
     );
 }
+
+/// The namespaced tools a caller lists over 2026-07-28, or `None` if the answer has none.
+async fn listed(
+    http: &reqwest::Client,
+    o: &Omni2,
+    who: &[(String, String)],
+) -> Option<Vec<String>> {
+    let list =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}});
+    let mut h = MODERN.to_vec();
+    h.push(("mcp-method", "tools/list"));
+    let (status, _, body) = post(http, o, who, &h, list.to_string()).await;
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    let tools = v["result"]["tools"].as_array()?;
+    let mut names: Vec<String> = tools
+        .iter()
+        .filter_map(|t| Some(t["name"].as_str()?.to_owned()))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// A reload that puts a new server in front of `py` leaves `py__add` admin-only: each
+/// server's per-tool `roles` are found by name in the live config, never by position.
+#[tokio::test]
+async fn per_tool_roles_follow_their_server_across_a_reload() {
+    let py = McpServer::start(&[]);
+    let other = McpServer::start(&[]);
+    let server = |name: &str, url: &str, tools: &str| {
+        format!(
+            "  - name: {name}\n    url: {url}\n    protocol: legacy\n    probe_interval: 200ms\n    probe_timeout: 1s\n    healthy_after: 1\n{tools}"
+        )
+    };
+    let head = "identity_secret: ${OMNI2_TEST_SECRET}\nservers:\n";
+    let guarded = "    tools:\n      add: {roles: [admin]}\n";
+    let before = format!("{head}{}", server("py", &py.url(), guarded));
+    let o = Omni2::start(&before, None);
+    let http = reqwest::Client::new();
+    let alice = signed("alice", "user");
+    let has = |names: &[String], tool: &str| names.iter().any(|n| n == tool);
+    eventually("py's tools listed", WAIT, || async {
+        listed(&http, &o, &alice)
+            .await
+            .filter(|n| has(n, "py__echo"))
+    })
+    .await;
+    let names = listed(&http, &o, &alice).await.expect("list");
+    assert!(!has(&names, "py__add"), "{names:?}");
+
+    // `other` (no tool policies) now comes first; `py` keeps its policy.
+    let after = format!(
+        "{head}{}{}",
+        server("other", &other.url(), ""),
+        server("py", &py.url(), guarded)
+    );
+    let tmp = o.config_path().with_extension("yaml.tmp");
+    std::fs::write(&tmp, after).expect("write");
+    std::fs::rename(&tmp, o.config_path()).expect("rename");
+    let names = eventually("both servers listed", WAIT, || async {
+        listed(&http, &o, &alice)
+            .await
+            .filter(|n| has(n, "other__echo") && has(n, "py__echo"))
+    })
+    .await;
+    assert!(
+        !has(&names, "py__add"),
+        "py's policy went to another server: {names:?}"
+    );
+    assert!(has(&names, "other__add"), "{names:?}");
+    let root = signed("root", "admin");
+    let names = listed(&http, &o, &root).await.expect("list");
+    assert!(has(&names, "py__add"), "{names:?}");
+}
