@@ -163,7 +163,10 @@ impl Runtime {
                 issuer.remote = previous.remote.clone();
             }
         }
-        if self.validation_fingerprint == old.validation_fingerprint {
+        // Cached identities carry grants only while some rule reads them (`resources`).
+        if self.validation_fingerprint == old.validation_fingerprint
+            && self.resources.is_empty() == old.resources.is_empty()
+        {
             self.cache = old.cache.clone();
         }
         for rule in &mut self.policy.rules {

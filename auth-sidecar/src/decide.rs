@@ -385,7 +385,12 @@ pub fn verify_uncached(token: &str, rt: &Runtime, now: i64) -> Result<Authentica
             v.as_i64()
                 .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
         }),
-        grants: Grants::from_claims(&verified.claims),
+        // Only rules with an `mcp:` block read grants; without one a miss skips them.
+        grants: if rt.resources.is_empty() {
+            Grants::default()
+        } else {
+            Grants::from_claims(&verified.claims)
+        },
     })
 }
 

@@ -343,6 +343,26 @@ fn fingerprints_cover_the_key_material_read() {
 }
 
 #[test]
+fn the_cache_is_kept_across_a_reload_only_while_mcp_rules_stay_present_or_absent() {
+    let plain = || Runtime::from_yaml(GOOD, Path::new("."), &env).expect("valid");
+    let with_mcp = || {
+        let yaml = GOOD.replace(
+            "action: authenticated",
+            "action: authenticated\n    mcp: {resource: https://mcp.example.com/mcp, authorization_servers: [https://idp.test]}",
+        );
+        Runtime::from_yaml(&yaml, Path::new("."), &env).expect("valid")
+    };
+    let old = plain();
+    let mut same = plain();
+    same.adopt(&old);
+    assert!(Arc::ptr_eq(&same.cache, &old.cache));
+    // Identities cached without grants must not serve rules that read them.
+    let mut gained = with_mcp();
+    gained.adopt(&old);
+    assert!(!Arc::ptr_eq(&gained.cache, &old.cache));
+}
+
+#[test]
 fn the_redis_block_takes_documented_defaults_and_is_optional() {
     let limited = GOOD.replace(
         "action: authenticated",
