@@ -313,28 +313,10 @@ impl Coordinator {
     }
 
     fn emit_status(&self, status: &Arc<ServerStatus>) {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            server: &'a str,
-            state: HealthState,
-            circuit: CircuitState,
-            latency_ms: Option<f64>,
-            last_error: Option<&'a str>,
-            last_change: &'a str,
-            tool_count: usize,
-        }
         self.emit(Event::new(
             EventKind::ServerStatus,
             Some(status.name.clone()),
-            Body {
-                server: &status.name,
-                state: status.state,
-                circuit: status.circuit,
-                latency_ms: status.latency_ms,
-                last_error: status.last_error.as_deref(),
-                last_change: &status.last_change,
-                tool_count: status.tool_count,
-            },
+            StatusBody::of(status),
         ));
     }
 
@@ -527,13 +509,8 @@ impl Coordinator {
     fn emit_added(&self, status: &Arc<ServerStatus>, replaced: bool) {
         #[derive(Serialize)]
         struct Body<'a> {
-            server: &'a str,
-            state: HealthState,
-            circuit: CircuitState,
-            latency_ms: Option<f64>,
-            last_error: Option<&'a str>,
-            last_change: &'a str,
-            tool_count: usize,
+            #[serde(flatten)]
+            status: StatusBody<'a>,
             /// The server was configured before, with another configuration.
             replaced: bool,
         }
@@ -541,13 +518,7 @@ impl Coordinator {
             EventKind::ServerAdded,
             Some(status.name.clone()),
             Body {
-                server: &status.name,
-                state: status.state,
-                circuit: status.circuit,
-                latency_ms: status.latency_ms,
-                last_error: status.last_error.as_deref(),
-                last_change: &status.last_change,
-                tool_count: status.tool_count,
+                status: StatusBody::of(status),
                 replaced,
             },
         ));
@@ -561,5 +532,31 @@ impl Coordinator {
     fn publish(&self) {
         let servers = self.states.iter().map(|s| s.status.clone()).collect();
         self.snapshot.send_replace(Arc::new(Snapshot::new(servers)));
+    }
+}
+
+/// What `server_status` and `server_added` say of a server.
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    server: &'a str,
+    state: HealthState,
+    circuit: CircuitState,
+    latency_ms: Option<f64>,
+    last_error: Option<&'a str>,
+    last_change: &'a str,
+    tool_count: usize,
+}
+
+impl<'a> StatusBody<'a> {
+    fn of(status: &'a ServerStatus) -> Self {
+        StatusBody {
+            server: &status.name,
+            state: status.state,
+            circuit: status.circuit,
+            latency_ms: status.latency_ms,
+            last_error: status.last_error.as_deref(),
+            last_change: &status.last_change,
+            tool_count: status.tool_count,
+        }
     }
 }
