@@ -327,9 +327,10 @@ impl Writer {
         }
         match catch_unwind(AssertUnwindSafe(|| sink.flush())) {
             Ok(Ok(())) => {
+                // Clear the error before counting, so whoever sees the count sees the recovery.
+                self.recovered();
                 self.counters.written.inc_by(state.unflushed);
                 state.unflushed = 0;
-                self.recovered();
             }
             Ok(Err(e)) => self.fail(state, e.to_string()),
             Err(_) => self.fail(state, "the sink panicked".into()),
