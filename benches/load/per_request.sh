@@ -5,13 +5,13 @@
 # and syscalls (strace -c), each divided by the requests answered in the window.
 #
 #   benches/load/per_request.sh                       # REQUESTS=20000, SLOW=3000
-#   OUT=/tmp/prof benches/load/per_request.sh         # keep the callgrind files
+#   OUT=/tmp/prof benches/load/per_request.sh         # keep the callgrind and strace files
 #   MODES=callgrind TARGETS="cached hs256" benches/load/per_request.sh
 #
 # Targets, as in forwardauth.sh and with its request bytes: `actix` (the actix-web floor,
 # benches/src/bin/actix-floor.rs, answering the sidecar's identity headers), `cached` (one
 # repeated token), and fresh `hs256`, `rs256`, `es256` tokens (one per request). Before the
-# fresh targets, FILL fresh HS256 tokens (default: the default cache capacity + 10%) are
+# fresh targets, FILL fresh HS256 tokens (default: the cache's capacity + 10%) are
 # sent unmeasured, so every measured miss inserts into a full cache and evicts, as in a
 # long run. Servers run one worker; the client sends exactly the target's count of
 # requests (benches/load/send.py, CONNS connections, one request in flight on each; 600 s
@@ -23,7 +23,10 @@ cd "$(dirname "$0")/../.."
 
 REQUESTS=${REQUESTS:-20000}
 SLOW=${SLOW:-3000}
-FILL=${FILL:-110000}
+# CACHE_ENTRIES: the verification cache's max_entries (default: the sidecar's, 100000); a
+# smaller cache fills with fewer requests, which matters under callgrind.
+CACHE_ENTRIES=${CACHE_ENTRIES:-100000}
+FILL=${FILL:-$((CACHE_ENTRIES + CACHE_ENTRIES / 10))}
 CONNS=${CONNS:-4}
 MODES=${MODES:-callgrind strace}
 TARGETS=${TARGETS:-actix cached hs256 rs256 es256}
@@ -56,6 +59,7 @@ issuers:
       - {kid: load-es256, alg: ES256, pem_file: $WORK/ec.pub.pem}
 rules:
   - {name: api, path_prefix: /api/v1, action: authenticated}
+cache: {max_entries: $CACHE_ENTRIES}
 YAML
 
 mint() { # alg count name -> tokens file
@@ -121,6 +125,7 @@ PY
     n=$(load "$port" "$count" "$@")
     kill -INT "$strace_pid"; wait "$strace_pid" || true
     local calls; calls=$(awk '$NF == "total" {print $4}' "$WORK/strace.$name")
+    [ -z "${OUT:-}" ] || cp "$WORK/strace.$name" "$OUT/strace.$name"
     SYSCALLS[$name]=$(awk -v a="$calls" -v n="$n" 'BEGIN {printf "%.2f", a / n}')
     echo "strace $name: $n requests, $calls syscalls" >&2
   fi
@@ -182,7 +187,7 @@ for mode in $MODES; do
 done
 
 echo
-echo "== per request: callgrind instructions and allocations, strace syscalls ($(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' dirty'); REQUESTS=$REQUESTS, SLOW=$SLOW, FILL=$FILL, CONNS=$CONNS)"
+echo "== per request: callgrind instructions and allocations, strace syscalls ($(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' dirty'); REQUESTS=$REQUESTS, SLOW=$SLOW, CACHE_ENTRIES=$CACHE_ENTRIES, FILL=$FILL, CONNS=$CONNS)"
 echo "| Target | Ir/req | vs actix | allocations/req | syscalls/req |"
 echo "|---|---|---|---|---|"
 for t in $TARGETS; do
