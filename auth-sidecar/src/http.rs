@@ -113,7 +113,7 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
 }
 
 /// The main listener's service over `state`: forwardAuth calls answered without the App
-/// layer (see [`front`]), the rest by the App: the forwardAuth routes again, the resource
+/// layer (`src/http/front.rs`), the rest by the App: the forwardAuth routes again, the resource
 /// metadata, and with `with_admin` the health and metrics endpoints.
 pub fn main_service(
     state: &Arc<AppState>,
