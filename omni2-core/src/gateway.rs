@@ -21,10 +21,10 @@
 //! # Layout
 //! - `catalog`: the namespaced tool list built from the coordinator's snapshot, filtered
 //!   per caller; what counts as a change worth `notifications/tools/list_changed`.
-//! - `limits`: per-user token buckets of rate-limited tools.
 //! - `errors`: the JSON-RPC errors of refused and failed calls.
 //! - `handler`: the rmcp [`ServerHandler`](rmcp::ServerHandler): `tools/list`, `tools/call`
-//!   (through [`crate::routes`]' call path: roles, breaker, cache, timeout, metric, audit),
+//!   (through [`crate::routes`]' call path: roles, rate limit, breaker, cache, timeout,
+//!   metric, audit),
 //!   `ping`, `server/discover`, change notifications.
 //! - `fast`: a plain stateless `tools/call` answered without rmcp's per-request service,
 //!   through the handler's own call and rmcp's message types (anything else: rmcp).
@@ -37,7 +37,6 @@ mod catalog;
 mod errors;
 mod fast;
 mod handler;
-mod limits;
 #[cfg(test)]
 mod tests;
 

@@ -17,7 +17,6 @@ use serde_json::Value;
 
 use super::catalog::{self, Catalog, CatalogCache, Fingerprint};
 use super::errors;
-use super::limits::Limits;
 use crate::identity::Identity;
 use crate::routes::{self, Body, Refusal};
 use crate::shared::Shared;
@@ -31,7 +30,6 @@ const CLOSED_CHECK: Duration = Duration::from_secs(5);
 pub(super) struct State {
     shared: web::Data<Arc<Shared>>,
     catalog: CatalogCache,
-    limits: Limits,
 }
 
 /// The handler rmcp runs; cheap to clone.
@@ -43,7 +41,6 @@ impl GatewayHandler {
         Self(Arc::new(State {
             shared: web::Data::new(shared),
             catalog: CatalogCache::default(),
-            limits: Limits::default(),
         }))
     }
 
@@ -80,36 +77,6 @@ impl GatewayHandler {
                 Some(serde_json::json!({"error": "unknown_tool"})),
             ));
         };
-        // Roles before the rate limit: a refused caller spends no tokens.
-        if let Err(e) = routes::require_tool_roles(shared, id, server, tool) {
-            shared.audit.tool_call(crate::audit::ToolCall {
-                actor: id,
-                server,
-                tool,
-                arguments: None,
-                result: e.as_str(),
-                cached: false,
-                latency: Duration::ZERO,
-            });
-            return Err(errors::identity(e));
-        }
-        let limit = shared
-            .registry
-            .entry(server)
-            .and_then(|e| e.config.tools.get(tool).and_then(|p| p.rate_limit));
-        if let Err(wait) = self.0.limits.take(server, tool, limit, &id.id) {
-            shared.metrics.gateway_rate_limited.inc();
-            shared.audit.tool_call(crate::audit::ToolCall {
-                actor: id,
-                server,
-                tool,
-                arguments: None,
-                result: "rate_limited",
-                cached: false,
-                latency: Duration::ZERO,
-            });
-            return Err(errors::rate_limited(name, wait));
-        }
         let arguments = arguments.unwrap_or_default();
         let outcome = routes::run_tool_call(shared, id, server.to_owned(), tool.to_owned(), || {
             Ok(arguments)
@@ -118,7 +85,7 @@ impl GatewayHandler {
         match outcome {
             Ok(answer) => tool_result(answer.body, answer.is_hit),
             Err(Refusal::Identity(e)) => Err(errors::identity(e)),
-            Err(Refusal::Api(e)) => Err(errors::api(&e, server, tool)),
+            Err(Refusal::Api(e)) => Err(errors::api(&e, name, server, tool)),
         }
     }
 
