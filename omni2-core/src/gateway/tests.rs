@@ -437,3 +437,112 @@ async fn the_fast_path_answers_what_the_full_path_answers() {
     .await;
     assert!(open.body.contains("circuit_open"), "{}", open.body);
 }
+
+/// The next bytes of a streaming body, or `None` once it ends or `within` passes.
+async fn next_chunk(body: &mut actix_web::body::BoxBody, within: Duration) -> Option<Vec<u8>> {
+    use actix_web::body::MessageBody;
+    let mut body = std::pin::Pin::new(body);
+    let next = std::future::poll_fn(|cx| body.as_mut().poll_next(cx));
+    match tokio::time::timeout(within, next).await {
+        Ok(Some(Ok(bytes))) => Some(bytes.to_vec()),
+        _ => None,
+    }
+}
+
+/// Reads `stream` until it carries `needle` (bounded in reads and time).
+async fn wait_for(stream: &mut actix_web::body::BoxBody, needle: &str) -> bool {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let Some(chunk) = next_chunk(stream, Duration::from_secs(10)).await else {
+            return false;
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if seen.contains(needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A reload that adds a server, then one that removes it: a connected session hears
+/// `notifications/tools/list_changed` on its GET stream each time.
+#[actix_web::test]
+async fn a_session_hears_list_changed_when_a_reload_adds_or_removes_a_server() {
+    let one = r#"
+roles: {tool_call: [user]}
+servers:
+  - {name: s, url: "http://127.0.0.1:9/mcp", probe_interval: 1h, healthy_after: 1}
+"#;
+    let two = format!(
+        "{one}  - {{name: t, url: \"http://127.0.0.1:9/mcp\", probe_interval: 1h, healthy_after: 1}}\n"
+    );
+    let config = Config::from_yaml(one, &ProcessEnv).expect("config");
+    let o = Omni2::with_clients(config, vec![Arc::new(FakeMcp::new()) as Arc<dyn McpClient>]);
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    let post = |body: Value, session: Option<&str>| {
+        let mut req = atest::TestRequest::post()
+            .uri("/mcp")
+            .insert_header(("host", "localhost"))
+            .insert_header(("x-user-id", "alice"))
+            .insert_header(("x-user-roles", "user"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("accept", "application/json, text/event-stream"));
+        if let Some(s) = session {
+            req = req
+                .insert_header(("mcp-session-id", s.to_owned()))
+                .insert_header(("mcp-protocol-version", "2025-11-25"));
+        }
+        req.set_payload(body.to_string()).to_request()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let resp = atest::call_service(&app, post(init, None)).await;
+    assert_eq!(resp.status(), 200);
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session")
+        .to_str()
+        .expect("session id")
+        .to_owned();
+    atest::read_body(resp).await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let resp = atest::call_service(&app, post(initialized, Some(&session))).await;
+    assert_eq!(resp.status(), 202);
+    // A request on the session after `initialized`: its notifier is running by then.
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let resp = atest::call_service(&app, post(list, Some(&session))).await;
+    assert_eq!(resp.status(), 200);
+    atest::read_body(resp).await;
+    let get = atest::TestRequest::get()
+        .uri("/mcp")
+        .insert_header(("host", "localhost"))
+        .insert_header(("x-user-id", "alice"))
+        .insert_header(("x-user-roles", "user"))
+        .insert_header(("accept", "text/event-stream"))
+        .insert_header(("mcp-session-id", session.clone()))
+        .insert_header(("mcp-protocol-version", "2025-11-25"))
+        .to_request();
+    let resp = atest::call_service(&app, get).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.into_body();
+
+    let fakes: crate::reload::ClientFactory =
+        Arc::new(|_| Arc::new(FakeMcp::new()) as Arc<dyn McpClient>);
+    let shared = o.shared();
+    crate::reload::reload_text(shared, &two, Some(one), &ProcessEnv, &fakes)
+        .await
+        .expect("reload adding t");
+    assert!(
+        wait_for(&mut stream, "notifications/tools/list_changed").await,
+        "list_changed after t was added"
+    );
+    crate::reload::reload_text(shared, one, Some(&two), &ProcessEnv, &fakes)
+        .await
+        .expect("reload removing t");
+    assert!(
+        wait_for(&mut stream, "notifications/tools/list_changed").await,
+        "list_changed after t was removed"
+    );
+}
