@@ -272,6 +272,80 @@ impl Case {
     }
 }
 
+/// Where the fast path's parse takes a body, rmcp's parse reads the same call from it.
+fn parses_like_rmcp(body: &str) -> bool {
+    use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta};
+    let Some(call) = super::fast::parse(body.as_bytes()) else {
+        return false;
+    };
+    let Ok(ClientJsonRpcMessage::Request(r)) = serde_json::from_str::<ClientJsonRpcMessage>(body)
+    else {
+        panic!("rmcp does not read a request from {body}");
+    };
+    let meta = r.request.get_meta().clone();
+    let ClientRequest::CallToolRequest(c) = r.request else {
+        panic!("rmcp does not read a tools/call from {body}");
+    };
+    let ours = (
+        call.id,
+        call.params.name,
+        call.params.arguments,
+        call.params.meta,
+    );
+    let theirs = (r.id, c.params.name.into_owned(), c.params.arguments, meta);
+    assert_eq!(ours, theirs, "{body}");
+    true
+}
+
+#[test]
+fn the_fast_parse_takes_only_what_rmcp_reads_the_same() {
+    let m = meta().to_string();
+    let taken = [
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"s__a","arguments":{{"x":[1,{{"y":null}}]}},"_meta":{m}}}}}"#),
+        format!(r#"{{"params":{{"_meta":{m},"name":"s__a"}},"method":"tools/call","id":"x","jsonrpc":"2.0"}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":-5,"method":"tools/call","params":{{"name":"s__a","arguments":null,"_meta":{m}}}}}"#),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s__a","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"progressToken":3,"other":{"a":1}}}}"#.to_owned(),
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"s__a","arguments":{{"a":1,"a":2}},"_meta":{m}}}}}"#),
+    ];
+    for body in &taken {
+        assert!(parses_like_rmcp(body), "not taken: {body}");
+    }
+    let left = [
+        format!(
+            r#"{{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{{"name":"s__a","_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{{"name":"s__a","_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{{"name":"s__a","_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"s__a","_meta":{m}}}}}"#
+        ),
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{m}}}}}"#),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"s__a","task":{{}},"_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","extra":1,"params":{{"name":"s__a","_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"s__a","name":"s__b","_meta":{m}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"s__a","arguments":[1],"_meta":{m}}}}}"#
+        ),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s__a"}}"#.to_owned(),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":5,"_meta":{m}}}}}"#
+        ),
+    ];
+    for body in &left {
+        assert!(!parses_like_rmcp(body), "taken: {body}");
+    }
+}
+
 #[actix_web::test]
 async fn the_fast_path_answers_what_the_full_path_answers() {
     let mut fast = side(true).await;
@@ -369,6 +443,9 @@ async fn the_fast_path_answers_what_the_full_path_answers() {
         case("no identity", add.clone(), false).header("x-user-id", ""),
     ];
     for case in &cases {
+        if case.is_fast {
+            assert!(parses_like_rmcp(&case.body), "{}", case.what);
+        }
         let before = fast.gateway.fast_answers.load(Ordering::Relaxed);
         let got = send(&fast_app, &mut fast, case.request()).await;
         let want = send(&full_app, &mut full, case.request()).await;
