@@ -8,6 +8,9 @@
 //! - `tools_list/*` against `tools_list/serialize_floor` (serialising the 500 tools, the
 //!   least any answer costs); goal for `mcp_in_process`: ≤ 100 µs.
 //!
+//! `MCP_GATEWAY_COUNT=<variant>:<n>` runs `n` hits of one variant and exits (instruction
+//! counts under callgrind; see [`count_mode`]).
+//!
 //! The Python group needs `python3` with `mcp`; without it that one figure is skipped.
 
 mod support;
@@ -171,6 +174,20 @@ fn tool_call_hit(c: &mut Criterion) {
         "{status} {answer}"
     );
 
+    // Instruction counts (valgrind) want a fixed number of requests, not criterion's loop.
+    if let Some((variant, n)) = count_mode() {
+        for _ in 0..n {
+            let req = match variant.as_str() {
+                "rest" => rest(),
+                "mcp_stateless" => stateless(),
+                "mcp_session" => on_session(session_call.clone()),
+                other => panic!("MCP_GATEWAY_COUNT: unknown variant {other:?}"),
+            };
+            black_box(sys.block_on(body(&app, req)));
+        }
+        std::process::exit(0);
+    }
+
     let mut group = c.benchmark_group("tool_call_hit");
     group.bench_function("rest", |b| {
         b.iter(|| black_box(sys.block_on(body(&app, rest()))))
@@ -203,6 +220,17 @@ fn tool_call_hit(c: &mut Criterion) {
         None => eprintln!("note: python3 with `mcp` not available; skipping python_round_trip"),
     }
     group.finish();
+}
+
+/// `MCP_GATEWAY_COUNT=<variant>:<n>`: run `n` hits of `rest`, `mcp_stateless` or
+/// `mcp_session` after the setup, then exit (for `valgrind --tool=callgrind`: the cost of
+/// `n` requests is the difference between two runs with different `n`).
+fn count_mode() -> Option<(String, u32)> {
+    let spec = std::env::var("MCP_GATEWAY_COUNT").ok()?;
+    let (variant, n) = spec
+        .split_once(':')
+        .expect("MCP_GATEWAY_COUNT=<variant>:<n>");
+    Some((variant.to_owned(), n.parse().expect("a request count")))
 }
 
 fn caller(roles: &[&str]) -> Identity {

@@ -22,6 +22,11 @@ pub enum ApiError {
     BadArguments(String),
     /// The server is configured `enabled: false` (503).
     ServerDisabled,
+    /// The caller's `rate_limit` for this tool is used up (429 with `Retry-After`).
+    RateLimited {
+        /// Until the next call is allowed.
+        retry_after: Duration,
+    },
     /// Fast-failed by the open breaker (503 with `Retry-After`).
     CircuitOpen {
         /// Server name, echoed in the body.
@@ -46,10 +51,11 @@ pub enum ApiError {
 
 impl ApiError {
     /// Every code, in a fixed order (metric label values are pre-created from it).
-    pub const CODES: [&'static str; 9] = [
+    pub const CODES: [&'static str; 10] = [
         "unknown_server",
         "unknown_tool",
         "bad_arguments",
+        "rate_limited",
         "server_disabled",
         "circuit_open",
         "upstream_timeout",
@@ -74,6 +80,7 @@ impl ApiError {
             Self::UnknownServer => "unknown_server",
             Self::UnknownTool => "unknown_tool",
             Self::BadArguments(_) => "bad_arguments",
+            Self::RateLimited { .. } => "rate_limited",
             Self::ServerDisabled => "server_disabled",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::UpstreamTimeout(_) => "upstream_timeout",
@@ -88,6 +95,7 @@ impl ApiError {
         match self {
             Self::UnknownServer | Self::UnknownTool => StatusCode::NOT_FOUND,
             Self::BadArguments(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerDisabled | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamError { .. } | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -119,12 +127,20 @@ impl ApiError {
             }
             Self::BadArguments(m) => json!({"error": code, "message": m}),
             Self::ServerDisabled => json!({"error": code, "message": "MCP server is disabled"}),
+            Self::RateLimited { retry_after } => {
+                let secs = retry_secs(*retry_after);
+                answer.insert_header((RETRY_AFTER, secs.to_string()));
+                json!({
+                    "error": code,
+                    "message": "your rate limit for this tool is used up",
+                    "retry_after_seconds": secs,
+                })
+            }
             Self::CircuitOpen {
                 server,
                 retry_after,
             } => {
-                let secs =
-                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                let secs = retry_secs(*retry_after);
                 answer.insert_header((RETRY_AFTER, secs.to_string()));
                 json!({
                     "error": code,
@@ -149,6 +165,11 @@ impl ApiError {
     }
 }
 
+/// Whole seconds, rounded up, at least 1 (what `Retry-After` carries).
+fn retry_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +179,9 @@ mod tests {
             ApiError::UnknownServer,
             ApiError::UnknownTool,
             ApiError::BadArguments("x".into()),
+            ApiError::RateLimited {
+                retry_after: Duration::from_millis(2500),
+            },
             ApiError::ServerDisabled,
             ApiError::CircuitOpen {
                 server: "s".into(),

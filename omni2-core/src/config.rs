@@ -185,7 +185,7 @@ pub struct ToolPolicy {
     pub cache_scope: CacheScope,
     /// Roles that may call (and, on `/mcp`, see) the tool; `None`: `roles.tool_call`.
     pub roles: Option<Vec<String>>,
-    /// Calls per user on `/mcp` (token bucket); `None`: unlimited.
+    /// Calls per user, REST and `/mcp` together (token bucket); `None`: unlimited.
     pub rate_limit: Option<RateLimit>,
 }
 

@@ -21,11 +21,13 @@
 //! # Layout
 //! - `catalog`: the namespaced tool list built from the coordinator's snapshot, filtered
 //!   per caller; what counts as a change worth `notifications/tools/list_changed`.
-//! - `limits`: per-user token buckets of rate-limited tools.
 //! - `errors`: the JSON-RPC errors of refused and failed calls.
 //! - `handler`: the rmcp [`ServerHandler`](rmcp::ServerHandler): `tools/list`, `tools/call`
-//!   (through [`crate::routes`]' call path: roles, breaker, cache, timeout, metric, audit),
+//!   (through [`crate::routes`]' call path: roles, rate limit, breaker, cache, timeout,
+//!   metric, audit),
 //!   `ping`, `server/discover`, change notifications.
+//! - `fast`: a plain stateless `tools/call` answered without rmcp's per-request service,
+//!   through the handler's own call and rmcp's message types (anything else: rmcp).
 //! - `bridge`: the actix route and the session-owner check.
 //!
 //! Imports point down this list.
@@ -33,10 +35,13 @@
 mod bridge;
 mod catalog;
 mod errors;
+mod fast;
 mod handler;
-mod limits;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use actix_web::web;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
@@ -55,6 +60,11 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Gateway {
     service: StreamableHttpService<GatewayHandler, LocalSessionManager>,
     owners: bridge::SessionOwners,
+    handler: GatewayHandler,
+    /// `None`: every request takes the full path (tests compare the two).
+    fast: Option<fast::FastPath>,
+    /// Requests the fast path answered (tests check they took it).
+    fast_answers: AtomicU64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -79,12 +89,27 @@ impl Gateway {
             .with_max_request_body_bytes(MAX_BODY_BYTES);
         let owners = bridge::SessionOwners::new(config.session_idle_timeout);
         let handler = GatewayHandler::new(shared);
+        let fast = Some(fast::FastPath::new(&http_config));
+        let factory = handler.clone();
         let service = StreamableHttpService::new(
-            move || Ok(handler.clone()),
+            move || Ok(factory.clone()),
             Arc::new(sessions),
             http_config,
         );
-        Self { service, owners }
+        Self {
+            service,
+            owners,
+            handler,
+            fast,
+            fast_answers: AtomicU64::new(0),
+        }
+    }
+
+    /// This endpoint with every request on rmcp's full path.
+    #[cfg(test)]
+    fn without_fast_path(mut self) -> Self {
+        self.fast = None;
+        self
     }
 
     /// Ends every session and stream (on shutdown).

@@ -57,6 +57,7 @@ pub mod coordinator;
 pub mod gateway;
 pub mod health;
 pub mod identity;
+mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod reload;
@@ -142,6 +143,7 @@ impl Omni2 {
         let (shutdown, _) = watch::channel(false);
         let audit = Audit::new(config.audit.as_ref(), metrics.audit.clone());
         let shared = Arc::new(Shared {
+            limits: limits::Limits::default(),
             audit,
             config,
             registry,

@@ -64,7 +64,8 @@ pub struct Metrics {
     pub log_lines_lost: IntCounter,
     /// `omni2_audit_events_total{result}`, `omni2_audit_dropped_total`.
     pub audit: audit_log::AuditCounters,
-    /// `omni2_gateway_rate_limited_total`: `/mcp` tool calls refused by a rate limit.
+    /// `omni2_gateway_rate_limited_total`: tool calls (REST and `/mcp`) refused by a tool's
+    /// `rate_limit`.
     pub gateway_rate_limited: IntCounter,
 }
 

@@ -240,7 +240,7 @@ async fn call_tool(
     }
 }
 
-/// One tool call as REST and `/mcp` make it: role guard, resolve, cache or breaker-guarded
+/// One tool call as REST and `/mcp` make it: role guard, rate limit, resolve, cache or breaker-guarded
 /// upstream call with its timeout, then the metric and the audit record.
 pub(crate) async fn run_tool_call(
     shared: &web::Data<Arc<Shared>>,
@@ -264,6 +264,17 @@ pub(crate) async fn run_tool_call(
     if let Err(e) = require_tool_roles(shared, id, &server, &tool) {
         refused(e.as_str());
         return Err(Refusal::Identity(e));
+    }
+    // After the roles (a refused caller spends no tokens); one budget for REST and /mcp.
+    let limit = shared
+        .registry
+        .entry(&server)
+        .and_then(|e| e.config.tools.get(&tool).and_then(|p| p.rate_limit));
+    if let Err(retry_after) = shared.limits.take(&server, &tool, limit, &id.id) {
+        shared.metrics.gateway_rate_limited.inc();
+        let e = ApiError::RateLimited { retry_after };
+        refused(e.as_str());
+        return Err(Refusal::Api(e));
     }
     let target = match resolve(shared, server.clone(), tool.clone(), arguments) {
         Ok(t) => t,

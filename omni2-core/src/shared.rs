@@ -11,6 +11,7 @@ use crate::cache::ToolCache;
 use crate::config::Config;
 use crate::coordinator::{Published, Registry};
 use crate::identity::IdentityVerifier;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 /// State shared by every route and task.
@@ -36,6 +37,8 @@ pub struct Shared {
     /// with [`Audit::control_action`].
     pub audit: Audit,
     pub(crate) verifier: Arc<IdentityVerifier>,
+    /// Per-tool rate limits (REST and `/mcp` share them).
+    pub(crate) limits: Limits,
 }
 
 /// The background task that died first, if any. Once set it stays set: `/health` answers

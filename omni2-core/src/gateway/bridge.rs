@@ -2,6 +2,7 @@
 //! streamable-HTTP service as an `http` 1 request, and its response streamed back.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -61,6 +62,13 @@ pub async fn serve(
         && let Some(refused) = check_json(&body)
     {
         return refused;
+    }
+    if let Some(fast) = &gateway.fast
+        && !gateway.service.config.cancellation_token.is_cancelled()
+        && let Some(call) = fast.plain(&req, &body, &gateway.handler.catalog())
+    {
+        gateway.fast_answers.fetch_add(1, Ordering::Relaxed);
+        return super::fast::answer(&gateway.handler, &id, call).await;
     }
     let user = id.id.clone();
     let request = match to_http(&req, body, id) {

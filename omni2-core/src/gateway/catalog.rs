@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::Tool;
+use rmcp::model::{JsonObject, Tool};
+use serde_json::Value;
 
 use crate::breaker::CircuitState;
 use crate::config::Config;
@@ -27,6 +28,9 @@ struct Entry {
     tool: Tool,
     /// Who may call it (empty: any authenticated identity).
     roles: Arc<[String]>,
+    /// Its input schema has an `x-mcp-header` somewhere: calls may need `Mcp-Param-*`
+    /// headers checked against their arguments (rmcp does that; the fast path does not).
+    mirrors_params: bool,
 }
 
 /// The namespaced tools of one snapshot.
@@ -68,7 +72,12 @@ impl Catalog {
                 let name = format!("{}{sep}{}", status.name, info.name);
                 tool.name = name.clone().into();
                 catalog.by_name.insert(name, catalog.entries.len());
-                catalog.entries.push(Entry { tool, roles });
+                let mirrors_params = has_header_annotation(&tool.input_schema);
+                catalog.entries.push(Entry {
+                    tool,
+                    roles,
+                    mirrors_params,
+                });
             }
         }
         catalog
@@ -88,6 +97,14 @@ impl Catalog {
         self.by_name.get(name).map(|&i| &self.entries[i].tool)
     }
 
+    /// Whether calls of a listed tool may carry `Mcp-Param-*` headers to check (see
+    /// `Entry::mirrors_params`); `false` for a tool not listed (rmcp checks none then).
+    pub(super) fn mirrors_params(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|&i| self.entries[i].mirrors_params)
+    }
+
     /// Every listed tool.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -97,6 +114,21 @@ impl Catalog {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// An `x-mcp-header` key anywhere in `schema`: a superset of the annotations rmcp acts on
+/// (those on `properties` chains), so a `false` here is safe to rely on.
+fn has_header_annotation(schema: &JsonObject) -> bool {
+    fn any(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => has_header_annotation(map),
+            Value::Array(items) => items.iter().any(any),
+            _ => false,
+        }
+    }
+    schema
+        .iter()
+        .any(|(key, value)| key == "x-mcp-header" || any(value))
 }
 
 /// `server<sep>tool` split back (at the separator's first occurrence, which config

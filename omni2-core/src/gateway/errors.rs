@@ -24,10 +24,12 @@ fn retry_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// A tool call's [`ApiError`] as a JSON-RPC error.
-pub fn api(e: &ApiError, server: &str, tool: &str) -> ErrorData {
+/// A tool call's [`ApiError`] as a JSON-RPC error (`name`: the tool as the caller named
+/// it, `server<sep>tool`).
+pub fn api(e: &ApiError, name: &str, server: &str, tool: &str) -> ErrorData {
     let code = e.as_str();
     match e {
+        ApiError::RateLimited { retry_after } => rate_limited(name, *retry_after),
         ApiError::UnknownServer | ApiError::UnknownTool => ErrorData::invalid_params(
             format!("unknown tool {tool:?}"),
             Some(json!({"error": code})),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix_web::web;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ResultType,
-    ServerCapabilities, SubscriptionFilter, Tool,
+    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ResultType, ServerCapabilities, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
@@ -17,7 +17,6 @@ use serde_json::Value;
 
 use super::catalog::{self, Catalog, CatalogCache, Fingerprint};
 use super::errors;
-use super::limits::Limits;
 use crate::identity::Identity;
 use crate::routes::{self, Body, Refusal};
 use crate::shared::Shared;
@@ -31,7 +30,6 @@ const CLOSED_CHECK: Duration = Duration::from_secs(5);
 pub(super) struct State {
     shared: web::Data<Arc<Shared>>,
     catalog: CatalogCache,
-    limits: Limits,
 }
 
 /// The handler rmcp runs; cheap to clone.
@@ -43,11 +41,10 @@ impl GatewayHandler {
         Self(Arc::new(State {
             shared: web::Data::new(shared),
             catalog: CatalogCache::default(),
-            limits: Limits::default(),
         }))
     }
 
-    fn catalog(&self) -> Arc<Catalog> {
+    pub(super) fn catalog(&self) -> Arc<Catalog> {
         let snapshot = self.0.shared.published.snapshot.borrow().clone();
         let shared = &self.0.shared;
         // Per-tool roles from the registry: after a reload, `shared.config.servers` is stale.
@@ -63,6 +60,33 @@ impl GatewayHandler {
                     .map(Into::into)
             })
         })
+    }
+
+    /// `tools/call` of `name` for `id`: what rmcp's `call_tool` answers, and the fast
+    /// path ([`super::fast`]) too, so both give the same result, refusals included.
+    pub(super) async fn call(
+        &self,
+        id: &Identity,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let shared = &self.0.shared;
+        let Some((server, tool)) = catalog::split(name, &shared.config.gateway.separator) else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool {name:?}"),
+                Some(serde_json::json!({"error": "unknown_tool"})),
+            ));
+        };
+        let arguments = arguments.unwrap_or_default();
+        let outcome = routes::run_tool_call(shared, id, server.to_owned(), tool.to_owned(), || {
+            Ok(arguments)
+        })
+        .await;
+        match outcome {
+            Ok(answer) => tool_result(answer.body, answer.is_hit),
+            Err(Refusal::Identity(e)) => Err(errors::identity(e)),
+            Err(Refusal::Api(e)) => Err(errors::api(&e, name, server, tool)),
+        }
     }
 
     /// Waits for the next change of what clients list; `false` once omni2 shuts down.
@@ -175,54 +199,9 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let id = caller(&context.extensions)?;
-        let shared = &self.0.shared;
-        let name = &request.name;
-        let Some((server, tool)) = catalog::split(name, &shared.config.gateway.separator) else {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool {name:?}"),
-                Some(serde_json::json!({"error": "unknown_tool"})),
-            ));
-        };
-        // Roles before the rate limit: a refused caller spends no tokens.
-        if let Err(e) = routes::require_tool_roles(shared, id, server, tool) {
-            shared.audit.tool_call(crate::audit::ToolCall {
-                actor: id,
-                server,
-                tool,
-                arguments: None,
-                result: e.as_str(),
-                cached: false,
-                latency: Duration::ZERO,
-            });
-            return Err(errors::identity(e));
-        }
-        let limit = shared
-            .registry
-            .entry(server)
-            .and_then(|e| e.config.tools.get(tool).and_then(|p| p.rate_limit));
-        if let Err(wait) = self.0.limits.take(server, tool, limit, &id.id) {
-            shared.metrics.gateway_rate_limited.inc();
-            shared.audit.tool_call(crate::audit::ToolCall {
-                actor: id,
-                server,
-                tool,
-                arguments: None,
-                result: "rate_limited",
-                cached: false,
-                latency: Duration::ZERO,
-            });
-            return Err(errors::rate_limited(name, wait));
-        }
-        let arguments = request.arguments.clone().unwrap_or_default();
-        let outcome = routes::run_tool_call(shared, id, server.to_owned(), tool.to_owned(), || {
-            Ok(arguments)
-        })
-        .await;
-        match outcome {
-            Ok(answer) => tool_result(answer.body, answer.is_hit).map(Into::into),
-            Err(Refusal::Identity(e)) => Err(errors::identity(e)),
-            Err(Refusal::Api(e)) => Err(errors::api(&e, server, tool)),
-        }
+        self.call(id, &request.name, request.arguments)
+            .await
+            .map(Into::into)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -335,3 +335,83 @@ async fn a_tools_own_roles_guard_its_rest_calls_too() {
     let (status, _, _) = call_json(&app, "add").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A tool's `rate_limit` is one budget per user for REST and `/mcp`: calls through either
+/// spend it, REST answers 429 with `Retry-After` once it is used up, `/mcp` `-32005`.
+#[actix_web::test]
+async fn a_rate_limit_is_one_budget_for_rest_and_mcp() {
+    let fake = Arc::new(FakeMcp::new());
+    let mut config = Config::embedded(&std::collections::BTreeMap::new()).expect("default");
+    let mut server = server_config("f");
+    server.tools.insert(
+        "echo".into(),
+        ToolPolicy {
+            rate_limit: Some(crate::config::RateLimit {
+                burst: 2,
+                every: Duration::from_secs(3600),
+            }),
+            ..Default::default()
+        },
+    );
+    config.servers.push(server);
+    let o = Omni2::with_clients(config, vec![fake.clone()]);
+    let _handle = o.spawn();
+    let app = atest::init_service(App::new().configure(|c| o.configure(c))).await;
+    until_healthy(&o).await;
+    let mcp = || {
+        let meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        user(atest::TestRequest::post().uri("/mcp"))
+            .insert_header(("host", "localhost"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("accept", "application/json, text/event-stream"))
+            .insert_header(("mcp-protocol-version", "2026-07-28"))
+            .insert_header(("mcp-method", "tools/call"))
+            .insert_header(("mcp-name", "f__echo"))
+            .set_payload(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "f__echo", "arguments": {}, "_meta": meta}})
+                .to_string(),
+            )
+            .to_request()
+    };
+    // One call through each path uses the burst of 2.
+    let (status, _, _) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = atest::call_service(&app, mcp()).await;
+    let body: Value = atest::read_body_json(resp).await;
+    assert_eq!(body["result"]["isError"], false, "{body}");
+
+    let (status, body, retry) = call_json(&app, "echo").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "rate_limited");
+    let secs: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!(secs > 3000 && secs <= 3600, "{secs}");
+    assert_eq!(body["retry_after_seconds"], secs);
+    let resp = atest::call_service(&app, mcp()).await;
+    let body: Value = atest::read_body_json(resp).await;
+    assert_eq!(body["error"]["code"], -32005, "{body}");
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        2,
+        "refused calls go nowhere"
+    );
+    assert_eq!(o.shared().metrics.gateway_rate_limited.get(), 2);
+
+    // Another user has their own budget; other tools have none.
+    let req = atest::TestRequest::post()
+        .uri("/api/v1/mcp/servers/f/tools/echo/call")
+        .insert_header(("x-user-id", "bob"))
+        .insert_header(("x-user-roles", "user"))
+        .set_json(json!({}))
+        .to_request();
+    assert_eq!(
+        atest::call_service(&app, req).await.status(),
+        StatusCode::OK
+    );
+    let (status, _, _) = call_json(&app, "add").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,4 +1,5 @@
-//! Per-user token buckets for tools with a `rate_limit` (`servers[].tools.<tool>`).
+//! Per-user token buckets for tools with a `rate_limit` (`servers[].tools.<tool>`): one
+//! budget per user and tool, spent by REST and `/mcp` calls alike.
 //!
 //! A bucket idle for `burst × every` would be full again, so forgetting it then changes
 //! nothing: each tool's buckets live in a moka cache with that time-to-idle (and a size
