@@ -28,37 +28,40 @@ impl Object<'_> {
         object.out.push(b'}');
     }
 
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
+    /// `key` is one of the schema's names, plain ASCII: written as is, not escaped.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(is_plain(key.as_bytes()), "{key:?}");
+        let comma = if self.first { &b""[..] } else { b"," };
         self.first = false;
-        string(self.out, key);
-        self.out.push(b':');
+        self.out.reserve(comma.len() + key.len() + 3);
+        self.out.extend_from_slice(comma);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     /// `"key":"value"`, escaped.
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         string(self.out, value);
     }
 
     /// `"key":"value"`, or `"key":null`.
-    pub fn opt_str(&mut self, key: &str, value: Option<&str>) {
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         match value {
             Some(v) => self.str(key, v),
             None => self.null(key),
         }
     }
 
-    pub fn u64(&mut self, key: &str, value: u64) {
+    pub fn u64(&mut self, key: &'static str, value: u64) {
         self.key(key);
         let mut digits = [0u8; 20];
         self.out.extend_from_slice(decimal(value, &mut digits));
     }
 
     /// The address as a string (`"203.0.113.9"`, `"2001:db8::1"`), or null.
-    pub fn ip(&mut self, key: &str, value: Option<IpAddr>) {
+    pub fn ip(&mut self, key: &'static str, value: Option<IpAddr>) {
         self.key(key);
         match value {
             Some(IpAddr::V4(ip)) => {
@@ -82,14 +85,14 @@ impl Object<'_> {
     }
 
     /// The time as RFC 3339 UTC with milliseconds, as [`crate::Timestamp`] writes it.
-    pub fn time(&mut self, key: &str, value: SystemTime) {
+    pub fn time(&mut self, key: &'static str, value: SystemTime) {
         self.key(key);
         self.out.push(b'"');
         self.clock.write(self.out, value);
         self.out.push(b'"');
     }
 
-    pub fn null(&mut self, key: &str) {
+    pub fn null(&mut self, key: &'static str) {
         self.key(key);
         self.out.extend_from_slice(b"null");
     }
@@ -156,21 +159,33 @@ fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
 /// `serde_json` does (`\n`-style where JSON has one, else `\u00XX`). Everything else,
 /// non-ASCII included, is copied as is: `s` is UTF-8, so the output is too.
 pub fn string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let (mut plain, mut i) = (0, 0);
-    while i < bytes.len() {
-        // Most text needs no escaping: skip it eight bytes at a time.
-        if let Some(eight) = bytes
-            .get(i..i + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            && !needs_escape(u64::from_le_bytes(eight))
-        {
-            i += 8;
-            continue;
-        }
-        let b = bytes[i];
+    if is_plain(bytes) {
+        // Most text needs no escaping: one copy.
+        out.extend_from_slice(bytes);
+    } else {
+        escape(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// Whether no byte needs escaping, eight at a time (the tail padded with spaces).
+fn is_plain(bytes: &[u8]) -> bool {
+    let words = bytes.chunks_exact(8);
+    let mut tail = [b' '; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    words
+        .map(|w| <[u8; 8]>::try_from(w).map_or(u64::MAX, u64::from_le_bytes))
+        .chain(std::iter::once(u64::from_le_bytes(tail)))
+        .all(|w| !needs_escape(w))
+}
+
+fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         let escaped: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -187,18 +202,13 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
             ],
-            _ => {
-                i += 1;
-                continue;
-            }
+            _ => continue,
         };
         out.extend_from_slice(&bytes[plain..i]);
         out.extend_from_slice(escaped);
-        i += 1;
-        plain = i;
+        plain = i + 1;
     }
     out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
 }
 
 /// Whether any byte of `w` is below 0x20, `"` or `\`: the classic bit tricks (exact as a
