@@ -25,6 +25,7 @@ use crate::config::Runtime;
 use crate::decision::{Decision, DenyAnswer, RuleIndex};
 use crate::facts::RequestFacts;
 use crate::jwt;
+use crate::keys::jwks::RemoteKeys;
 use crate::login::prefers_html;
 use crate::mcp_resource::Grants;
 use crate::net::{ClientIp, client_ip};
@@ -104,21 +105,28 @@ pub fn decide(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
 /// per issuer and one forced fetch per cooldown) and decides again.
 pub async fn decide_with_keys(facts: &RequestFacts<'_>, rt: &Runtime, now: i64) -> Outcome {
     let outcome = decide(facts, rt, now);
-    let Some(request) = &outcome.key_request else {
-        return outcome;
-    };
-    let Some(remote) = rt
-        .issuers
-        .get(request.issuer)
-        .and_then(|i| i.remote.as_ref())
-    else {
-        return outcome;
-    };
-    if remote.refresh_for_kid(request.kid.as_deref(), now).await {
+    if refresh_keys(&outcome, rt, now).await {
         decide(facts, rt, now)
     } else {
         outcome
     }
+}
+
+/// The remote key set `outcome` was denied for want of, if any: then the caller should
+/// [`refresh_keys`] and decide again.
+pub fn needs_keys<'a>(outcome: &Outcome, rt: &'a Runtime) -> Option<&'a RemoteKeys> {
+    let request = outcome.key_request.as_ref()?;
+    rt.issuers.get(request.issuer)?.remote.as_deref()
+}
+
+/// Fetches the keys `outcome` was denied for want of (see [`decide_with_keys`]); true when
+/// a fetch completed, so deciding again may now succeed.
+pub async fn refresh_keys(outcome: &Outcome, rt: &Runtime, now: i64) -> bool {
+    let Some(remote) = needs_keys(outcome, rt) else {
+        return false;
+    };
+    let kid = outcome.key_request.as_ref().and_then(|r| r.kid.as_deref());
+    remote.refresh_for_kid(kid, now).await
 }
 
 /// Applies the matched rule's rate limit to an allow, at monotonic time `now`: per `sub`

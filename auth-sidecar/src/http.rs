@@ -1,6 +1,7 @@
 //! The HTTP surface: shared state and route mounting.
 
 pub mod answer;
+mod front;
 mod health;
 mod resource_metadata;
 mod verify;
@@ -9,6 +10,10 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_http::Request;
+use actix_service::IntoServiceFactory;
+use actix_web::body::BoxBody;
+use actix_web::dev::{AppConfig, Response, ServiceFactory};
 use actix_web::{App, HttpServer, web};
 use arc_swap::ArcSwap;
 
@@ -18,7 +23,8 @@ use crate::mcp_resource::WELL_KNOWN;
 use crate::metrics::{DecisionCounters, Metrics};
 use crate::supervise::TaskHealth;
 
-pub use verify::facts_from_request;
+pub use front::is_forward_auth;
+pub use verify::{facts_from_parts, facts_from_request};
 
 /// A configuration with its pre-resolved metric handles; swapped as a unit on reload.
 #[derive(Debug)]
@@ -106,6 +112,33 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics));
 }
 
+/// The main listener's service over `state`: forwardAuth calls answered without the App
+/// layer (`src/http/front.rs`), the rest by the App: the forwardAuth routes again, the resource
+/// metadata, and with `with_admin` the health and metrics endpoints.
+pub fn main_service(
+    state: &Arc<AppState>,
+    with_admin: bool,
+) -> impl ServiceFactory<
+    Request,
+    Config = AppConfig,
+    Response = Response<BoxBody>,
+    Error = actix_web::Error,
+    InitError = (),
+> + use<> {
+    let app = App::new()
+        .app_data(web::Data::from(state.clone()))
+        .configure(configure_verify);
+    let app = if with_admin {
+        app.configure(configure_admin)
+    } else {
+        app
+    };
+    front::Front {
+        state: state.clone(),
+        app: app.into_factory(),
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops gracefully (requests in flight finish).
 /// Signals are the caller's business. With an admin listener, health and metrics live
 /// only there; otherwise beside `/verify`.
@@ -116,31 +149,25 @@ pub async fn serve(
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let data = web::Data::from(state);
     let split = admin.is_some();
-    let main_data = data.clone();
-    let main = HttpServer::new(move || {
-        let app = App::new()
-            .app_data(main_data.clone())
-            .configure(configure_verify);
-        if split {
-            app
-        } else {
-            app.configure(configure_admin)
-        }
-    })
-    .workers(workers)
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    let main_state = state.clone();
+    let main = HttpServer::new(move || main_service(&main_state, !split))
+        .workers(workers)
+        .disable_signals()
+        .listen(listener)?
+        .run();
     let admin = match admin {
         None => None,
         Some(admin) => Some(
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(configure_admin))
-                .workers(1)
-                .disable_signals()
-                .listen(admin)?
-                .run(),
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::from(state.clone()))
+                    .configure(configure_admin)
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(admin)?
+            .run(),
         ),
     };
     let handles: Vec<_> = std::iter::once(main.handle())

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::{app, call, claims, env, forwarded, hs, unix_now};
-use actix_web::dev::{Service, ServiceResponse};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Response, Service};
 use auth_sidecar::config::Runtime;
 use auth_sidecar::http::AppState;
 use auth_sidecar::reload::{reload_revocations, watch};
@@ -60,7 +61,7 @@ fn write(path: &PathBuf, text: &str) {
 
 /// Status, deny code and challenge for `GET /api/x` with `token`.
 async fn ask(
-    app: &impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+    app: &impl Service<actix_http::Request, Response = Response<BoxBody>, Error = actix_web::Error>,
     token: &str,
 ) -> (u16, String, Option<String>) {
     let req =

@@ -82,7 +82,7 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("audit.log");
     let o = Omni2::start(&audit_config(&mcp, &file, "hash"), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o).await;
 
     // echo is cacheable (test config): a miss, then a hit with the keys in another order.
@@ -189,7 +189,7 @@ async fn full_arguments_are_the_hashed_canonical_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("audit.log");
     let o = Omni2::start(&audit_config(&mcp, &file, "full"), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o).await;
 
     let r = post(&http, &o, &user(), "add", r#"{"b": 3, "a": 2}"#).await;

@@ -11,7 +11,7 @@ use serde_json::json;
 async fn admins_watch_tool_calls_live_and_users_are_refused() {
     let mcp = McpServer::start(&["--json"]);
     let o = Omni2::start(&config(&[("s1", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let status = eventually("tools listed", Duration::from_secs(20), || async {
         let s = server_status(&http, &o, "s1").await;
         (s["tool_count"].as_u64() > Some(0)).then_some(s)

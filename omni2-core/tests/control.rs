@@ -44,7 +44,7 @@ async fn rest_control_actions_need_the_admin_role_and_change_the_published_state
     let yaml =
         config(&[("a", &mcp.url())], "").replace("probe_interval: 200ms", "probe_interval: 1h");
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     healthy(&http, &o, "a").await;
 
     // A user is refused everything, and nothing happens.
@@ -195,7 +195,7 @@ async fn websocket_control_actions_answer_results_and_errors_and_never_close_the
     let yaml =
         config(&[("a", &mcp.url())], "").replace("probe_interval: 200ms", "probe_interval: 1h");
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     healthy(&http, &o, "a").await;
 
     // The snapshot tells each client who it is and what it may do.

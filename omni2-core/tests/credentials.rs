@@ -66,7 +66,7 @@ async fn configured_credentials_arrive_and_the_callers_token_never_does() {
     );
     let yaml = format!("servers:\n{}", server_yaml("f", &mcp.url(), &credentials));
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "f", "healthy").await;
 
     let body = call(&http, &o, "f", "seen_headers", json!({})).await;
@@ -169,7 +169,7 @@ async fn custom_ca_and_client_certificate_over_tls() {
         server_yaml("nocert", &url, &ca_only)
     );
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "tls", "healthy").await;
     let body = call(&http, &o, "tls", "echo", json!({"text": "over tls"})).await;
     assert_eq!(body["content"][0]["text"], "over tls", "{body}");

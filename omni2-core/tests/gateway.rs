@@ -130,7 +130,7 @@ async fn python_and_typescript_sdk_clients_use_both_backends_through_mcp() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config(&proxy.url(), &ev.url()), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o, "py", "healthy").await;
     wait_healthy(&http, &o, "ev", "healthy").await;
     let url = o.url("/mcp");
@@ -213,7 +213,7 @@ async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config(&py.url(), &ev.url()), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o, "py", "healthy").await;
     wait_healthy(&http, &o, "ev", "healthy").await;
     let url = o.url("/mcp");
@@ -282,7 +282,7 @@ const MODERN: [(&str, &str); 1] = [("mcp-protocol-version", "2026-07-28")];
 async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     let mut py = McpServer::start(&[]);
     let o = Omni2::start(&config(&py.url(), "http://127.0.0.1:9/mcp"), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o, "py", "healthy").await;
     let root = signed("root", "admin");
 
@@ -390,7 +390,7 @@ async fn list_changed_when_a_backend_recovers_and_when_its_tools_change() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ev = Everything::start(dir.path()).await;
     let o = Omni2::start(&config_with(&py.url(), &ev.url(), "500ms", "1s"), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_healthy(&http, &o, "py", "healthy").await;
     let root = headers("root", "admin");
     let c = Client::python(
@@ -460,7 +460,7 @@ async fn per_tool_roles_follow_their_server_across_a_reload() {
     let guarded = "    tools:\n      add: {roles: [admin]}\n";
     let before = format!("{head}{}", server("py", &py.url(), guarded));
     let o = Omni2::start(&before, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let alice = signed("alice", "user");
     let has = |names: &[String], tool: &str| names.iter().any(|n| n == tool);
     eventually("py's tools listed", WAIT, || async {

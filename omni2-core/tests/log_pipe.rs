@@ -17,7 +17,7 @@ async fn state(http: &reqwest::Client, o: &Omni2) -> Option<String> {
 async fn closed_log_pipes_do_not_stop_probes_or_sigterm() {
     let mut mcp = McpServer::start(&["--json"]);
     let mut o = Omni2::start_with_logs_closed(&config(&[("py", &mcp.url())], ""));
-    let http = reqwest::Client::new();
+    let http = http_client();
     eventually("py healthy", WAIT, || async {
         (state(&http, &o).await.as_deref() == Some("healthy")).then_some(())
     })

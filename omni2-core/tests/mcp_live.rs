@@ -59,7 +59,7 @@ async fn wait_state(
 async fn tool_calls_cache_and_metrics_against_the_python_sdk() {
     let mcp = McpServer::start(&[]);
     let o = Omni2::start(&config(&[("py", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let s = wait_state(&http, &o, "py", "healthy", Some("closed")).await;
     let names: Vec<&str> = s["tools"]
         .as_array()
@@ -176,7 +176,7 @@ async fn kill_opens_the_breaker_and_restart_heals() {
     // Legacy sessions: after the restart the server has forgotten the session.
     let mut mcp = McpServer::start(&["--json"]);
     let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "py", "healthy", Some("closed")).await;
 
     mcp.kill();
@@ -207,7 +207,7 @@ async fn sigstop_makes_probes_time_out_and_sigcont_recovers() {
     // Legacy lifecycle: the probe is `ping` on an open session.
     let mcp = McpServer::start(&[]);
     let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "py", "healthy", None).await;
     mcp.pause();
     let s = wait_state(&http, &o, "py", "unhealthy", None).await;
@@ -234,7 +234,7 @@ async fn sigstop_makes_probes_time_out_and_sigcont_recovers() {
 async fn slow_server_is_degraded() {
     let mcp = McpServer::start(&[]);
     let o = Omni2::start(&config(&[("py", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "py", "healthy", None).await;
     let r = call(&http, &o, "py", "slow_down", json!({"milliseconds": 500})).await;
     assert_eq!(r.status(), 200);
@@ -248,7 +248,7 @@ async fn slow_server_is_degraded() {
 async fn legacy_lifecycle_calls_and_caches() {
     let mcp = McpServer::start(&[]);
     let o = Omni2::start(&legacy_config(&[("py", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "py", "healthy", Some("closed")).await;
     let first: Value = call_value(&http, &o, "py", "counter", json!({})).await;
     let second: Value = call_value(&http, &o, "py", "counter", json!({})).await;
@@ -266,7 +266,7 @@ async fn legacy_lifecycle_calls_and_caches() {
 async fn stateless_server_is_probed_and_called() {
     let mcp = McpServer::start(&["--stateless", "--json"]);
     let o = Omni2::start(&config(&[("st", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "st", "healthy", Some("closed")).await;
     let r: Value = call_value(&http, &o, "st", "add", json!({"a": 20, "b": 22})).await;
     assert_eq!(r["structuredContent"]["result"], 42, "{r}");
@@ -276,7 +276,7 @@ async fn stateless_server_is_probed_and_called() {
 async fn identity_is_required_and_signatures_checked() {
     let extra = "identity_secret: ${OMNI2_TEST_SECRET}\nroles: {tool_call: [tools]}\n";
     let o = Omni2::start(&config(&[], extra), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let get = |h: Vec<(String, String)>| {
         let req = with(http.get(o.url("/api/v1/mcp/servers")), &h);
         async move { req.send().await.expect("req") }
@@ -369,7 +369,7 @@ async fn announced_tool_appears(
     );
     let slow_probes = fast_probes.replace("probe_interval: 200ms", "probe_interval: 1h");
     let o = Omni2::start(&slow_probes, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let before = wait_state(&http, &o, "py", "healthy", Some("closed")).await;
     let has_tool = |s: &Value, name: &str| {
         s["tools"]

@@ -46,7 +46,7 @@ async fn series_follow_real_traffic_and_pass_promtool() {
         &config(&[("s1", &mcp.url())], "roles: {ws_status: [user, admin]}"),
         None,
     );
-    let http = reqwest::Client::new();
+    let http = http_client();
     let text = wait_for_series(&o, &http, "a successful probe", |t| {
         value_or_zero(t, r#"omni2_mcp_probes_total{result="ok",server="s1"}"#) >= 1.0
     })

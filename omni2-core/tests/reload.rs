@@ -70,7 +70,7 @@ async fn servers_come_and_go_without_restart_and_bad_files_keep_the_last_good() 
     let b = McpServer::start(&["--json"]);
     let o = Omni2::start(&config(&[("a", &a.url())], ""), None);
     let path = o.config_path();
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut ws = connect(&o, &user()).await;
     let mut seq = 0;
     let snapshot = until(&mut ws, &mut seq, |m| m["type"] == "snapshot").await;

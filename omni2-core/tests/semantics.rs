@@ -60,7 +60,7 @@ fn bob() -> Vec<(String, String)> {
 async fn failing_tool_calls_keep_the_breaker_open_while_probes_succeed() {
     let mcp = McpServer::start_script(FIXTURE, &[]);
     let o = Omni2::start(&config(&[("f", &mcp.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "healthy", "closed").await;
 
     fault(&http, &mcp, "calls").await;
@@ -128,7 +128,7 @@ async fn recovery_needs_spaced_successes() {
         .replace("probe_interval: 200ms", "probe_interval: 2s")
         .replace("healthy_after: 1", "healthy_after: 2");
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     eventually("f healthy", WAIT, || async {
         (server_status(&http, &o, "f").await["state"] == "healthy").then_some(())
     })
@@ -165,7 +165,7 @@ async fn cache_scopes_and_server_hints() {
         "    tools:\n      hinted: {cache: true, ttl: 1m, cache_scope: shared}\n",
     );
     let o = Omni2::start(&yaml, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     wait_state(&http, &o, "healthy", "closed").await;
     let text = |b: &Value| b["content"][0]["text"].as_str().unwrap_or("").to_owned();
 

@@ -46,7 +46,7 @@ async fn replicas_share_results_through_redis_and_survive_its_loss() {
     );
     let yaml = config(&[("py", &mcp.url())], &extra);
     let (a, b) = (Omni2::start(&yaml, None), Omni2::start(&yaml, None));
-    let http = reqwest::Client::new();
+    let http = http_client();
     healthy(&http, &a).await;
     healthy(&http, &b).await;
 

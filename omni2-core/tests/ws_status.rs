@@ -78,7 +78,7 @@ async fn snapshot_then_deltas_with_sequence_numbers_and_filters() {
     let mut a = McpServer::start(&["--json"]);
     let mut b = McpServer::start(&["--json"]);
     let o = Omni2::start(&config(&[("a", &a.url()), ("b", &b.url())], ""), None);
-    let http = reqwest::Client::new();
+    let http = http_client();
     for s in ["a", "b"] {
         eventually("healthy", WAIT, || async {
             (server_status(&http, &o, s).await["state"] == "healthy").then_some(())
@@ -197,7 +197,7 @@ async fn a_client_that_does_not_read_does_not_delay_one_that_does() {
         ));
     }
     let o = Omni2::start(&extra, None);
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     // The stalled client: a 4 KiB receive buffer; it asks for 2000 snapshots (~60 MB) and
     // never reads.
@@ -346,7 +346,7 @@ async fn origin_allow_list_refuses_other_browser_origins_at_the_handshake() {
     let extra = "websocket: {allowed_origins: [\"https://App.Example.com\"]}\n";
     let o = Omni2::start(&config(&[], extra), None);
     let origin = |o: &str| ("origin".to_owned(), o.to_owned());
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     // Listed (case-insensitively), and absent (a non-browser client): both upgrade.
     for extra in [vec![origin("https://app.example.com")], vec![]] {

@@ -3,16 +3,22 @@
 //! `store: redis` limit, bounded by `command_timeout`) → count, audit and log → respond.
 //! The request line, `Host` and body of the auth request are never used.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_http::Request;
+use actix_web::body::BoxBody;
+use actix_web::dev::Response;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::future::{Either, LocalBoxFuture};
 
-use super::AppState;
 use super::answer;
+use super::{Active, AppState};
 use crate::audit;
 use crate::clock::unix_now;
-use crate::decide::{decide_with_keys, rate_limit};
+use crate::decide::{Outcome, decide, decide_with_keys, needs_keys, rate_limit, refresh_keys};
 use crate::facts::{RequestFacts, Single};
 use crate::token::redact_uri;
 
@@ -25,31 +31,48 @@ const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
+/// The value as text when it is visible ASCII or tab: exactly what
+/// `HeaderValue::to_str` accepts. That checks byte by byte with an early exit, about ten
+/// instructions a byte, and a bearer token is hundreds of bytes; this check has no branch
+/// per byte, so the compiler vectorises it.
+fn text(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    let visible = bytes.iter().fold(true, |ok, &b| {
+        ok & ((0x20..0x7f).contains(&b) | (b == b'\t'))
+    });
+    if visible {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
+}
+
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
     let mut s = Single::Absent;
     for v in headers.get_all(name) {
-        s.push(v.to_str().ok());
+        s.push(text(v));
     }
     s
 }
 
 fn all<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
-    headers
-        .get_all(name)
-        .filter_map(|v| v.to_str().ok())
-        .collect()
+    headers.get_all(name).filter_map(text).collect()
 }
 
 /// Collects the decision facts from an auth request.
 pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
-    let h = req.headers();
+    facts_from_parts(req.headers(), req.peer_addr())
+}
+
+/// Collects the decision facts from an auth request's headers and TCP peer.
+pub fn facts_from_parts(h: &HeaderMap, peer: Option<SocketAddr>) -> RequestFacts<'_> {
     RequestFacts {
         method: single(h, &X_FORWARDED_METHOD),
         uri: single(h, &X_FORWARDED_URI),
         host: single(h, &X_FORWARDED_HOST),
         proto: single(h, &X_FORWARDED_PROTO),
         forwarded_for: all(h, &X_FORWARDED_FOR),
-        peer: req.peer_addr().map(|a| a.ip()),
+        peer: peer.map(|a| a.ip()),
         authorization: single(h, &header::AUTHORIZATION),
         cookies: all(h, &header::COOKIE),
         websocket_protocols: all(h, &header::SEC_WEBSOCKET_PROTOCOL),
@@ -62,6 +85,7 @@ pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
     }
 }
 
+/// The App's forwardAuth handler (paths [`super::front`] leaves to the App).
 pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     // Holds this config for the whole request, even if a reload swaps in another meanwhile.
@@ -71,6 +95,81 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
     if let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) {
         shared.apply(&mut outcome).await;
     }
+    finish(&state, &active, &facts, req.headers(), &outcome, started)
+}
+
+/// A forwardAuth answer, now or later.
+pub(super) type Answer =
+    Either<Response<BoxBody>, LocalBoxFuture<'static, Result<Response<BoxBody>, actix_web::Error>>>;
+
+/// The same decision as [`verify`], from the actix-http request: answered at once when it
+/// needs nothing remote (the usual case), else by a future that fetches the keys the token
+/// needs or asks the shared rate limiter, then answers.
+pub(super) fn answer(state: &Arc<AppState>, req: Request) -> Answer {
+    let started = Instant::now();
+    let now = unix_now();
+    let active = state.active.load_full();
+    let facts = facts_from_parts(&req.head().headers, req.peer_addr());
+    let mut outcome = decide(&facts, &active.rt, now);
+    if needs_keys(&outcome, &active.rt).is_none() {
+        let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) else {
+            return Either::Left(
+                finish(
+                    state,
+                    &active,
+                    &facts,
+                    &req.head().headers,
+                    &outcome,
+                    started,
+                )
+                .into(),
+            );
+        };
+        let state = state.clone();
+        return Either::Right(Box::pin(async move {
+            shared.apply(&mut outcome).await;
+            let facts = facts_from_parts(&req.head().headers, req.peer_addr());
+            Ok(finish(
+                &state,
+                &active,
+                &facts,
+                &req.head().headers,
+                &outcome,
+                started,
+            )
+            .into())
+        }));
+    }
+    let state = state.clone();
+    Either::Right(Box::pin(async move {
+        let facts = facts_from_parts(&req.head().headers, req.peer_addr());
+        if refresh_keys(&outcome, &active.rt, now).await {
+            outcome = decide(&facts, &active.rt, now);
+        }
+        if let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) {
+            shared.apply(&mut outcome).await;
+        }
+        Ok(finish(
+            &state,
+            &active,
+            &facts,
+            &req.head().headers,
+            &outcome,
+            started,
+        )
+        .into())
+    }))
+}
+
+/// Counts, audits and logs a decision, and answers it.
+fn finish(
+    state: &AppState,
+    active: &Active,
+    facts: &RequestFacts<'_>,
+    headers: &HeaderMap,
+    outcome: &Outcome,
+    started: Instant,
+) -> HttpResponse {
     let latency = started.elapsed();
     state.metrics.record(
         &active.counters,
@@ -82,9 +181,9 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
         &state.audit,
         &state.audit_sampler,
         &active.rt,
-        &facts,
-        req.headers(),
-        &outcome,
+        facts,
+        headers,
+        outcome,
         latency,
     );
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -103,4 +202,22 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
         );
     }
     answer::to_response(&outcome.decision, &active.rt.realm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_accepts_what_to_str_accepts() {
+        let mut cases: Vec<Vec<u8>> = (0u8..=255).map(|b| vec![b'a', b, b'z']).collect();
+        cases.push(b"Bearer eyJ.x-y_z~".repeat(40));
+        cases.push(Vec::new());
+        for bytes in cases {
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                continue;
+            };
+            assert_eq!(text(&value), value.to_str().ok(), "{bytes:?}");
+        }
+    }
 }

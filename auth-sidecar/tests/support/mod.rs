@@ -8,13 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::App;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
-use actix_web::test::{self, TestRequest};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
+use actix_web::test::TestRequest;
 pub use auth_sidecar::clock::unix_now;
 use auth_sidecar::config::Runtime;
-use auth_sidecar::http::{AppState, configure_admin, configure_verify};
+use auth_sidecar::http::{AppState, main_service};
 use auth_sidecar::test_util::{TestKey, hmac_key};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -46,22 +45,19 @@ pub fn runtime(yaml: &str, dir: &Path) -> Runtime {
     Runtime::from_yaml(yaml, dir, &env).unwrap_or_else(|p| panic!("test config is invalid:\n{p}"))
 }
 
-/// The real app (verify + admin routes) over `rt`.
+/// The real main-listener service (forwardAuth, then the App with the admin routes) over
+/// `rt`, as `serve` runs it without an admin listener.
 pub async fn app(
     rt: Runtime,
 ) -> (
-    impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+    impl Service<actix_http::Request, Response = Response<BoxBody>, Error = actix_web::Error>,
     Arc<AppState>,
 ) {
     let state = Arc::new(AppState::new(rt));
-    let data = actix_web::web::Data::from(state.clone());
-    let svc = test::init_service(
-        App::new()
-            .app_data(data)
-            .configure(configure_verify)
-            .configure(configure_admin),
-    )
-    .await;
+    let svc = main_service(&state, true)
+        .new_service(AppConfig::default())
+        .await
+        .expect("the app starts");
     (svc, state)
 }
 
@@ -115,9 +111,12 @@ impl Answer {
 
 pub async fn call<S>(svc: &S, req: TestRequest) -> Answer
 where
-    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+    S: Service<actix_http::Request, Response = Response<BoxBody>, Error = actix_web::Error>,
 {
-    let res = test::call_service(svc, req.to_request()).await;
+    let res = svc
+        .call(req.to_request())
+        .await
+        .expect("the service answers");
     let status = res.status().as_u16();
     let headers = res
         .headers()

@@ -340,6 +340,16 @@ pub fn with(
     req
 }
 
+/// The tests' HTTP client. Idle connections are dropped after 1 s, well before actix's 5 s
+/// keep-alive closes them: a request sent on a connection at the moment the server closes it
+/// fails with `IncompleteMessage` (seen on a loaded CI machine, in a polling loop).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("test HTTP client")
+}
+
 /// `GET /api/v1/mcp/servers/{name}` as JSON.
 pub async fn server_status(http: &reqwest::Client, omni2: &Omni2, name: &str) -> serde_json::Value {
     with(
