@@ -56,13 +56,62 @@ impl Object<'_> {
 
     pub fn u64(&mut self, key: &'static str, value: u64) {
         self.key(key);
-        let mut digits = [0u8; 20];
-        self.out.extend_from_slice(decimal(value, &mut digits));
+        self.u64_value(value);
     }
 
     /// The address as a string (`"203.0.113.9"`, `"2001:db8::1"`), or null.
     pub fn ip(&mut self, key: &'static str, value: Option<IpAddr>) {
         self.key(key);
+        self.ip_value(value);
+    }
+
+    /// The time as RFC 3339 UTC with milliseconds, as [`crate::Timestamp`] writes it.
+    pub fn time(&mut self, key: &'static str, value: SystemTime) {
+        self.key(key);
+        self.out.push(b'"');
+        self.clock.write(self.out, value);
+        self.out.push(b'"');
+    }
+
+    pub fn null(&mut self, key: &'static str) {
+        self.key(key);
+        self.out.extend_from_slice(b"null");
+    }
+
+    /// Fixed JSON text of a schema, written as is: keys with their quotes, colons and
+    /// commas in one copy (`","reason":"`). The caller owns its validity.
+    pub fn raw(&mut self, json: &'static str) {
+        self.first = false;
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    /// One of the schema's own fixed words (`allow`, `role_denied`), plain ASCII: written
+    /// as is, without the escape scan, between quotes the caller's [`Object::raw`] wrote.
+    pub fn word(&mut self, word: &'static str) {
+        debug_assert!(is_plain(word.as_bytes()), "{word:?}");
+        self.out.extend_from_slice(word.as_bytes());
+    }
+
+    /// A value without its key: the string escaped and quoted, or null.
+    pub fn opt_str_value(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => string(self.out, v),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    pub fn u64_value(&mut self, value: u64) {
+        let mut digits = [0u8; 20];
+        self.out.extend_from_slice(decimal(value, &mut digits));
+    }
+
+    /// The time text without its quotes (see [`Object::time`]).
+    pub fn time_value(&mut self, value: SystemTime) {
+        self.clock.write(self.out, value);
+    }
+
+    /// See [`Object::ip`].
+    pub fn ip_value(&mut self, value: Option<IpAddr>) {
         match value {
             Some(IpAddr::V4(ip)) => {
                 self.out.push(b'"');
@@ -82,19 +131,6 @@ impl Object<'_> {
             }
             None => self.out.extend_from_slice(b"null"),
         }
-    }
-
-    /// The time as RFC 3339 UTC with milliseconds, as [`crate::Timestamp`] writes it.
-    pub fn time(&mut self, key: &'static str, value: SystemTime) {
-        self.key(key);
-        self.out.push(b'"');
-        self.clock.write(self.out, value);
-        self.out.push(b'"');
-    }
-
-    pub fn null(&mut self, key: &'static str) {
-        self.key(key);
-        self.out.extend_from_slice(b"null");
     }
 }
 
