@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::cache::CacheUse;
 use crate::config::Runtime;
 use crate::decide::Outcome;
-use crate::facts::{RequestFacts, Single};
+use crate::facts::RequestFacts;
+use crate::http::single;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::split_uri;
 
@@ -162,13 +163,7 @@ fn as_timestamp<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::
 /// `X-Request-Id` when the gateway sends one, else the trace id of a W3C `traceparent`;
 /// shown only when it is one short token of `[A-Za-z0-9._:+=/-]`.
 fn request_id(headers: &HeaderMap) -> Option<&str> {
-    let one = |name: &HeaderName| {
-        let mut s = Single::Absent;
-        for v in headers.get_all(name) {
-            s.push(v.to_str().ok());
-        }
-        s.get()
-    };
+    let one = |name: &HeaderName| single(headers, name).get();
     if let Some(id) = one(&X_REQUEST_ID) {
         let plain = |b: u8| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b':' | b'+' | b'=' | b'/' | b'-');
         return (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(plain))
@@ -272,6 +267,39 @@ mod tests {
             let back: serde_json::Value = serde_json::from_str(&ours).expect("valid JSON");
             assert_eq!((&back["sub"], &back["host"]), (&text.into(), &text.into()));
             assert_eq!(back.as_object().map(|o| o.len()), Some(12), "{ours}");
+        }
+    }
+
+    #[test]
+    fn every_fixed_word_is_written_as_serde_would() {
+        use crate::reason::{AllowReason, DenyReason};
+        use audit_log::json::TimeText;
+        let reasons = DenyReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(AllowReason::ALL.iter().map(|r| r.as_str()));
+        let mut clock = TimeText::default();
+        for (i, reason) in reasons.enumerate() {
+            let event = DecisionEvent {
+                time: SystemTime::UNIX_EPOCH,
+                decision: ["allow", "deny"][i % 2],
+                reason,
+                rule: None,
+                sub: None,
+                client: None,
+                method: None,
+                host: None,
+                path: None,
+                latency_us: 1,
+                cache: ["hit", "miss", "none"][i % 3],
+                request_id: None,
+            };
+            let mut ours = Vec::new();
+            Object::write(&mut ours, &mut clock, |o| event.write(o));
+            assert_eq!(
+                String::from_utf8(ours).expect("UTF-8"),
+                serde_json::to_string(&event).expect("serde")
+            );
         }
     }
 
