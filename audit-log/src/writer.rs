@@ -1,30 +1,42 @@
-//! The queue and its one writer thread.
+//! The per-thread line buffers and the one writer thread.
+//!
+//! A request writes its line into a buffer of its own thread's (one of 16, each behind a
+//! mutex that otherwise only the writer takes): no allocation once the buffers have grown,
+//! no channel, and no wake-up while the writer is busy. A shared count of waiting lines
+//! bounds them all (`queue`); past it a line is dropped and counted. The writer empties
+//! every buffer 2 ms apart while lines come, and sleeps once a round finds none, until the
+//! next line wakes it.
 //!
 //! A plain OS thread, not a runtime task: the file writes block (a full pipe, a FIFO
 //! nobody reads, a slow disk), and they must block only the writer. The thread never
-//! ends while the process runs: a sink error or panic is counted, reported once per
+//! ends while the log is in use: a sink error or panic is counted, reported once per
 //! episode, and the sink reopened (at most once a second); a panic outside the sink
 //! restarts the loop.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Serialize;
 
 use crate::config::{AuditSettings, SinkSettings};
+use crate::json::{Object, TimeText};
 use crate::sink::{self, BUFFER_BYTES, Sink};
 
 /// A broken sink is reopened at most this often.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
-/// Once woken by a line, the writer lets more gather this long before each write: one
-/// wake-up and one write per batch instead of per line (a context switch and a syscall per
-/// request were most of what auditing every allow cost). The queue holds the lines meanwhile.
+/// While lines come, the writer empties the buffers this far apart: one wake-up and one
+/// write per round instead of per line (a context switch and a syscall per request were
+/// most of what auditing every allow cost). The buffers hold the lines meanwhile.
 const LINGER: Duration = Duration::from_millis(2);
-/// Room for a typical event, so building one is a single allocation.
-const LINE_CAPACITY: usize = 320;
+/// Line buffers: threads take them in turn, so up to this many threads write without
+/// meeting; more share (still correct, they take turns on the mutex).
+const SHARDS: usize = 16;
+/// A buffer that grew past this in a burst is given back once emptied.
+const KEEP_CAPACITY: usize = 256 << 10;
 
 /// `<prefix>_audit_events_total{result="written"|"failed"}` and
 /// `<prefix>_audit_dropped_total`.
@@ -79,34 +91,78 @@ impl AuditCounters {
     }
 }
 
-/// An event the writer thread serialises: the request path only moves its fields into it
-/// (no JSON, no timestamp formatting), which keeps auditing off the request's CPU budget.
-pub trait DeferredEvent: Send + 'static {
-    /// Writes the event as one JSON object, without the newline.
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+/// Lines written by requests, not yet taken by the writer.
+#[derive(Default)]
+struct Lines {
+    text: Vec<u8>,
+    count: u64,
+    /// This buffer's time text cache.
+    clock: TimeText,
 }
 
-/// What the queue carries: a finished line, or an event still to serialise.
-enum Item {
-    Line(Vec<u8>),
-    Deferred(Box<dyn DeferredEvent>),
+/// One buffer, on a cache line of its own so that threads do not slow each other down.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<Lines>);
+
+/// What the requests and the writer share.
+struct Shared {
+    shards: [Shard; SHARDS],
+    /// Lines counted in, not yet taken by the writer: at most `queue`.
+    waiting: AtomicUsize,
+    queue: usize,
+    /// The writer is asleep (or about to be) and wants a wake-up for the next line.
+    asleep: AtomicBool,
+    /// The log was dropped: the writer writes what is left and ends.
+    closed: AtomicBool,
+    writer: OnceLock<Thread>,
 }
 
-/// The audit trail: off, or a queue into a running writer. Cheap to share behind an `Arc`.
-#[derive(Debug)]
+impl Shared {
+    /// The calling thread's buffer, the same for its whole life.
+    fn shard(&self) -> &Mutex<Lines> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static MINE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS);
+        &self.shards[MINE.with(|i| *i)].0
+    }
+
+    fn wake_writer(&self) {
+        // Pairs with the writer's store of `asleep` and load of `waiting` (both SeqCst):
+        // either it sees this line counted, or this load sees it asleep.
+        if self.asleep.load(SeqCst)
+            && self.asleep.swap(false, SeqCst)
+            && let Some(writer) = self.writer.get()
+        {
+            writer.unpark();
+        }
+    }
+}
+
+/// The audit trail: off, or buffers drained by a running writer. Cheap to share behind an
+/// `Arc`; dropping it lets the writer write what is left and end.
 pub struct AuditLog {
-    queue: Option<SyncSender<Item>>,
+    /// `None`: off, or no writer thread (every event fails).
+    shared: Option<Arc<Shared>>,
     settings: Option<AuditSettings>,
     counters: AuditCounters,
     /// Why the sink is failing now, if it is.
     sink_error: Arc<Mutex<Option<String>>>,
 }
 
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("settings", &self.settings)
+            .field("writer", &self.shared.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AuditLog {
     /// Audit off: [`AuditLog::is_on`] is false and nothing is ever written.
     pub fn off(counters: AuditCounters) -> Self {
         AuditLog {
-            queue: None,
+            shared: None,
             settings: None,
             counters,
             sink_error: Arc::default(),
@@ -118,18 +174,29 @@ impl AuditLog {
         let Some(settings) = settings else {
             return Self::off(counters);
         };
-        let (tx, rx) = sync_channel(settings.queue);
+        let shared = Arc::new(Shared {
+            shards: Default::default(),
+            waiting: AtomicUsize::new(0),
+            queue: settings.queue,
+            asleep: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        });
         let sink_error = Arc::<Mutex<Option<String>>>::default();
         let writer = Writer {
             sink: settings.sink.clone(),
             counters: counters.clone(),
             sink_error: sink_error.clone(),
+            shared: shared.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx));
-        let queue = match spawned {
-            Ok(_) => Some(tx),
+            .spawn(move || writer.run());
+        let shared = match spawned {
+            Ok(handle) => {
+                let _ = shared.writer.set(handle.thread().clone());
+                Some(shared)
+            }
             Err(e) => {
                 // Without a writer every event fails; say so loudly, keep serving.
                 tracing::error!(error = %e, "Cannot start the audit writer thread; audit events will be counted as failed.");
@@ -138,7 +205,7 @@ impl AuditLog {
             }
         };
         AuditLog {
-            queue,
+            shared,
             settings: Some(settings.clone()),
             counters,
             sink_error,
@@ -165,47 +232,98 @@ impl AuditLog {
         lock(&self.sink_error).clone()
     }
 
-    /// Serialises `event` as one JSON line and queues it; never blocks. A full queue drops
-    /// the line and counts it.
+    /// Writes one JSON object, the fields `fields` writes, as a line; never blocks for
+    /// longer than another thread takes to append its own line. A full queue drops it and
+    /// counts it. The cheapest: for a hot path.
+    pub fn submit_object(&self, fields: impl FnOnce(&mut Object<'_>)) {
+        self.append(|lines| {
+            Object::write(&mut lines.text, &mut lines.clock, fields);
+            true
+        });
+    }
+
+    /// Serialises `event` as one JSON line; never blocks (as above). An event that fails to
+    /// serialise is counted as failed.
     pub fn submit<T: Serialize>(&self, event: &T) {
+        self.append(|lines| serde_json::to_writer(&mut lines.text, event).is_ok());
+    }
+
+    /// Queues a finished line: one JSON object, without the newline; never blocks (as above).
+    pub fn submit_line(&self, line: &[u8]) {
+        self.append(|lines| {
+            lines.text.extend_from_slice(line);
+            true
+        });
+    }
+
+    /// Counts a line in (or drops it), lets `write` append it to this thread's buffer
+    /// (false: it could not, nothing kept), ends it, and wakes the writer if it sleeps.
+    fn append(&self, write: impl FnOnce(&mut Lines) -> bool) {
         if !self.is_on() {
             return;
         }
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
-        if serde_json::to_writer(&mut line, event).is_err() {
-            // Our own event types always serialise; never lose one silently.
+        let Some(shared) = &self.shared else {
             self.counters.failed.inc();
             return;
-        }
-        line.push(b'\n');
-        self.submit_line(line);
-    }
-
-    /// Queues `event` for the writer thread to serialise; never blocks. A full queue drops
-    /// it and counts it; an event that fails to serialise is counted as failed.
-    pub fn submit_deferred(&self, event: Box<dyn DeferredEvent>) {
-        if self.is_on() {
-            self.enqueue(Item::Deferred(event));
-        }
-    }
-
-    /// Queues a finished line (newline included); never blocks.
-    pub fn submit_line(&self, line: Vec<u8>) {
-        self.enqueue(Item::Line(line));
-    }
-
-    fn enqueue(&self, item: Item) {
-        let Some(queue) = &self.queue else {
-            if self.is_on() {
-                self.counters.failed.inc();
-            }
-            return;
         };
-        match queue.try_send(item) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.counters.dropped.inc(),
-            // The writer never returns while we hold the sender; count it if it did.
-            Err(TrySendError::Disconnected(_)) => self.counters.failed.inc(),
+        if shared.waiting.fetch_add(1, SeqCst) >= shared.queue {
+            shared.waiting.fetch_sub(1, SeqCst);
+            self.counters.dropped.inc();
+            return;
+        }
+        let written = {
+            let mut lines = lock(shared.shard());
+            let line = Uncommitted {
+                start: lines.text.len(),
+                lines: &mut lines,
+                waiting: &shared.waiting,
+            };
+            let written = write(line.lines);
+            if written {
+                line.lines.text.push(b'\n');
+                line.lines.count += 1;
+                line.commit();
+            }
+            written
+        };
+        if written {
+            shared.wake_writer();
+        } else {
+            self.counters.failed.inc();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.closed.store(true, SeqCst);
+            if let Some(writer) = shared.writer.get() {
+                writer.unpark();
+            }
+        }
+    }
+}
+
+/// A line being appended: unless committed (a failed or panicking write), its partial text
+/// is cut off again and its place in the queue given back.
+struct Uncommitted<'a> {
+    start: usize,
+    lines: &'a mut Lines,
+    waiting: &'a AtomicUsize,
+}
+
+impl Uncommitted<'_> {
+    fn commit(mut self) {
+        self.start = usize::MAX;
+    }
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        if self.start != usize::MAX {
+            self.lines.text.truncate(self.start);
+            self.waiting.fetch_sub(1, SeqCst);
         }
     }
 }
@@ -218,29 +336,30 @@ struct Writer {
     sink: SinkSettings,
     counters: AuditCounters,
     sink_error: Arc<Mutex<Option<String>>>,
+    shared: Arc<Shared>,
 }
 
 /// The open sink, lines it holds unwritten, and when it may be reopened after a failure.
 struct State {
     sink: Option<Box<dyn Sink>>,
-    /// Where deferred events are serialised (reused).
-    scratch: Vec<u8>,
+    /// The buffer swapped in for the one taken (reused).
+    spare: Vec<u8>,
     unflushed: u64,
     reopen_at: Option<Instant>,
 }
 
 impl Writer {
-    fn run(self, rx: Receiver<Item>) {
+    fn run(self) {
         let mut state = State {
             sink: None,
-            scratch: Vec::with_capacity(LINE_CAPACITY),
+            spare: Vec::new(),
             unflushed: 0,
             reopen_at: None,
         };
         loop {
-            let ended = catch_unwind(AssertUnwindSafe(|| self.drain(&rx, &mut state)));
+            let ended = catch_unwind(AssertUnwindSafe(|| self.serve(&mut state)));
             match ended {
-                // Every sender is gone: the process is shutting down.
+                // The log was dropped and everything in it written.
                 Ok(()) => return,
                 Err(_) => {
                     tracing::error!("The audit writer panicked; restarting it.");
@@ -250,71 +369,77 @@ impl Writer {
         }
     }
 
-    /// Sleeps on the queue while it is empty; once lines come, writes them in batches
-    /// [`LINGER`] apart until a pause finds nothing new.
-    fn drain(&self, rx: &Receiver<Item>, state: &mut State) {
-        while let Ok(item) = rx.recv() {
-            self.append_item(state, item);
-            loop {
-                // Parked, not waiting on the queue: senders do not wake it line by line.
+    /// Rounds [`LINGER`] apart while lines come; asleep after a round that found none.
+    fn serve(&self, state: &mut State) {
+        let shared = &*self.shared;
+        loop {
+            let took = self.take_all(state);
+            self.flush(state);
+            if took > 0 {
                 std::thread::park_timeout(LINGER);
-                let mut got = 0;
-                while let Ok(item) = rx.try_recv() {
-                    got += 1;
-                    self.append_item(state, item);
-                    if state
-                        .sink
-                        .as_ref()
-                        .is_some_and(|s| s.buffered() >= BUFFER_BYTES)
-                    {
-                        self.flush(state);
-                    }
-                }
-                self.flush(state);
-                if got == 0 {
-                    break;
-                }
+                continue;
             }
-        }
-        self.flush(state);
-    }
-
-    fn append_item(&self, state: &mut State, item: Item) {
-        match item {
-            Item::Line(line) => self.append(state, &line),
-            Item::Deferred(event) => {
-                let mut line = std::mem::take(&mut state.scratch);
-                line.clear();
-                if event.write_json(&mut line).is_ok() {
-                    line.push(b'\n');
-                    self.append(state, &line);
-                } else {
-                    // Our own event types always serialise; never lose one silently.
-                    self.counters.failed.inc();
-                }
-                state.scratch = line;
+            if shared.closed.load(SeqCst) {
+                return;
             }
+            shared.asleep.store(true, SeqCst);
+            if shared.waiting.load(SeqCst) > 0 {
+                // A line is being appended right now: come back for it.
+                shared.asleep.store(false, SeqCst);
+                std::thread::park_timeout(LINGER);
+                continue;
+            }
+            // Woken by the next line (or the log's drop); a spurious wake-up just loops.
+            std::thread::park();
+            shared.asleep.store(false, SeqCst);
         }
     }
 
-    fn append(&self, state: &mut State, line: &[u8]) {
+    /// Moves every buffer's lines into the sink; how many.
+    fn take_all(&self, state: &mut State) -> u64 {
+        let mut took = 0;
+        for shard in &self.shared.shards {
+            let mut text = std::mem::take(&mut state.spare);
+            let count = {
+                let mut lines = lock(&shard.0);
+                if lines.count == 0 {
+                    state.spare = text;
+                    continue;
+                }
+                std::mem::swap(&mut lines.text, &mut text);
+                std::mem::take(&mut lines.count)
+            };
+            self.shared
+                .waiting
+                .fetch_sub(usize::try_from(count).unwrap_or(usize::MAX), SeqCst);
+            self.append(state, &text, count);
+            text.clear();
+            if text.capacity() > KEEP_CAPACITY {
+                text = Vec::new();
+            }
+            state.spare = text;
+            took += count;
+        }
+        took
+    }
+
+    /// Hands `count` whole lines to the sink, opening it first if need be.
+    fn append(&self, state: &mut State, text: &[u8], count: u64) {
         if state.sink.is_none() && !self.reopen(state) {
-            self.counters.failed.inc();
+            self.counters.failed.inc_by(count);
             return;
         }
         let Some(sink) = state.sink.as_mut() else {
             return;
         };
-        match catch_unwind(AssertUnwindSafe(|| sink.append(line))) {
-            Ok(Ok(())) => state.unflushed += 1,
-            Ok(Err(e)) => {
-                state.unflushed += 1;
-                self.fail(state, e.to_string());
-            }
-            Err(_) => {
-                state.unflushed += 1;
-                self.fail(state, "the sink panicked".into());
-            }
+        let appended = catch_unwind(AssertUnwindSafe(|| sink.append(text)));
+        let full = sink.buffered() >= BUFFER_BYTES;
+        state.unflushed += count;
+        match appended {
+            Ok(Ok(())) if full => self.flush(state),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(state, e.to_string()),
+            Err(_) => self.fail(state, "the sink panicked".into()),
         }
     }
 
@@ -394,6 +519,14 @@ mod tests {
         }
     }
 
+    fn file(path: &std::path::Path) -> SinkSettings {
+        SinkSettings::File {
+            path: path.to_path_buf(),
+            max_bytes: 1 << 20,
+            keep: 2,
+        }
+    }
+
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done() {
@@ -406,32 +539,123 @@ mod tests {
     fn lines_reach_the_file_and_are_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.log");
-        let sink = SinkSettings::File {
-            path: path.clone(),
-            max_bytes: 1 << 20,
-            keep: 2,
-        };
-        let log = AuditLog::start(Some(&settings(sink, 100)), AuditCounters::new("t"));
+        let log = AuditLog::start(Some(&settings(file(&path), 100)), AuditCounters::new("t"));
         for i in 0..10 {
             log.submit(&serde_json::json!({ "i": i }));
         }
-        wait_until("10 written", || log.counters().written() == 10);
+        log.submit_line(br#"{"line":1}"#);
+        log.submit_object(|o| o.u64("object", 2));
+        wait_until("12 written", || log.counters().written() == 12);
         let text = std::fs::read_to_string(&path).expect("file");
-        assert_eq!(text.lines().count(), 10);
+        assert_eq!(text.lines().count(), 12);
         assert_eq!(text.lines().next(), Some(r#"{"i":0}"#));
+        assert!(text.ends_with("{\"line\":1}\n{\"object\":2}\n"), "{text}");
         assert_eq!(log.counters().dropped(), 0);
+    }
+
+    #[test]
+    fn lines_from_many_threads_with_pauses_all_arrive_whole() {
+        // Pauses let the writer fall asleep between bursts: every line must still wake it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        let log = AuditLog::start(
+            Some(&settings(file(&path), 100_000)),
+            AuditCounters::new("t"),
+        );
+        const THREADS: u64 = 24; // more than SHARDS: some share a buffer
+        const BURSTS: u64 = 20;
+        const LINES: u64 = 50;
+        let submitted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (log, submitted) = (&log, &submitted);
+                s.spawn(move || {
+                    for b in 0..BURSTS {
+                        for i in 0..LINES {
+                            log.submit_object(|o| {
+                                o.u64("t", t);
+                                o.u64("b", b);
+                                o.u64("i", i);
+                                o.str("pad", "x\"y\\z");
+                            });
+                        }
+                        // Until everything submitted so far is written: then pause.
+                        let so_far = submitted.fetch_add(LINES, SeqCst) + LINES;
+                        wait_until("progress", || log.counters().written() >= so_far);
+                    }
+                });
+            }
+        });
+        let all = THREADS * BURSTS * LINES;
+        wait_until("every line", || log.counters().written() == all);
+        let text = std::fs::read_to_string(&path).expect("file");
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+            assert_eq!(v["pad"], "x\"y\\z");
+            assert!(seen.insert((v["t"].as_u64(), v["b"].as_u64(), v["i"].as_u64())));
+        }
+        assert_eq!(seen.len() as u64, all);
+        assert_eq!((log.counters().dropped(), log.counters().failed()), (0, 0));
+    }
+
+    #[test]
+    fn a_line_whose_writing_panics_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        let log = AuditLog::start(Some(&settings(file(&path), 1)), AuditCounters::new("t"));
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            log.submit_object(|o| {
+                o.str("half", "a line");
+                panic!("while writing");
+            });
+        }));
+        assert!(panicked.is_err());
+        // Its place in the queue (of one) was given back, and its text cut.
+        log.submit_object(|o| o.str("whole", "line"));
+        wait_until("one written", || log.counters().written() == 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("file"),
+            "{\"whole\":\"line\"}\n"
+        );
+        assert_eq!(log.counters().dropped(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stuck_sink_drops_past_the_queue_and_catches_up_once_it_moves() {
+        // A FIFO nobody reads: the writer blocks in its open, requests do not.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.expect("mkfifo").success());
+        const QUEUE: u64 = 3;
+        const N: u64 = 100;
+        let log = AuditLog::start(
+            Some(&settings(file(&path), QUEUE as usize)),
+            AuditCounters::new("t"),
+        );
+        for i in 0..N {
+            log.submit_object(|o| o.u64("i", i));
+        }
+        let dropped = log.counters().dropped();
+        // At most QUEUE waiting, and at most QUEUE taken by the writer before it blocked.
+        assert!(dropped >= N - 2 * QUEUE, "dropped {dropped}");
+        assert_eq!(log.counters().written(), 0);
+        let reader = std::thread::spawn(move || std::fs::read_to_string(&path).expect("read"));
+        wait_until("the rest written", || {
+            log.counters().written() + dropped == N
+        });
+        drop(log); // the writer ends, closing the FIFO: the reader sees its end
+        let text = reader.join().expect("reader");
+        assert_eq!(text.lines().count() as u64, N - dropped);
     }
 
     #[test]
     fn an_unopenable_sink_counts_failures_and_recovers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub").join("a.log");
-        let sink = SinkSettings::File {
-            path: path.clone(),
-            max_bytes: 1 << 20,
-            keep: 2,
-        };
-        let log = AuditLog::start(Some(&settings(sink, 100)), AuditCounters::new("t"));
+        let log = AuditLog::start(Some(&settings(file(&path), 100)), AuditCounters::new("t"));
         log.submit(&1);
         wait_until("a failure", || log.counters().failed() == 1);
         assert!(log.sink_error().is_some());
@@ -450,6 +674,7 @@ mod tests {
         let log = AuditLog::start(None, AuditCounters::new("t"));
         assert!(!log.is_on());
         log.submit(&1);
+        log.submit_object(|o| o.u64("n", 1));
         assert_eq!(
             (
                 log.counters().written(),

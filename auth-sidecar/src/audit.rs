@@ -1,23 +1,26 @@
 //! One audit event per decision (JSON lines through `audit-log`): denials always, allows
 //! as `audit.allows` samples them. The sampling is decided before anything is built. The
-//! request only copies what the event shows into one `Recorded` (its strings in one
-//! buffer): the JSON, timestamp included, is written on the audit writer thread.
+//! request writes the JSON line itself, straight into its thread's audit buffer (no
+//! allocation, no serde); the writer thread only moves the buffers to the sink.
 //!
 //! Fields, and nothing else: never a token, a query string, or any header value but the
 //! forwarded method and host and the request id.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
-use audit_log::{Allows, AuditLog, AuditSettings, Timestamp};
+use audit_log::json::Object;
+use audit_log::{Allows, AuditLog, AuditSettings};
+#[cfg(test)]
 use serde::Serialize;
 
 use crate::cache::CacheUse;
 use crate::config::Runtime;
 use crate::decide::Outcome;
-use crate::facts::{RequestFacts, Single};
+use crate::facts::RequestFacts;
+use crate::http::single;
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::split_uri;
 
@@ -51,10 +54,11 @@ pub fn restart_needed(running: Option<&AuditSettings>, new: Option<&AuditSetting
     }
 }
 
-/// One decision, as written.
-#[derive(Serialize)]
+/// One decision, as written: the fields in their documented order (docs/audit.md).
+#[cfg_attr(test, derive(Serialize))]
 struct DecisionEvent<'a> {
-    time: Timestamp,
+    #[cfg_attr(test, serde(serialize_with = "as_timestamp"))]
+    time: SystemTime,
     decision: &'static str,
     reason: &'static str,
     rule: Option<&'a str>,
@@ -70,72 +74,39 @@ struct DecisionEvent<'a> {
     request_id: Option<&'a str>,
 }
 
-/// The strings an event shows, in [`Recorded::text`], by position.
-#[derive(Clone, Copy)]
-enum Text {
-    Sub,
-    Method,
-    Host,
-    Path,
-    RequestId,
-}
-
-/// A decision's event as the request recorded it, serialised later by the writer thread:
-/// one allocation for the box and one for all its strings.
-struct Recorded {
-    time: std::time::SystemTime,
-    decision: &'static str,
-    reason: &'static str,
-    rule: Option<std::sync::Arc<str>>,
-    client: Option<IpAddr>,
-    latency_us: u64,
-    cache: &'static str,
-    /// The strings, back to back; `spans[i]`: where [`Text`] `i` is, if present.
-    text: String,
-    spans: [Option<(u32, u32)>; 5],
-}
-
-impl Recorded {
-    fn push(&mut self, which: Text, value: Option<&str>) {
-        if let Some(v) = value {
-            let start = self.text.len();
-            self.text.push_str(v);
-            // Header values and paths are far below 4 GiB; a longer one is not shown.
-            if let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(self.text.len())) {
-                self.spans[which as usize] = Some((a, b));
-            }
-        }
-    }
-
-    fn get(&self, which: Text) -> Option<&str> {
-        let (a, b) = self.spans[which as usize]?;
-        self.text.get(a as usize..b as usize)
+impl DecisionEvent<'_> {
+    /// Straight into the audit line (no serde: the tests check it writes what serde would).
+    /// The fixed text between values goes in whole, and the schema's own words unscanned.
+    fn write(&self, o: &mut Object<'_>) {
+        o.raw("\"time\":\"");
+        o.time_value(self.time);
+        o.raw("\",\"decision\":\"");
+        o.word(self.decision);
+        o.raw("\",\"reason\":\"");
+        o.word(self.reason);
+        o.raw("\",\"rule\":");
+        o.opt_str_value(self.rule);
+        o.raw(",\"sub\":");
+        o.opt_str_value(self.sub);
+        o.raw(",\"client\":");
+        o.ip_value(self.client);
+        o.raw(",\"method\":");
+        o.opt_str_value(self.method);
+        o.raw(",\"host\":");
+        o.opt_str_value(self.host);
+        o.raw(",\"path\":");
+        o.opt_str_value(self.path);
+        o.raw(",\"latency_us\":");
+        o.u64_value(self.latency_us);
+        o.raw(",\"cache\":\"");
+        o.word(self.cache);
+        o.raw("\",\"request_id\":");
+        o.opt_str_value(self.request_id);
     }
 }
 
-impl audit_log::DeferredEvent for Recorded {
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(
-            out,
-            &DecisionEvent {
-                time: Timestamp(self.time),
-                decision: self.decision,
-                reason: self.reason,
-                rule: self.rule.as_deref(),
-                sub: self.get(Text::Sub),
-                client: self.client,
-                method: self.get(Text::Method),
-                host: self.get(Text::Host),
-                path: self.get(Text::Path),
-                latency_us: self.latency_us,
-                cache: self.cache,
-                request_id: self.get(Text::RequestId),
-            },
-        )
-    }
-}
-
-/// Queues the event for this decision if audit is on and the sampling wants it.
+/// Writes the event for this decision if audit is on and the sampling wants it: straight
+/// into the audit buffer, borrowing every field from the request.
 pub fn record(
     log: &AuditLog,
     sampler: &AllowSampler,
@@ -160,52 +131,41 @@ pub fn record(
         ClientIp::Known(ip) => Some(ip),
         ClientIp::Invalid | ClientIp::Unknown => None,
     };
-    let sub = outcome
-        .authenticated
-        .as_ref()
-        .and_then(|a| a.subject.as_deref());
-    let (method, host) = (facts.method.get(), facts.host.get());
-    let path = facts.uri.get().map(|uri| split_uri(uri).0);
-    let request_id = request_id(headers);
-    let size = [sub, method, host, path, request_id]
-        .iter()
-        .map(|t| t.map_or(0, str::len))
-        .sum();
-    let mut event = Recorded {
-        time: std::time::SystemTime::now(),
+    let event = DecisionEvent {
+        time: SystemTime::now(),
         decision: if decision.is_allow() { "allow" } else { "deny" },
         reason: decision.reason_str(),
-        rule: decision.rule().map(|i| rt.policy.rules[i].name.clone()),
+        rule: decision.rule().map(|i| &*rt.policy.rules[i].name),
+        sub: outcome
+            .authenticated
+            .as_ref()
+            .and_then(|a| a.subject.as_deref()),
         client,
+        method: facts.method.get(),
+        host: facts.host.get(),
+        path: facts.uri.get().map(|uri| split_uri(uri).0),
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         cache: match outcome.cache {
             CacheUse::Hit => "hit",
             CacheUse::Miss => "miss",
             CacheUse::NotNeeded => "none",
         },
-        text: String::with_capacity(size),
-        spans: [None; 5],
+        request_id: request_id(headers),
     };
-    event.push(Text::Sub, sub);
-    event.push(Text::Method, method);
-    event.push(Text::Host, host);
-    event.push(Text::Path, path);
-    event.push(Text::RequestId, request_id);
-    log.submit_deferred(Box::new(event));
+    log.submit_object(|o| event.write(o));
+}
+
+#[cfg(test)]
+fn as_timestamp<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    audit_log::Timestamp(*t).serialize(s)
 }
 
 /// `X-Request-Id` when the gateway sends one, else the trace id of a W3C `traceparent`;
 /// shown only when it is one short token of `[A-Za-z0-9._:+=/-]`.
 fn request_id(headers: &HeaderMap) -> Option<&str> {
-    let one = |name: &HeaderName| {
-        let mut s = Single::Absent;
-        for v in headers.get_all(name) {
-            s.push(v.to_str().ok());
-        }
-        s.get()
-    };
+    let one = |name: &HeaderName| single(headers, name).get();
     if let Some(id) = one(&X_REQUEST_ID) {
-        let plain = |b: u8| b.is_ascii_alphanumeric() || b"._:+=/-".contains(&b);
+        let plain = |b: u8| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b':' | b'+' | b'=' | b'/' | b'-');
         return (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(plain))
             .then_some(id);
     }
@@ -257,6 +217,90 @@ mod tests {
         );
         assert_eq!(request_id(&headers(&[("traceparent", "garbage")])), None);
         assert_eq!(request_id(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_event_is_what_serde_writes_for_its_fields_hostile_text_included() {
+        use audit_log::json::TimeText;
+        use std::time::UNIX_EPOCH;
+        let hostile = [
+            "alice",
+            "",
+            "quo\"te",
+            "back\\slash\\",
+            "\n\r\t\u{8}\u{c}",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "é ☃ 😀 \u{2028}\u{fffd}\u{feff}",
+            "\",\"decision\":\"allow",
+            "</script><!--",
+        ];
+        let clients: [Option<IpAddr>; 3] = [
+            Some("203.0.113.9".parse().expect("ip")),
+            None,
+            Some("2001:db8::7".parse().expect("ip")),
+        ];
+        let mut clock = TimeText::default();
+        for (i, text) in hostile.into_iter().enumerate() {
+            let some = |t: &'static str| (i % 2 == 0).then_some(t);
+            let event = DecisionEvent {
+                time: UNIX_EPOCH + Duration::new(1_764_641_947 + i as u64 / 3, 412_345_678),
+                decision: "deny",
+                reason: "role_denied",
+                rule: some(text),
+                sub: Some(text),
+                client: clients[i % 3],
+                method: some("GET"),
+                host: Some(text),
+                path: some(text),
+                latency_us: [38, 0, u64::MAX][i % 3],
+                cache: "hit",
+                request_id: (i % 2 == 1).then_some(text),
+            };
+            let mut ours = Vec::new();
+            Object::write(&mut ours, &mut clock, |o| event.write(o));
+            let ours = String::from_utf8(ours).expect("UTF-8");
+            assert_eq!(
+                ours,
+                serde_json::to_string(&event).expect("serde"),
+                "{text:?}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&ours).expect("valid JSON");
+            assert_eq!((&back["sub"], &back["host"]), (&text.into(), &text.into()));
+            assert_eq!(back.as_object().map(|o| o.len()), Some(12), "{ours}");
+        }
+    }
+
+    #[test]
+    fn every_fixed_word_is_written_as_serde_would() {
+        use crate::reason::{AllowReason, DenyReason};
+        use audit_log::json::TimeText;
+        let reasons = DenyReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(AllowReason::ALL.iter().map(|r| r.as_str()));
+        let mut clock = TimeText::default();
+        for (i, reason) in reasons.enumerate() {
+            let event = DecisionEvent {
+                time: SystemTime::UNIX_EPOCH,
+                decision: ["allow", "deny"][i % 2],
+                reason,
+                rule: None,
+                sub: None,
+                client: None,
+                method: None,
+                host: None,
+                path: None,
+                latency_us: 1,
+                cache: ["hit", "miss", "none"][i % 3],
+                request_id: None,
+            };
+            let mut ours = Vec::new();
+            Object::write(&mut ours, &mut clock, |o| event.write(o));
+            assert_eq!(
+                String::from_utf8(ours).expect("UTF-8"),
+                serde_json::to_string(&event).expect("serde")
+            );
+        }
     }
 
     #[test]

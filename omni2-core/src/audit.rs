@@ -129,7 +129,7 @@ impl Audit {
             self.log.submit(event);
             return;
         }
-        let Ok(mut line) = serde_json::to_vec(event) else {
+        let Ok(line) = serde_json::to_vec(event) else {
             return;
         };
         if let Ok(text) = std::str::from_utf8(&line) {
@@ -137,8 +137,7 @@ impl Audit {
             let _ = self.live.send(Arc::from(text));
         }
         if self.log.is_on() {
-            line.push(b'\n');
-            self.log.submit_line(line);
+            self.log.submit_line(&line);
         }
     }
 

@@ -47,7 +47,8 @@ fn text(value: &HeaderValue) -> Option<&str> {
     }
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
+/// The header when sent once as visible ASCII (the audit's request id reads it too).
+pub(crate) fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
     let mut s = Single::Absent;
     for v in headers.get_all(name) {
         s.push(text(v));
