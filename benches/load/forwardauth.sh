@@ -41,22 +41,7 @@ need_tools nginx wrk taskset curl openssl
 build_release
 build_bench_tools
 
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/rsa.pem" 2>/dev/null
-openssl pkey -in "$WORK/rsa.pem" -pubout -out "$WORK/rsa.pub.pem"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/ec.pem"
-openssl pkey -in "$WORK/ec.pem" -pubout -out "$WORK/ec.pub.pem"
-cat >"$WORK/sidecar.yaml" <<YAML
-realm: omni2
-issuers:
-  - issuer: omni2-dev
-    audiences: [omni2]
-    keys:
-      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
-      - {kid: load-rs256, alg: RS256, pem_file: $WORK/rsa.pub.pem}
-      - {kid: load-es256, alg: ES256, pem_file: $WORK/ec.pub.pem}
-rules:
-  - {name: api, path_prefix: /api/v1, action: authenticated}
-YAML
+load_keys_config
 
 SIDECAR_PORT=$(free_port)
 t0=$(date +%s%N)
@@ -101,15 +86,7 @@ PIDS+=("$ACTIX_PID")
 wait_up "http://127.0.0.1:$ACTIX_PORT/"
 
 mint() { # alg count round -> tokens file
-  local file="$WORK/$1-$3.txt" key=()
-  case $1 in
-    HS256) key=(--secret-env AUTH_SIDECAR_DEV_SECRET --kid dev-hs256) ;;
-    RS256) key=(--key "$WORK/rsa.pem" --kid load-rs256) ;;
-    ES256) key=(--key "$WORK/ec.pem" --kid load-es256) ;;
-  esac
-  "$MINT_TOKENS" --alg "$1" "${key[@]}" --iss omni2-dev --aud omni2 --count "$2" \
-    --prefix "$1-$3" --out "$file"
-  echo "$file"
+  mint_tokens "$1" "$2" "$1-$3"
 }
 
 metric() { # port name -> value

@@ -104,3 +104,40 @@ response = function()
 end
 LUA
 }
+
+# The RS256 and ES256 load keys, made here by openssl in $WORK, and $WORK/sidecar.yaml: the
+# dev issuer with those two keys beside its HS256 secret and the `api` rule. Any arguments
+# are further top-level YAML lines, appended as given.
+load_keys_config() { # [yaml line...]
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/rsa.pem" 2>/dev/null
+  openssl pkey -in "$WORK/rsa.pem" -pubout -out "$WORK/rsa.pub.pem"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/ec.pem"
+  openssl pkey -in "$WORK/ec.pem" -pubout -out "$WORK/ec.pub.pem"
+  cat >"$WORK/sidecar.yaml" <<YAML
+realm: omni2
+issuers:
+  - issuer: omni2-dev
+    audiences: [omni2]
+    keys:
+      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
+      - {kid: load-rs256, alg: RS256, pem_file: $WORK/rsa.pub.pem}
+      - {kid: load-es256, alg: ES256, pem_file: $WORK/ec.pub.pem}
+rules:
+  - {name: api, path_prefix: /api/v1, action: authenticated}
+YAML
+  [ $# -eq 0 ] || printf '%s\n' "$@" >>"$WORK/sidecar.yaml"
+}
+
+# COUNT fresh tokens of ALG for load_keys_config's issuer (each its own sub and jti, by
+# $MINT_TOKENS), written to $WORK/NAME.txt; prints that path.
+mint_tokens() { # alg count name -> tokens file
+  local file="$WORK/$3.txt" key=()
+  case $1 in
+    HS256) key=(--secret-env AUTH_SIDECAR_DEV_SECRET --kid dev-hs256) ;;
+    RS256) key=(--key "$WORK/rsa.pem" --kid load-rs256) ;;
+    ES256) key=(--key "$WORK/ec.pem" --kid load-es256) ;;
+  esac
+  "$MINT_TOKENS" --alg "$1" "${key[@]}" --iss omni2-dev --aud omni2 --count "$2" \
+    --prefix "$3" --out "$file"
+  echo "$file"
+}

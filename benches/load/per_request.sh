@@ -44,35 +44,8 @@ else
   build_bench_tools
 fi
 
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/rsa.pem" 2>/dev/null
-openssl pkey -in "$WORK/rsa.pem" -pubout -out "$WORK/rsa.pub.pem"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/ec.pem"
-openssl pkey -in "$WORK/ec.pem" -pubout -out "$WORK/ec.pub.pem"
-cat >"$WORK/sidecar.yaml" <<YAML
-realm: omni2
-issuers:
-  - issuer: omni2-dev
-    audiences: [omni2]
-    keys:
-      - {kid: dev-hs256, alg: HS256, secret_env: AUTH_SIDECAR_DEV_SECRET}
-      - {kid: load-rs256, alg: RS256, pem_file: $WORK/rsa.pub.pem}
-      - {kid: load-es256, alg: ES256, pem_file: $WORK/ec.pub.pem}
-rules:
-  - {name: api, path_prefix: /api/v1, action: authenticated}
-cache: {max_entries: $CACHE_ENTRIES}
-YAML
+load_keys_config "cache: {max_entries: $CACHE_ENTRIES}"
 
-mint() { # alg count name -> tokens file
-  local file="$WORK/$3.txt" key=()
-  case $1 in
-    HS256) key=(--secret-env AUTH_SIDECAR_DEV_SECRET --kid dev-hs256) ;;
-    RS256) key=(--key "$WORK/rsa.pem" --kid load-rs256) ;;
-    ES256) key=(--key "$WORK/ec.pem" --kid load-es256) ;;
-  esac
-  "$MINT_TOKENS" --alg "$1" "${key[@]}" --iss omni2-dev --aud omni2 --count "$2" \
-    --prefix "$3" --out "$file"
-  echo "$file"
-}
 TOKEN=$("$BIN" mint --config "$WORK/sidecar.yaml" --sub load-user --role user --ttl 1h)
 # port count (tokens-file | --token T) -> answers; every answer must be a 200.
 load() {
@@ -177,11 +150,11 @@ for mode in $MODES; do
     name=${alg,,}
     wanted "$name" || continue
     if [ -z "$filled" ]; then
-      load "$port" "$FILL" "$(mint HS256 "$FILL" "fill-$mode")" >/dev/null
+      load "$port" "$FILL" "$(mint_tokens HS256 "$FILL" "fill-$mode")" >/dev/null
       filled=1
     fi
     count=$([ "$alg" = HS256 ] && echo "$REQUESTS" || echo "$SLOW")
-    measure "$mode" "$SERVER_PID" "$port" "$name" "$count" "$(mint "$alg" "$count" "$name-$mode")"
+    measure "$mode" "$SERVER_PID" "$port" "$name" "$count" "$(mint_tokens "$alg" "$count" "$name-$mode")"
   done
   stop "$SERVER_PID"
 done
