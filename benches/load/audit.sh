@@ -4,6 +4,7 @@
 #   benches/load/audit.sh                  # 10 s per run after a 2 s warm-up, 2 rounds
 #   DURATION=5s ROUNDS=3 benches/load/audit.sh
 #   SIDECAR_BIN=/tmp/auth-sidecar-before benches/load/audit.sh   # a saved binary, not built
+#   INSTRUCTIONS=1 benches/load/audit.sh   # instructions per audited event, under callgrind
 #
 # Two sidecars with the same config but `audit.allows`: `none` (denials only: this load has
 # none, so nothing is written) and `all` (one JSON line per request, file sink in the same
@@ -13,8 +14,11 @@
 # ROUNDS rounds and the best of each is compared, so drift on a shared machine hits both.
 # Goal: all >= 0.95x none req/s; the server CPU per request is printed too (on a busy shared
 # machine it is the steadier of the two). The audit file's line count and the dropped counter are read
-# back: a run that dropped events did not audit every allow (printed). Needs: wrk, taskset,
-# curl (installed by .ci/run).
+# back: a run that dropped events did not audit every allow (printed). INSTRUCTIONS=1 runs
+# each sidecar under callgrind instead (steady on a shared machine, no hardware counters
+# needed): instructions per request over all threads (worker and writer) for none and all,
+# after a warm-up, over DURATION of wrk -c4; their difference is one audited event's cost.
+# Needs: wrk, taskset, curl (installed by .ci/run); valgrind for INSTRUCTIONS=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,10 +48,18 @@ config() { # allows -> a config file path
 declare -A PORT PID
 for allows in none all; do
   PORT[$allows]=$(free_port)
-  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --config "$(config "$allows")" --workers 1 \
-    --listen "127.0.0.1:${PORT[$allows]}" >/dev/null 2>&1 &
+  pre=()
+  [ -z "${INSTRUCTIONS:-}" ] || pre=(valgrind --tool=callgrind --separate-threads=yes \
+    --callgrind-out-file="$WORK/$allows.cg")
+  RUST_LOG=warn taskset -c "$SERVER_CPU" "${pre[@]}" "$BIN" serve --config "$(config "$allows")" \
+    --workers 1 --listen "127.0.0.1:${PORT[$allows]}" >/dev/null 2>&1 &
   PID[$allows]=$!
   PIDS+=("${PID[$allows]}")
+  # Under callgrind the start takes seconds, not milliseconds.
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "http://127.0.0.1:${PORT[$allows]}/readyz" 2>/dev/null && break
+    sleep 0.1
+  done
   wait_up "http://127.0.0.1:${PORT[$allows]}/readyz"
 done
 
@@ -57,6 +69,28 @@ verify_lua "$TOKEN" "/api/v1/mcp/servers?page=2" 'wrk.headers["X-Request-Id"] = 
 metric() { # port name -> value (0 when absent)
   curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'
 }
+
+if [ -n "${INSTRUCTIONS:-}" ]; then
+  need_tools valgrind callgrind_control
+  print_context
+  echo "== instructions per request under callgrind: wrk -t1 -c4 -d$DURATION, after a 2 s warm-up"
+  declare -A IR
+  for allows in none all; do
+    url="http://127.0.0.1:${PORT[$allows]}/verify"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c4 -d2s -s "$WORK/cached.lua" "$url" >/dev/null
+    d0=$(decisions "${PORT[$allows]}")
+    callgrind_control -z "${PID[$allows]}" >/dev/null 2>&1
+    taskset -c "$CLIENT_CPU" wrk -t1 -c4 -d"$DURATION" -s "$WORK/cached.lua" "$url" >/dev/null
+    callgrind_control -d "${PID[$allows]}" >/dev/null 2>&1
+    # The metrics read itself is outside the counted window (zeroed, then dumped, first).
+    n=$(( $(decisions "${PORT[$allows]}") - d0 ))
+    total=$(cat "$WORK/$allows.cg".1-* | awk '/^totals:/ {s += $2} END {printf "%d", s}')
+    IR[$allows]=$(( total / n ))
+    echo "allows: $allows  requests $n  instructions $total  per request ${IR[$allows]}"
+  done
+  echo "one audited event: $(( IR[all] - IR[none] )) instructions ($(ratio "${IR[all]}" "${IR[none]}")x per request)"
+  exit 0
+fi
 
 declare -A BEST BEST_CPU
 run() { # allows round

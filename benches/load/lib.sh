@@ -141,3 +141,8 @@ mint_tokens() { # alg count name -> tokens file
     --prefix "$3" --out "$file"
   echo "$file"
 }
+
+decisions() { # sidecar port -> the sum of auth_sidecar_decisions_total: one per /verify
+  curl -fsS "http://127.0.0.1:$1/metrics" |
+    awk '$1 ~ /^auth_sidecar_decisions_total/ {s += $2} END {printf "%d", s}'
+}

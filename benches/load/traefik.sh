@@ -90,10 +90,6 @@ NGINX_MASTER=$!
 wait_up "http://127.0.0.1:$BACKEND_PORT/"
 NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
 
-decisions() { # sum of auth_sidecar_decisions_total: one per /verify
-  curl -fsS "http://127.0.0.1:$SIDECAR_ADMIN/metrics" |
-    awk '$1 ~ /^auth_sidecar_decisions_total/ {s += $2} END {printf "%d", s}'
-}
 
 start_traefik() { # forwardAuth address -> sets TRAEFIK_PID, WEB
   local dir="$WORK/traefik-$1"
@@ -135,10 +131,10 @@ for round in $(seq 1 "$RUNS"); do
   run ideal /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER"
   stop_traefik
   start_traefik "127.0.0.1:$SIDECAR_PORT"
-  d0=$(decisions)
+  d0=$(decisions "$SIDECAR_ADMIN")
   run sidecar /api/v1/mcp/servers "$TRAEFIK_PID" "$NGINX_WORKER" "$SIDECAR_PID"
   stop_traefik
-  decided=$(( $(decisions) - d0 ))
+  decided=$(( $(decisions "$SIDECAR_ADMIN") - d0 ))
   # Every request must have been decided by the sidecar (no Traefik-side shortcut).
   [ "$decided" -ge "$(awk -v r="${RPS[sidecar]}" -v d="${DURATION%s}" 'BEGIN {printf "%d", r * d}')" ] ||
     { echo "the sidecar decided only $decided requests" >&2; exit 1; }
