@@ -19,8 +19,8 @@ use serde::Serialize;
 use crate::cache::CacheUse;
 use crate::config::Runtime;
 use crate::decide::Outcome;
-use crate::facts::RequestFacts;
-use crate::http::single;
+use crate::facts::{RequestFacts, single};
+
 use crate::net::{ClientIp, client_ip};
 use crate::policy::path::split_uri;
 

@@ -24,7 +24,6 @@ use crate::metrics::{DecisionCounters, Metrics};
 use crate::supervise::TaskHealth;
 
 pub use front::is_forward_auth;
-pub(crate) use verify::single;
 pub use verify::{facts_from_parts, facts_from_request};
 
 /// A configuration with its pre-resolved metric handles; swapped as a unit on reload.

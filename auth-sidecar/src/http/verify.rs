@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix_http::Request;
 use actix_web::body::BoxBody;
 use actix_web::dev::Response;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::{Either, LocalBoxFuture};
 
@@ -19,7 +19,7 @@ use super::{Active, AppState};
 use crate::audit;
 use crate::clock::unix_now;
 use crate::decide::{Outcome, decide, decide_with_keys, needs_keys, rate_limit, refresh_keys};
-use crate::facts::{RequestFacts, Single};
+use crate::facts::{RequestFacts, all, single};
 use crate::token::redact_uri;
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -30,35 +30,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-
-/// The value as text when it is visible ASCII or tab: exactly what
-/// `HeaderValue::to_str` accepts. That checks byte by byte with an early exit, about ten
-/// instructions a byte, and a bearer token is hundreds of bytes; this check has no branch
-/// per byte, so the compiler vectorises it.
-fn text(value: &HeaderValue) -> Option<&str> {
-    let bytes = value.as_bytes();
-    let visible = bytes.iter().fold(true, |ok, &b| {
-        ok & ((0x20..0x7f).contains(&b) | (b == b'\t'))
-    });
-    if visible {
-        std::str::from_utf8(bytes).ok()
-    } else {
-        None
-    }
-}
-
-/// The header when sent once as visible ASCII (the audit's request id reads it too).
-pub(crate) fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a> {
-    let mut s = Single::Absent;
-    for v in headers.get_all(name) {
-        s.push(text(v));
-    }
-    s
-}
-
-fn all<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
-    headers.get_all(name).filter_map(text).collect()
-}
 
 /// Collects the decision facts from an auth request.
 pub fn facts_from_request(req: &HttpRequest) -> RequestFacts<'_> {
@@ -203,22 +174,4 @@ fn finish(
         );
     }
     answer::to_response(&outcome.decision, &active.rt.realm)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_text_accepts_what_to_str_accepts() {
-        let mut cases: Vec<Vec<u8>> = (0u8..=255).map(|b| vec![b'a', b, b'z']).collect();
-        cases.push(b"Bearer eyJ.x-y_z~".repeat(40));
-        cases.push(Vec::new());
-        for bytes in cases {
-            let Ok(value) = HeaderValue::from_bytes(&bytes) else {
-                continue;
-            };
-            assert_eq!(text(&value), value.to_str().ok(), "{bytes:?}");
-        }
-    }
 }
