@@ -149,6 +149,13 @@ impl Client {
         Client::start("python3", &args, headers)
     }
 
+    /// `python3 <script> [args]`, `stdin` as one JSON line (for a script of its own).
+    pub fn python_script(script: &Path, args: &[&str], stdin: &Value) -> Client {
+        let mut all = vec![script.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Client::start("python3", &all, stdin)
+    }
+
     /// `node tests/node/gateway-client.mjs URL [extra]` (2025-11-25 session).
     pub fn node(url: &str, extra: &[&str], headers: &Value) -> Client {
         let mut args = vec!["gateway-client.mjs".to_owned(), url.into()];

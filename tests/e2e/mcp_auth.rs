@@ -7,15 +7,21 @@
 //!   audience, and an ID token, are refused;
 //! - a missing scope gets 403 `insufficient_scope` with every scope the call needs;
 //! - a per-tool rule on `Mcp-Name` allows one tool and denies another, and refuses an old or
-//!   absent `MCP-Protocol-Version`.
+//!   absent `MCP-Protocol-Version`;
+//! - the official Python SDK client, with no token and only its IdP credentials, in front of
+//!   omni2's `/mcp`: its own discovery (401 → resource metadata → the IdP's metadata → a
+//!   token for this resource) ends in `initialize`, `tools/list` and a call; a wrong secret
+//!   ends in an error, no tools.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use e2e::http::{EchoUpstream, Request, Response, Target, echoed, send};
 use e2e::idp::{CLIENTS, Idp, generate_keys};
-use e2e::process::free_addr;
-use e2e::stack::Sidecar;
+use e2e::mcp_gateway::{Client, names};
+use e2e::process::{eventually, free_addr, repo_root};
+use e2e::stack::{McpServer, Omni2, Sidecar};
 use e2e::traefik::Traefik;
 use serde_json::{Value, json};
 
@@ -77,7 +83,15 @@ struct Stack {
     traefik: Traefik,
     sidecar: Sidecar,
     resource: String,
-    _echo: EchoUpstream,
+    upstream: Upstream,
+}
+
+/// What Traefik sends the admitted requests to.
+enum Upstream {
+    /// Kept running; its reports arrive in the responses.
+    Echo { _server: EchoUpstream },
+    /// omni2's `/mcp` in front of the example MCP server (tools `py__*`).
+    Omni2(Omni2, McpServer),
 }
 
 impl Stack {
@@ -95,7 +109,42 @@ impl Stack {
             traefik,
             sidecar,
             resource,
-            _echo: echo,
+            upstream: Upstream::Echo { _server: echo },
+        }
+    }
+
+    /// The same front door before omni2, with the MCP gateway tests' configs
+    /// (`tests/fixtures/e2e-mcp-*.yaml`: the shipped `mcp` rule, roles from `client_id`).
+    async fn start_omni2(dir: &Path) -> Stack {
+        let idp = Idp::start(dir, &generate_keys(dir, "k1")).await;
+        let py = McpServer::start(dir).await;
+        let omni2_addr = free_addr();
+        let omni2 = Omni2::start_with(
+            dir,
+            &repo_root().join("tests/fixtures/e2e-mcp-omni2.yaml"),
+            Target::Tcp(omni2_addr),
+            &[
+                ("OMNI2_PY_URL", &py.url()),
+                ("OMNI2_EV_URL", "http://127.0.0.1:9/mcp"),
+            ],
+        )
+        .await;
+        let (sidecar_addr, admin): (SocketAddr, SocketAddr) = (free_addr(), free_addr());
+        let wiring = Traefik::wiring(dir, sidecar_addr, omni2_addr);
+        let resource = format!("http://127.0.0.1:{}/mcp", wiring.web.port());
+        let env = [
+            ("OMNI2_MCP_RESOURCE".to_owned(), resource.clone()),
+            ("OMNI2_AUTHORIZATION_SERVER".to_owned(), idp.issuer.clone()),
+        ];
+        let config = repo_root().join("tests/fixtures/e2e-mcp-sidecar.yaml");
+        let sidecar = Sidecar::start_on(dir, &config, sidecar_addr, admin, &env).await;
+        let traefik = Traefik::start_wired(dir, wiring).await;
+        Stack {
+            idp,
+            traefik,
+            sidecar,
+            resource,
+            upstream: Upstream::Omni2(omni2, py),
         }
     }
 
@@ -132,10 +181,15 @@ impl Stack {
 
     fn logs(&self) -> String {
         format!(
-            "--- sidecar:\n{}\n--- traefik:\n{}\n--- idp:\n{}",
+            "--- sidecar:\n{}\n--- traefik:\n{}\n--- idp:\n{}{}",
             self.sidecar.log(),
             self.traefik.log(),
-            self.idp.log()
+            self.idp.log(),
+            match &self.upstream {
+                Upstream::Echo { .. } => String::new(),
+                Upstream::Omni2(omni2, py) =>
+                    format!("\n--- omni2:\n{}\n--- py:\n{}", omni2.log(), py.log()),
+            }
         )
     }
 }
@@ -311,4 +365,133 @@ async fn scopes_step_up_and_per_tool_rules_need_a_recent_protocol_version() {
     // The GET stream is no tool call: the resource's general rule lets it through.
     let r = s.send(&Request::get("/mcp").bearer(&tools)).await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `tests/fixtures/sdk_oauth_client.py` (the Python SDK's own client-credentials OAuth) for
+/// `client` with `secret`, against the resource.
+fn sdk_client(s: &Stack, dir: &Path, client: &str, secret: &str) -> Client {
+    let creds = json!({"client_id": client, "client_secret": secret, "issuer": s.idp.issuer});
+    let script = repo_root().join("tests/fixtures/sdk_oauth_client.py");
+    Client::python_script(&script, &[&s.resource], &creds).logs_from(dir)
+}
+
+/// Where in the client's `trace` the first request matching `f` is.
+fn position(trace: &[Value], what: &str, f: impl Fn(&str, &str, u64) -> bool) -> usize {
+    trace
+        .iter()
+        .position(|r| {
+            f(
+                r["method"].as_str().unwrap_or(""),
+                r["url"].as_str().unwrap_or(""),
+                r["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or_else(|| panic!("no {what} in {trace:#?}"))
+}
+
+/// `auth_sidecar_decisions_total` of the sidecar's `mcp` rule with `reason`.
+async fn mcp_decisions(s: &Stack, reason: &str) -> f64 {
+    let r = send(&Target::Tcp(s.sidecar.admin), &Request::get("/metrics"))
+        .await
+        .expect("metrics");
+    let labels = format!("reason=\"{reason}\"");
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with("auth_sidecar_decisions_total{"))
+        .filter(|l| l.contains(&labels) && l.contains("rule=\"mcp\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_discovers_the_idp_and_gets_its_own_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Stack::start_omni2(dir.path()).await;
+    // omni2 lists a backend's tools once its probe found it healthy.
+    let admin = s.token("agent-es256", &s.resource, "mcp:tools").await;
+    let req = Request::get("/api/v1/mcp/servers/py").bearer(&admin);
+    eventually("py healthy", Duration::from_secs(30), || async {
+        let r = send(&s.traefik.target(), &req).await?;
+        (r.status == 200 && r.json()["state"] == "healthy")
+            .then_some(())
+            .ok_or(format!("{} {}", r.status, r.text()))
+    })
+    .await;
+    let unauthenticated = mcp_decisions(&s, "missing_token").await;
+
+    // The user client, with nothing but its credentials and the issuer they belong to.
+    let c = sdk_client(&s, dir.path(), "agent-rs256", "agent-rs256-secret");
+    let init = c.step("initialize");
+    assert!(init["protocol"].is_string(), "{init}");
+    let listed = names(&c.step("list"));
+    for t in ["py__echo", "py__counter"] {
+        assert!(listed.contains(&t.to_owned()), "{t} in {listed:?}");
+    }
+    // Roles come from the SDK's token: the user does not see the admin's tool.
+    assert!(!listed.contains(&"py__add".to_owned()), "{listed:?}");
+    let call = c.step("call");
+    assert_eq!(call["is_error"], false, "{call}");
+    assert_eq!(call["text"], json!(["discovered"]), "{call}");
+
+    // The discovery, as the client saw it: a 401 from the resource, the metadata through
+    // Traefik, the IdP's own metadata, its token endpoint, then the resource admitting it.
+    let trace = c.step("trace")["requests"]
+        .as_array()
+        .expect("requests")
+        .clone();
+    let base = s.resource.trim_end_matches("/mcp");
+    let issuer = s.idp.issuer.as_str();
+    let challenged = position(&trace, "401 from /mcp", |_, u, st| {
+        u == s.resource && st == 401
+    });
+    let prm = position(&trace, "the resource metadata", |m, u, st| {
+        m == "GET" && u == format!("{base}/.well-known/oauth-protected-resource/mcp") && st == 200
+    });
+    let as_meta = position(&trace, "the IdP's metadata", |m, u, st| {
+        m == "GET" && u.starts_with(issuer) && u.contains("/.well-known/") && st == 200
+    });
+    let token = position(&trace, "a token from the IdP", |m, u, st| {
+        m == "POST" && u.starts_with(issuer) && u.ends_with("/token") && st == 200
+    });
+    let admitted = position(&trace, "/mcp admitting the token", |_, u, st| {
+        u == s.resource && st == 200
+    });
+    assert!(
+        challenged < prm && prm < as_meta && as_meta < token && token < admitted,
+        "{trace:#?}"
+    );
+    // The token the SDK got is for this resource, from this IdP, for this client.
+    let t = c.step("token");
+    assert_eq!(t["claims"]["aud"], json!(s.resource), "{t}");
+    assert_eq!(t["claims"]["iss"], json!(issuer), "{t}");
+    assert_eq!(t["claims"]["client_id"], "agent-rs256", "{t}");
+    assert!(
+        t["claims"]["scope"]
+            .as_str()
+            .is_some_and(|sc| sc.split(' ').any(|x| x == "mcp:tools")),
+        "{t}"
+    );
+    // The sidecar itself refused the tokenless request.
+    assert!(
+        mcp_decisions(&s, "missing_token").await > unauthenticated,
+        "{}",
+        s.logs()
+    );
+
+    // A wrong secret: the IdP refuses it, the client fails without reaching any tool.
+    let c = sdk_client(&s, dir.path(), "agent-rs256", "not-the-secret");
+    let err = c.step("error");
+    let trace = c.step("trace")["requests"]
+        .as_array()
+        .expect("requests")
+        .clone();
+    position(&trace, "the refused token request", |m, u, st| {
+        m == "POST" && u.starts_with(issuer) && u.ends_with("/token") && st == 401
+    });
+    assert!(
+        !trace
+            .iter()
+            .any(|r| r["url"] == json!(s.resource) && r["status"] == 200),
+        "{err}\n{trace:#?}"
+    );
 }
