@@ -6,7 +6,6 @@
 //! shutdown hold for both. The App keeps the forwardAuth routes too: a path spelled in a
 //! way this exact match does not take (say, percent-encoded) is still answered, by it.
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_http::Request;
@@ -68,8 +67,6 @@ pub struct FrontService<S> {
     app: S,
 }
 
-type Answer = Result<Response<BoxBody>, Error>;
-
 impl<S> Service<Request> for FrontService<S>
 where
     S: Service<Request, Response = ServiceResponse<BoxBody>, Error = Error>,
@@ -78,16 +75,13 @@ where
     type Response = Response<BoxBody>;
     type Error = Error;
     /// Ready for a decision that needs nothing remote (no allocation for the future).
-    type Future = Either<Ready<Answer>, LocalBoxFuture<'static, Answer>>;
+    type Future = verify::Answer;
 
     forward_ready!(app);
 
     fn call(&self, req: Request) -> Self::Future {
         if is_forward_auth(req.path()) {
-            return match verify::answer(&self.state, req) {
-                Either::Left(res) => Either::Left(ready(Ok(res))),
-                Either::Right(later) => Either::Right(later),
-            };
+            return verify::answer(&self.state, req);
         }
         let app = self.app.call(req);
         Either::Right(Box::pin(async move { app.await.map(Response::from) }))

@@ -3,6 +3,7 @@
 //! `store: redis` limit, bounded by `command_timeout`) → count, audit and log → respond.
 //! The request line, `Host` and body of the auth request are never used.
 
+use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,66 +71,58 @@ pub(super) async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Http
     finish(&state, &active, &facts, req.headers(), &outcome, started)
 }
 
-/// A forwardAuth answer, now or later.
-pub(super) type Answer =
-    Either<Response<BoxBody>, LocalBoxFuture<'static, Result<Response<BoxBody>, actix_web::Error>>>;
+type Reply = Result<Response<BoxBody>, actix_web::Error>;
+
+/// A forwardAuth answer: ready now, or a future that first asks something remote.
+pub(super) type Answer = Either<Ready<Reply>, LocalBoxFuture<'static, Reply>>;
 
 /// The same decision as [`verify`], from the actix-http request: answered at once when it
 /// needs nothing remote (the usual case), else by a future that fetches the keys the token
-/// needs or asks the shared rate limiter, then answers.
+/// needs and/or asks the shared rate limiter, then answers.
 pub(super) fn answer(state: &Arc<AppState>, req: Request) -> Answer {
     let started = Instant::now();
     let now = unix_now();
     let active = state.active.load_full();
     let facts = facts_from_parts(&req.head().headers, req.peer_addr());
     let mut outcome = decide(&facts, &active.rt, now);
-    if needs_keys(&outcome, &active.rt).is_none() {
-        let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) else {
-            return Either::Left(
-                finish(
-                    state,
-                    &active,
-                    &facts,
-                    &req.head().headers,
-                    &outcome,
-                    started,
-                )
-                .into(),
-            );
-        };
-        let state = state.clone();
-        return Either::Right(Box::pin(async move {
-            shared.apply(&mut outcome).await;
-            let facts = facts_from_parts(&req.head().headers, req.peer_addr());
-            Ok(finish(
-                &state,
+    let keys_needed = needs_keys(&outcome, &active.rt).is_some();
+    let mut shared = None;
+    if !keys_needed {
+        shared = rate_limit(&mut outcome, &facts, &active.rt, started);
+        if shared.is_none() {
+            let res = finish(
+                state,
                 &active,
                 &facts,
                 &req.head().headers,
                 &outcome,
                 started,
-            )
-            .into())
-        }));
+            );
+            return Either::Left(ready(Ok(res.into())));
+        }
     }
     let state = state.clone();
     Either::Right(Box::pin(async move {
+        // `facts` borrows the request, which moved in here: read again (not the usual path).
         let facts = facts_from_parts(&req.head().headers, req.peer_addr());
-        if refresh_keys(&outcome, &active.rt, now).await {
-            outcome = decide(&facts, &active.rt, now);
+        if keys_needed {
+            if refresh_keys(&outcome, &active.rt, now).await {
+                outcome = decide(&facts, &active.rt, now);
+            }
+            shared = rate_limit(&mut outcome, &facts, &active.rt, started);
         }
-        if let Some(shared) = rate_limit(&mut outcome, &facts, &active.rt, started) {
+        if let Some(shared) = shared {
             shared.apply(&mut outcome).await;
         }
-        Ok(finish(
+        let res = finish(
             &state,
             &active,
             &facts,
             &req.head().headers,
             &outcome,
             started,
-        )
-        .into())
+        );
+        Ok(res.into())
     }))
 }
 
