@@ -56,10 +56,6 @@ pub(crate) fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Single<'a
     s
 }
 
-pub(crate) fn all<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
-    headers.get_all(name).filter_map(text).collect()
-}
-
 /// Everything `decide` reads about a request.
 #[derive(Clone, Debug, Default)]
 pub struct RequestFacts<'a> {

@@ -126,8 +126,30 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
     )
     .await;
     assert_eq!(third["cached"], false, "invalidated: {third}");
+    // The same call through `/mcp` (2026-07-28, stateless) shares the path: audited, and
+    // served by the cache the REST call filled.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "py__echo", "arguments": {"text": secret_text},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}});
+    let mcp = with(http.post(o.url("/mcp")), &user())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "py__echo")
+        .body(call.to_string())
+        .send()
+        .await
+        .expect("/mcp");
+    assert_eq!(mcp.status(), 200);
+    let mcp: Value = mcp.json().await.expect("json");
+    assert_eq!(mcp["result"]["_meta"]["omni2/cached"], true, "{mcp}");
 
-    let got = events(&file, 6).await;
+    let got = events(&file, 7).await;
     let hash = sha256_hex(&format!(r#"{{"text":"{secret_text}"}}"#));
     let call = |e: &Value, result: &str, cached: bool| {
         assert_eq!(e["event"], "tool_call", "{e}");
@@ -167,6 +189,11 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
         assert_eq!(e["result"], result, "{e}");
     }
     call(&got[5], "ok", false);
+    call(&got[6], "cached", true);
+    assert_eq!(
+        (&got[6]["tool"], &got[6]["args_sha256"]),
+        (&json!("echo"), &json!(hash))
+    );
 
     let text = std::fs::read_to_string(&file).expect("audit");
     assert!(
@@ -176,7 +203,7 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
 
     let metrics = o.metrics(&http).await;
     assert!(
-        metrics.contains("omni2_audit_events_total{result=\"written\"} 6"),
+        metrics.contains("omni2_audit_events_total{result=\"written\"} 7"),
         "{metrics}"
     );
     assert!(metrics.contains("omni2_audit_dropped_total 0"), "{metrics}");

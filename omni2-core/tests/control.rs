@@ -192,8 +192,11 @@ async fn answer(ws: &mut Ws, seq: &mut u64, id: &str) -> Value {
 #[tokio::test]
 async fn websocket_control_actions_answer_results_and_errors_and_never_close_the_socket() {
     let mcp = McpServer::start(&["--json"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit_file = dir.path().join("audit.log");
+    let audit = format!("audit:\n  sink: file\n  file: {}\n", audit_file.display());
     let yaml =
-        config(&[("a", &mcp.url())], "").replace("probe_interval: 200ms", "probe_interval: 1h");
+        config(&[("a", &mcp.url())], &audit).replace("probe_interval: 200ms", "probe_interval: 1h");
     let o = Omni2::start(&yaml, None);
     let http = http_client();
     healthy(&http, &o, "a").await;
@@ -345,6 +348,92 @@ async fn websocket_control_actions_answer_results_and_errors_and_never_close_the
         m["type"] == "circuit_state" && m["to"] == "half_open"
     })
     .await;
+
+    // An admin's cache invalidation: the cached answer is gone.
+    let echo = |who: Vec<(String, String)>| {
+        let http = &http;
+        let o = &o;
+        async move {
+            let (status, body) = post(
+                http,
+                o,
+                "/api/v1/mcp/servers/a/tools/echo/call",
+                &who,
+                Some(r#"{"text":"ws-invalidate"}"#),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["cached"].as_bool()
+        }
+    };
+    assert_eq!(echo(user()).await, Some(false));
+    assert_eq!(echo(user()).await, Some(true));
+    send(
+        &mut root,
+        json!({"action": "invalidate_cache", "server": "a", "tool": "echo", "id": "i1"}),
+    )
+    .await;
+    let a = answer(&mut root, &mut root_seq, "i1").await;
+    assert_eq!(a["type"], "result", "{a}");
+    assert_eq!(
+        a["invalidated"],
+        json!({"server": "a", "tool": "echo"}),
+        "{a}"
+    );
+    assert_eq!(echo(user()).await, Some(false), "invalidated");
+
+    // Every action that reached a server, refused or not, is in the audit trail, in order;
+    // malformed messages never got that far.
+    let want = [
+        ("control_action", "alice", "probe", "role_denied"),
+        ("control_action", "alice", "reset_breaker", "role_denied"),
+        ("cache_invalidation", "alice", "", "role_denied"),
+        ("control_action", "alice", "disable", "role_denied"),
+        ("control_action", "root", "probe", "unknown_server"),
+        ("control_action", "root", "probe", "ok"),
+        ("control_action", "root", "disable", "ok"),
+        ("control_action", "root", "probe", "server_disabled"),
+        ("control_action", "root", "enable", "ok"),
+        ("control_action", "root", "reset_breaker", "ok"),
+        ("cache_invalidation", "root", "", "ok"),
+    ];
+    let got = eventually("the control actions' audit events", WAIT, || async {
+        let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+        // Whole lines only: the writer may be between two writes.
+        let whole = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        let got: Vec<Value> = whole
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+            .filter(|e| e["event"] != "tool_call")
+            .collect();
+        (got.len() >= want.len()).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (e, (event, user, action, result)) in got.iter().zip(want) {
+        assert_eq!(
+            (
+                e["event"].as_str(),
+                e["user"].as_str(),
+                e["result"].as_str()
+            ),
+            (Some(event), Some(user), Some(result)),
+            "{e}"
+        );
+        if event == "control_action" {
+            assert_eq!(e["action"], action, "{e}");
+            let target = if result == "unknown_server" {
+                "nope"
+            } else {
+                "a"
+            };
+            assert_eq!(e["target"], target, "{e}");
+        } else {
+            assert_eq!(e["server"], "a", "{e}");
+        }
+    }
+    assert_eq!(got[10]["tool"], "echo", "{}", got[10]);
+    assert_eq!(got[2]["tool"], Value::Null, "{}", got[2]);
 
     // Still open after all of it.
     send(&mut alice, json!({"action": "ping"})).await;

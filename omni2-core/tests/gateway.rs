@@ -233,18 +233,20 @@ async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
         assert!(listed.iter().all(|t| !t.starts_with("py__")), "{listed:?}");
         assert!(listed.contains(&"ev__echo".to_owned()), "{listed:?}");
     }
-    // The breaker is open: the call fails at once, saying when to retry.
-    let down = pyc.step("down_call");
-    assert_eq!(down["ok"], false, "{down}");
-    assert_eq!(down["code"], -32001, "{down}");
-    assert_eq!(down["data"]["error"], "circuit_open", "{down}");
-    assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
-    assert!(
-        down["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("unavailable")),
-        "{down}"
-    );
+    // The breaker is open: the call fails at once, saying when to retry (both SDKs).
+    for c in [&pyc, &ts] {
+        let down = c.step("down_call");
+        assert_eq!(down["ok"], false, "{down}");
+        assert_eq!(down["code"], -32001, "{down}");
+        assert_eq!(down["data"]["error"], "circuit_open", "{down}");
+        assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
+        assert!(
+            down["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unavailable")),
+            "{down}"
+        );
+    }
 }
 
 /// A raw `/mcp` POST.

@@ -346,6 +346,17 @@ async fn session_clients_through_traefik_and_list_changed() {
     assert!(!listed.contains(&"py__add".to_owned()), "{listed:?}");
     assert_python_calls(&c, false, true);
 
+    // TypeScript SDK, 2025-11-25 session, as the user: py__add is not listed, and refused.
+    let c = Client::node(&s.url(), &[], &bearer(&user)).logs_from(dir.path());
+    assert_eq!(c.step("initialize")["session"], true);
+    let listed = names(&c.step("list"));
+    assert!(listed.contains(&"py__counter".to_owned()), "{listed:?}");
+    assert!(!listed.contains(&"py__add".to_owned()), "{listed:?}");
+    let add = c.step("add");
+    assert_eq!(add["ok"], false, "{add}");
+    assert_eq!(add["code"], -32003, "{add}");
+    assert_eq!(add["data"]["error"], "role_denied", "{add}");
+
     // TypeScript SDK, 2025-11-25 session, as the admin.
     let c = Client::node(&s.url(), &[], &bearer(&admin)).logs_from(dir.path());
     let init = c.step("initialize");
@@ -399,10 +410,14 @@ async fn session_clients_through_traefik_and_list_changed() {
         assert!(listed.iter().all(|t| !t.starts_with("py__")), "{listed:?}");
         assert!(listed.contains(&"ev__echo".to_owned()), "{listed:?}");
     }
-    let down = pyc.step("down_call");
-    assert_eq!(down["code"], -32001, "{down}");
-    assert_eq!(down["data"]["error"], "circuit_open", "{down}");
-    assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
+    // Both clients get the breaker's error (no upstream attempt), with a retry hint.
+    for c in [&pyc, &ts] {
+        let down = c.step("down_call");
+        assert_eq!(down["ok"], false, "{down}");
+        assert_eq!(down["code"], -32001, "{down}");
+        assert_eq!(down["data"]["error"], "circuit_open", "{down}");
+        assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

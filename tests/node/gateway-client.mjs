@@ -5,7 +5,8 @@
 //
 // Session revision (initialize, Mcp-Session-Id). Each step prints one JSON line
 // {"step": ...}. With --wait-change: prints {"step":"ready"}, waits (bounded) for
-// notifications/tools/list_changed, then lists the tools again.
+// notifications/tools/list_changed, lists the tools again, and calls py__counter (whose
+// server the test has stopped: the breaker's fast error, step "down_call").
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -55,6 +56,7 @@ if (waitChange) {
   const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('no list_changed within 60 s')), 60_000));
   await Promise.race([changedOnce, timeout]);
   out('changed', { tools: names(await client.listTools()) });
+  out('down_call', await call(client, 'py__counter', {}));
 } else {
   out('add', await call(client, 'py__add', { a: 20, b: 22 }));
   out('counter1', await call(client, 'py__counter', {}));
