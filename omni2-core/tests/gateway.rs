@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use test_support::mcp::{Client, Everything, RecordingProxy, names};
+use test_support::mcp::{Client, Everything, RecordingProxy, assert_breaker_refused, names};
 
 use crate::common::*;
 
@@ -235,17 +235,7 @@ async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
     }
     // The breaker is open: the call fails at once, saying when to retry (both SDKs).
     for c in [&pyc, &ts] {
-        let down = c.step("down_call");
-        assert_eq!(down["ok"], false, "{down}");
-        assert_eq!(down["code"], -32001, "{down}");
-        assert_eq!(down["data"]["error"], "circuit_open", "{down}");
-        assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
-        assert!(
-            down["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("unavailable")),
-            "{down}"
-        );
+        assert_breaker_refused(&c.step("down_call"));
     }
 }
 

@@ -252,6 +252,23 @@ impl Client {
     }
 }
 
+/// A client's `down_call` step, made while the server is down: the breaker's JSON-RPC
+/// error (-32001 `circuit_open`, no upstream attempt) saying it is unavailable and when to
+/// retry.
+#[track_caller]
+pub fn assert_breaker_refused(down: &Value) {
+    assert_eq!(down["ok"], false, "{down}");
+    assert_eq!(down["code"], -32001, "{down}");
+    assert_eq!(down["data"]["error"], "circuit_open", "{down}");
+    assert!(down["data"]["retry_after_ms"].as_u64().is_some(), "{down}");
+    assert!(
+        down["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable")),
+        "{down}"
+    );
+}
+
 /// The tool names of a `{"tools": [...]}` line.
 pub fn names(line: &Value) -> Vec<String> {
     line["tools"]
