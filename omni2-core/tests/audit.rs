@@ -129,24 +129,12 @@ async fn tool_calls_and_invalidations_are_audited_with_the_argument_hash() {
     // The same call through `/mcp` (2026-07-28, stateless) shares the path: audited, and
     // served by the cache the REST call filled.
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-    "name": "py__echo", "arguments": {"text": secret_text},
-    "_meta": {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }}});
-    let mcp = with(http.post(o.url("/mcp")), &user())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "py__echo")
-        .body(call.to_string())
-        .send()
-        .await
-        .expect("/mcp");
-    assert_eq!(mcp.status(), 200);
-    let mcp: Value = mcp.json().await.expect("json");
+        "name": "py__echo", "arguments": {"text": secret_text}, "_meta": mcp_meta()}});
+    let mut headers = MCP_MODERN.to_vec();
+    headers.extend([("mcp-method", "tools/call"), ("mcp-name", "py__echo")]);
+    let (status, _, body) = mcp_post(&http, &o, &user(), &headers, call.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let mcp: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(mcp["result"]["_meta"]["omni2/cached"], true, "{mcp}");
 
     let got = events(&file, 7).await;

@@ -239,37 +239,6 @@ async fn list_changed_reaches_both_sdk_clients_when_a_backend_dies() {
     }
 }
 
-/// A raw `/mcp` POST.
-async fn post(
-    http: &reqwest::Client,
-    o: &Omni2,
-    who: &[(String, String)],
-    extra: &[(&str, &str)],
-    body: impl Into<reqwest::Body>,
-) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = with(http.post(o.url("/mcp")), who)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    let r = req.body(body).send().await.expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.text().await.expect("body"))
-}
-
-/// The `_meta` every 2026-07-28 request carries.
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    })
-}
-
-const MODERN: [(&str, &str); 1] = [("mcp-protocol-version", "2026-07-28")];
-
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     let mut py = McpServer::start(&[]);
@@ -279,12 +248,12 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     let root = signed("root", "admin");
 
     // No identity: refused before any MCP processing, like REST.
-    let (status, _, body) = post(&http, &o, &[], &[], "{}").await;
+    let (status, _, body) = mcp_post(&http, &o, &[], &[], "{}").await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("missing_identity"), "{body}");
 
     // Malformed JSON.
-    let (status, _, body) = post(&http, &o, &root, &[], "{not json").await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &[], "{not json").await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("-32700") && body.contains("Parse error"),
@@ -297,7 +266,7 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
         .collect();
     let text = serde_json::to_string(&batch).expect("json");
     assert!(text.len() < omni2_core::gateway::MAX_BODY_BYTES);
-    let (status, _, body) = post(&http, &o, &root, &[], text).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &[], text).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("-32600") && body.contains("batches"),
@@ -305,38 +274,37 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     );
     // Over the body limit.
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1_100_000));
-    let (status, _, _) = post(&http, &o, &root, &[], big).await;
+    let (status, _, _) = mcp_post(&http, &o, &root, &[], big).await;
     assert_eq!(status, 413);
 
     // Unknown method (stateless revision).
-    let unknown =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "nope/nothing", "params": {"_meta": meta()}});
-    let mut h = MODERN.to_vec();
+    let unknown = json!({"jsonrpc": "2.0", "id": 1, "method": "nope/nothing", "params": {"_meta": mcp_meta()}});
+    let mut h = MCP_MODERN.to_vec();
     h.push(("mcp-method", "nope/nothing"));
-    let (status, _, body) = post(&http, &o, &root, &h, unknown.to_string()).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &h, unknown.to_string()).await;
     eprintln!("unknown: {status} {body}");
     assert!(body.contains("-32601"), "{status} {body}");
 
     // Mirrored headers that contradict the body: 400 / -32020.
     let list =
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta()}});
-    let mut h = MODERN.to_vec();
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": mcp_meta()}});
+    let mut h = MCP_MODERN.to_vec();
     h.push(("mcp-method", "tools/call"));
-    let (status, _, body) = post(&http, &o, &root, &h, list.to_string()).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &h, list.to_string()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("-32020"), "{body}");
     let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": "py__counter", "arguments": {}, "_meta": meta()}});
-    let mut h = MODERN.to_vec();
+        "params": {"name": "py__counter", "arguments": {}, "_meta": mcp_meta()}});
+    let mut h = MCP_MODERN.to_vec();
     h.extend([("mcp-method", "tools/call"), ("mcp-name", "py__echo")]);
-    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &h, call.to_string()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("-32020"), "{body}");
 
     // Missing mirrored headers are a mismatch too.
-    let mut h = MODERN.to_vec();
+    let mut h = MCP_MODERN.to_vec();
     h.push(("mcp-method", "tools/call"));
-    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &h, call.to_string()).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("-32020") && body.contains("Mcp-Name"),
@@ -344,16 +312,16 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
     );
 
     // Matching headers: served.
-    let mut h = MODERN.to_vec();
+    let mut h = MCP_MODERN.to_vec();
     h.extend([("mcp-method", "tools/call"), ("mcp-name", "py__counter")]);
-    let (status, _, body) = post(&http, &o, &root, &h, call.to_string()).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &h, call.to_string()).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"result\""), "{body}");
 
     // A session opened by one user is not another's.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-    let (status, headers, body) = post(&http, &o, &root, &[], init.to_string()).await;
+    let (status, headers, body) = mcp_post(&http, &o, &root, &[], init.to_string()).await;
     assert_eq!(status, 200, "{body}");
     let session = headers["mcp-session-id"]
         .to_str()
@@ -365,9 +333,9 @@ async fn bad_input_gets_a_clear_error_and_omni2_stays_up() {
         ("mcp-protocol-version", "2025-06-18"),
     ];
     let alice = signed("alice", "user");
-    let (status, _, _) = post(&http, &o, &alice, &session_headers, ping.clone()).await;
+    let (status, _, _) = mcp_post(&http, &o, &alice, &session_headers, ping.clone()).await;
     assert_eq!(status, 404);
-    let (status, _, body) = post(&http, &o, &root, &session_headers, ping).await;
+    let (status, _, body) = mcp_post(&http, &o, &root, &session_headers, ping).await;
     assert_eq!(status, 200, "{body}");
 
     // Still up and serving.
@@ -420,10 +388,10 @@ async fn listed(
     who: &[(String, String)],
 ) -> Option<Vec<String>> {
     let list =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}});
-    let mut h = MODERN.to_vec();
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": mcp_meta()}});
+    let mut h = MCP_MODERN.to_vec();
     h.push(("mcp-method", "tools/list"));
-    let (status, _, body) = post(http, o, who, &h, list.to_string()).await;
+    let (status, _, body) = mcp_post(http, o, who, &h, list.to_string()).await;
     if status != 200 {
         return None;
     }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use identity_wire::{SIGNATURE_HEADER, SigningKey, Slot};
+use serde_json::{Value, json};
 pub use test_support::eventually;
 use test_support::{Proc, Signal};
 
@@ -363,3 +364,35 @@ pub async fn server_status(http: &reqwest::Client, omni2: &Omni2, name: &str) ->
     .await
     .expect("json")
 }
+
+/// A raw `/mcp` POST (JSON body, the Accept streamable HTTP asks for), with `extra` headers.
+pub async fn mcp_post(
+    http: &reqwest::Client,
+    o: &Omni2,
+    who: &[(String, String)],
+    extra: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = with(http.post(o.url("/mcp")), who)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.body(body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.expect("body"))
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+pub fn mcp_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+/// The header every 2026-07-28 request carries.
+pub const MCP_MODERN: [(&str, &str); 1] = [("mcp-protocol-version", "2026-07-28")];
